@@ -1,0 +1,156 @@
+// Package store keeps hangard's durable state: tenants and their API keys,
+// sessions and their claims, tickets, and the liveness of daemon replicas.
+// It never holds a Claude credential or a git token.
+//
+// Two implementations share one interface and one test suite: SQLite
+// (modernc.org/sqlite, the default, one replica) and Postgres (pgx v5, several
+// replicas). Open picks one from the DSN.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by every implementation.
+var (
+	// ErrNotFound: no such row (or not visible to the caller's tenant).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique constraint was violated (e.g. tenant name taken).
+	ErrConflict = errors.New("conflict")
+	// ErrStateChanged: a compare-and-set transition found the session in a
+	// state other than the expected ones.
+	ErrStateChanged = errors.New("session state changed")
+	// ErrTicketInvalid: unknown, expired or used-up ticket.
+	ErrTicketInvalid = errors.New("ticket invalid")
+)
+
+// SessionState is a session's place in its life cycle
+// (pending → claiming → starting → ready → ending → ended, or failed).
+type SessionState string
+
+// Session states.
+const (
+	StatePending  SessionState = "pending"
+	StateClaiming SessionState = "claiming"
+	StateStarting SessionState = "starting"
+	StateReady    SessionState = "ready"
+	StateEnding   SessionState = "ending"
+	StateEnded    SessionState = "ended"
+	StateFailed   SessionState = "failed"
+)
+
+// Live reports whether the session still owns (or may come to own) a machine.
+func (s SessionState) Live() bool {
+	return s != StateEnded && s != StateFailed
+}
+
+// Tenant is one customer of the service.
+type Tenant struct {
+	ID                 string
+	Name               string
+	Pools              []string      // pools granted; empty means none
+	MaxSessions        int           // concurrent live sessions; 0 = unlimited
+	MaxSessionDuration time.Duration // 0 = pool's session TTL only
+	KeyHash            []byte        // SHA-256 of the API key
+	CreatedAt          time.Time
+}
+
+// Push is the result of the agent's finish call.
+type Push struct {
+	Ref     string `json:"ref"`
+	Commit  string `json:"commit"`
+	OK      bool   `json:"ok"`
+	Message string `json:"message"`
+}
+
+// Session is one user session. It holds no credential.
+type Session struct {
+	ID                            string
+	TenantID                      string
+	Pool                          string
+	TenantImage                   string
+	Region                        string // requested region; after the claim, the machine's
+	State                         SessionState
+	Reason                        string // why it failed or ended
+	MachineID                     string
+	AppName                       string
+	Repo                          string
+	Branch                        string
+	SessionBranch                 string
+	Mode                          string   // "pty" | "jsonl"
+	Command                       []string // argv; empty = the image's default (claude)
+	Env                           map[string]string
+	Cols, Rows                    int
+	GitAuthorName, GitAuthorEmail string
+	Owner                         string // id of the daemon replica that accepted it and holds its credentials
+	CreatedAt                     time.Time
+	ReadyAt                       *time.Time
+	EndedAt                       *time.Time
+	Push                          *Push
+	CostUSD                       float64
+	UpdatedAt                     time.Time
+}
+
+// SessionFilter narrows ListSessions. Zero fields match everything.
+type SessionFilter struct {
+	TenantID string
+	States   []SessionState
+	Owner    string
+	Pool     string
+	Limit    int
+}
+
+// Ticket is a short-lived credential for a browser WebSocket.
+type Ticket struct {
+	Hash      []byte // SHA-256 of the ticket string; the string itself is never stored
+	SessionID string
+	TenantID  string
+	Role      string // "rw" | "ro"
+	ExpiresAt time.Time
+	UsesLeft  int
+}
+
+// Store is hangard's durable state. Every method is safe for concurrent use
+// by several goroutines and, for Postgres, several replicas.
+type Store interface {
+	// Tenants.
+	CreateTenant(ctx context.Context, t *Tenant) error // sets ID, CreatedAt; ErrConflict on duplicate name
+	GetTenant(ctx context.Context, id string) (*Tenant, error)
+	TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant, error)
+	ListTenants(ctx context.Context) ([]*Tenant, error)
+	DeleteTenant(ctx context.Context, id string) error
+	SetTenantKey(ctx context.Context, id string, hash []byte) error
+
+	// Sessions.
+	CreateSession(ctx context.Context, s *Session) error // sets CreatedAt/UpdatedAt; ID is chosen by the caller
+	GetSession(ctx context.Context, id string) (*Session, error)
+	ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) // oldest first
+	// UpdateSession applies fn to the current row inside a transaction and
+	// writes it back, but only while the row's state is one of from (any
+	// state if from is empty); otherwise ErrStateChanged.
+	UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error)
+	// CountLiveSessions counts a tenant's sessions not ended or failed.
+	CountLiveSessions(ctx context.Context, tenantID string) (int, error)
+	// QueuePosition is 1 + the number of pending sessions of the same pool
+	// created before this one; 0 when the session is not pending.
+	QueuePosition(ctx context.Context, id string) (int, error)
+
+	// Tickets.
+	CreateTicket(ctx context.Context, t *Ticket) error
+	// UseTicket atomically checks expiry, decrements UsesLeft and returns the
+	// ticket; ErrTicketInvalid if unknown, expired or used up.
+	UseTicket(ctx context.Context, hash []byte, now time.Time) (*Ticket, error)
+
+	// Daemon replicas.
+	Heartbeat(ctx context.Context, daemonID string, now time.Time) error
+	// DeadDaemons lists replicas whose last heartbeat is older than before.
+	DeadDaemons(ctx context.Context, before time.Time) ([]string, error)
+	ForgetDaemon(ctx context.Context, daemonID string) error
+	// TryLeader tries to become the one leader for name (Postgres: a session
+	// advisory lock; SQLite: always granted, one process). release gives it up.
+	TryLeader(ctx context.Context, name string) (ok bool, release func(), err error)
+
+	Close() error
+}
