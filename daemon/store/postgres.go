@@ -1,0 +1,640 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// pgStore keeps hangard's state in Postgres, shared by any number of
+// replicas. Compare-and-set goes through SELECT … FOR UPDATE; leadership is a
+// session advisory lock held on a connection of its own.
+type pgStore struct {
+	pool *pgxpool.Pool
+
+	leaderMu sync.Mutex // serialises TryLeader, so one store never races itself for a lock
+	mu       sync.Mutex // guards leaders and closed
+	leaders  map[string]*pgLeader
+	closed   bool
+}
+
+// pgLeader is one advisory lock this store holds, on its own connection.
+type pgLeader struct {
+	mu   sync.Mutex // a pgx.Conn is not safe for concurrent use
+	key  int64
+	conn *pgx.Conn
+}
+
+// migrationLockKey is the advisory lock that serialises migrations of
+// replicas starting at once.
+var migrationLockKey = lockKey("hangar:schema_migrations")
+
+// lockKey maps a name to an advisory lock key.
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return int64(h.Sum64())
+}
+
+// OpenPostgres connects to Postgres (a postgres:// or postgresql:// URL, or
+// a key=value connection string) and brings the schema up to date.
+func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx redacts the password from its parse errors.
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	s := &pgStore{pool: pool, leaders: map[string]*pgLeader{}}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	return s, nil
+}
+
+func (s *pgStore) migrate(ctx context.Context) (err error) {
+	migs, err := loadMigrations("migrations/postgres")
+	if err != nil {
+		return err
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Release()
+	// Replicas starting together take turns: the lock is held across every
+	// migration, and even CREATE TABLE IF NOT EXISTS is not safe to race.
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
+		return fmt.Errorf("migrate: take lock: %w", err)
+	}
+	defer func() {
+		if _, uerr := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockKey); uerr != nil {
+			// The lock dies with the session: make sure the session does.
+			conn.Hijack().Close(context.Background())
+			if err == nil {
+				err = fmt.Errorf("migrate: release lock: %w", uerr)
+			}
+		}
+	}()
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	for _, m := range migs {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, m.version).Scan(&n); err != nil {
+				return fmt.Errorf("check migration %s: %w", m.name, err)
+			}
+			if n > 0 {
+				return nil
+			}
+			// No arguments: pgx uses the simple protocol, which runs a
+			// multi-statement script.
+			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				return fmt.Errorf("apply migration %s: %w", m.name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+				return fmt.Errorf("record migration %s: %w", m.name, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isPgUnique(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+func jsonOrNil(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func pgTimePtr(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return normTime(*t)
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// Tenants.
+
+func scanPgTenant(row rowScanner) (*Tenant, error) {
+	var t Tenant
+	var pools, keyHash []byte
+	var dur int64
+	if err := row.Scan(&t.ID, &t.Name, &pools, &t.MaxSessions, &dur, &keyHash, &t.CreatedAt); err != nil {
+		return nil, err
+	}
+	var err error
+	if t.Pools, err = decodeList(pools); err != nil {
+		return nil, fmt.Errorf("decode pools of tenant %s: %w", t.ID, err)
+	}
+	t.MaxSessionDuration = time.Duration(dur)
+	if len(keyHash) > 0 {
+		t.KeyHash = keyHash
+	}
+	t.CreatedAt = t.CreatedAt.UTC()
+	return &t, nil
+}
+
+func (s *pgStore) CreateTenant(ctx context.Context, t *Tenant) error {
+	if err := prepareTenant(t); err != nil {
+		return err
+	}
+	pools, err := encodeList(t.Pools)
+	if err != nil {
+		return fmt.Errorf("create tenant %s: encode pools: %w", t.Name, err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO tenants (`+tenantCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		t.ID, t.Name, jsonOrNil(pools), t.MaxSessions, int64(t.MaxSessionDuration), blobOrNil(t.KeyHash), t.CreatedAt)
+	if isPgUnique(err) {
+		return fmt.Errorf("create tenant %s: name or key taken: %w", t.Name, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create tenant %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+func (s *pgStore) GetTenant(ctx context.Context, id string) (*Tenant, error) {
+	t, err := scanPgTenant(s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("tenant %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	return t, nil
+}
+
+func (s *pgStore) TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant, error) {
+	if len(hash) == 0 {
+		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
+	}
+	t, err := scanPgTenant(s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = $1`, hash))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tenant by key: %w", err)
+	}
+	return t, nil
+}
+
+func (s *pgStore) ListTenants(ctx context.Context) ([]*Tenant, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+tenantCols+` FROM tenants ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []*Tenant
+	for rows.Next() {
+		t, err := scanPgTenant(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tenants: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	return out, nil
+}
+
+func (s *pgStore) DeleteTenant(ctx context.Context, id string) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		// A deleted tenant's tickets must not open anything any more.
+		_, err = tx.Exec(ctx, `DELETE FROM tickets WHERE tenant_id = $1`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete tenant %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *pgStore) SetTenantKey(ctx context.Context, id string, hash []byte) error {
+	if len(hash) == 0 {
+		return fmt.Errorf("set key of tenant %s: empty hash", id)
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE tenants SET key_hash = $1 WHERE id = $2`, hash, id)
+	if isPgUnique(err) {
+		return fmt.Errorf("set key of tenant %s: key taken: %w", id, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("set key of tenant %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("set key of tenant %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// Sessions.
+
+func scanPgSession(row rowScanner) (*Session, error) {
+	var s Session
+	var j sessionJSON
+	var state string
+	err := row.Scan(&s.ID, &s.TenantID, &s.Pool, &s.TenantImage, &s.Region, &state, &s.Reason, &s.MachineID, &s.AppName,
+		&s.Repo, &s.Branch, &s.SessionBranch, &s.Mode, &j.command, &j.env, &s.Cols, &s.Rows,
+		&s.GitAuthorName, &s.GitAuthorEmail, &s.Owner, &s.CreatedAt, &s.ReadyAt, &s.EndedAt, &j.push, &s.CostUSD, &s.UpdatedAt)
+	if err != nil {
+		return nil, err
+	}
+	s.State = SessionState(state)
+	if err := j.decodeInto(&s); err != nil {
+		return nil, err
+	}
+	s.CreatedAt, s.UpdatedAt = s.CreatedAt.UTC(), s.UpdatedAt.UTC()
+	s.ReadyAt, s.EndedAt = utcPtr(s.ReadyAt), utcPtr(s.EndedAt)
+	return &s, nil
+}
+
+func (s *pgStore) CreateSession(ctx context.Context, sess *Session) error {
+	if err := prepareNewSession(sess); err != nil {
+		return err
+	}
+	j, err := encodeSessionJSON(sess)
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`,
+		sess.ID, sess.TenantID, sess.Pool, sess.TenantImage, sess.Region, string(sess.State), sess.Reason, sess.MachineID, sess.AppName,
+		sess.Repo, sess.Branch, sess.SessionBranch, sess.Mode, jsonOrNil(j.command), jsonOrNil(j.env), sess.Cols, sess.Rows,
+		sess.GitAuthorName, sess.GitAuthorEmail, sess.Owner, sess.CreatedAt, pgTimePtr(sess.ReadyAt),
+		pgTimePtr(sess.EndedAt), jsonOrNil(j.push), sess.CostUSD, sess.UpdatedAt)
+	if isPgUnique(err) {
+		return fmt.Errorf("create session %s: id taken: %w", sess.ID, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	return nil
+}
+
+func (s *pgStore) GetSession(ctx context.Context, id string) (*Session, error) {
+	sess, err := scanPgSession(s.pool.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session %s: %w", id, err)
+	}
+	return sess, nil
+}
+
+func (s *pgStore) ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.TenantID != "" {
+		where = append(where, "tenant_id = "+arg(f.TenantID))
+	}
+	if f.Owner != "" {
+		where = append(where, "owner = "+arg(f.Owner))
+	}
+	if f.Pool != "" {
+		where = append(where, "pool = "+arg(f.Pool))
+	}
+	if len(f.States) > 0 {
+		where = append(where, "state = ANY("+arg(statesToStrings(f.States))+")")
+	}
+	q := `SELECT ` + sessionCols + ` FROM sessions`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY seq"
+	if f.Limit > 0 {
+		q += " LIMIT " + arg(f.Limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []*Session
+	for rows.Next() {
+		sess, err := scanPgSession(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		out = append(out, sess)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+func (s *pgStore) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
+	var out *Session
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		old, err := scanPgSession(tx.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1 FOR UPDATE`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("session %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read session %s: %w", id, err)
+		}
+		if err := checkFrom(from, old.State, id); err != nil {
+			return err
+		}
+		sess := copySession(old)
+		if err := fn(sess); err != nil {
+			return err
+		}
+		if err := prepareUpdatedSession(id, old, sess); err != nil {
+			return err
+		}
+		j, err := encodeSessionJSON(sess)
+		if err != nil {
+			return fmt.Errorf("update session %s: %w", id, err)
+		}
+		_, err = tx.Exec(ctx, `UPDATE sessions SET pool = $1, tenant_image = $2, region = $3, state = $4, reason = $5,
+			machine_id = $6, app_name = $7, repo = $8, branch = $9, session_branch = $10, mode = $11, command = $12, env = $13,
+			term_cols = $14, term_rows = $15, git_author_name = $16, git_author_email = $17, owner = $18, ready_at = $19,
+			ended_at = $20, push = $21, cost_usd = $22, updated_at = $23 WHERE id = $24`,
+			sess.Pool, sess.TenantImage, sess.Region, string(sess.State), sess.Reason,
+			sess.MachineID, sess.AppName, sess.Repo, sess.Branch, sess.SessionBranch, sess.Mode, jsonOrNil(j.command), jsonOrNil(j.env),
+			sess.Cols, sess.Rows, sess.GitAuthorName, sess.GitAuthorEmail, sess.Owner, pgTimePtr(sess.ReadyAt),
+			pgTimePtr(sess.EndedAt), jsonOrNil(j.push), sess.CostUSD, sess.UpdatedAt, id)
+		if err != nil {
+			return fmt.Errorf("write session %s: %w", id, err)
+		}
+		out = sess
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *pgStore) CountLiveSessions(ctx context.Context, tenantID string) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE tenant_id = $1 AND state <> ALL($2)`,
+		tenantID, []string{string(StateEnded), string(StateFailed)}).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count live sessions of tenant %s: %w", tenantID, err)
+	}
+	return n, nil
+}
+
+func (s *pgStore) QueuePosition(ctx context.Context, id string) (int, error) {
+	var state string
+	var ahead int
+	err := s.pool.QueryRow(ctx, `SELECT s.state,
+			(SELECT count(*) FROM sessions o WHERE o.pool = s.pool AND o.state = $1 AND o.seq < s.seq)
+		FROM sessions s WHERE s.id = $2`, string(StatePending), id).Scan(&state, &ahead)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("queue position of session %s: %w", id, err)
+	}
+	if SessionState(state) != StatePending {
+		return 0, nil
+	}
+	return ahead + 1, nil
+}
+
+// Tickets.
+
+func (s *pgStore) CreateTicket(ctx context.Context, t *Ticket) error {
+	if err := prepareTicket(t); err != nil {
+		return err
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Tickets live for seconds to hours: sweeping the dead ones here keeps
+		// the table small without a janitor.
+		if _, err := tx.Exec(ctx, `DELETE FROM tickets WHERE expires_at <= $1 OR uses_left <= 0`, now()); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO tickets (hash, session_id, tenant_id, role, expires_at, uses_left) VALUES ($1, $2, $3, $4, $5, $6)`,
+			t.Hash, t.SessionID, t.TenantID, t.Role, t.ExpiresAt, t.UsesLeft)
+		return err
+	})
+	if isPgUnique(err) {
+		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, err)
+	}
+	return nil
+}
+
+func (s *pgStore) UseTicket(ctx context.Context, hash []byte, at time.Time) (*Ticket, error) {
+	if len(hash) == 0 {
+		return nil, fmt.Errorf("use ticket: %w", ErrTicketInvalid)
+	}
+	var t Ticket
+	// One statement: the row lock taken by UPDATE makes racing uses queue,
+	// and each re-checks uses_left after the one before it committed.
+	err := s.pool.QueryRow(ctx, `UPDATE tickets SET uses_left = uses_left - 1
+		WHERE hash = $1 AND uses_left > 0 AND expires_at > $2
+		RETURNING session_id, tenant_id, role, expires_at, uses_left`, hash, normTime(at)).
+		Scan(&t.SessionID, &t.TenantID, &t.Role, &t.ExpiresAt, &t.UsesLeft)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("use ticket: %w", ErrTicketInvalid)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("use ticket: %w", err)
+	}
+	t.ExpiresAt = t.ExpiresAt.UTC()
+	t.Hash = append([]byte(nil), hash...)
+	return &t, nil
+}
+
+// Daemon replicas.
+
+func (s *pgStore) Heartbeat(ctx context.Context, daemonID string, at time.Time) error {
+	if daemonID == "" {
+		return fmt.Errorf("heartbeat: empty daemon id")
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO daemons (id, last_seen) VALUES ($1, $2)
+		ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen`, daemonID, normTime(at))
+	if err != nil {
+		return fmt.Errorf("heartbeat of daemon %s: %w", daemonID, err)
+	}
+	return nil
+}
+
+func (s *pgStore) DeadDaemons(ctx context.Context, before time.Time) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM daemons WHERE last_seen < $1 ORDER BY id`, normTime(before))
+	if err != nil {
+		return nil, fmt.Errorf("dead daemons: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("dead daemons: %w", err)
+	}
+	return ids, nil
+}
+
+func (s *pgStore) ForgetDaemon(ctx context.Context, daemonID string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM daemons WHERE id = $1`, daemonID); err != nil {
+		return fmt.Errorf("forget daemon %s: %w", daemonID, err)
+	}
+	return nil
+}
+
+// TryLeader takes the session advisory lock for name on a connection of its
+// own, held until release (or Close). Asked again for a name it holds, the
+// store checks that connection is still alive (a dead one has lost the lock)
+// and answers true with the same release, so a replica can call TryLeader on
+// every tick to learn whether it is still the leader.
+func (s *pgStore) TryLeader(ctx context.Context, name string) (bool, func(), error) {
+	noop := func() {}
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false, noop, fmt.Errorf("try leader %s: store closed", name)
+	}
+	held := s.leaders[name]
+	s.mu.Unlock()
+	if held != nil {
+		held.mu.Lock()
+		alive := held.conn != nil && held.conn.Ping(ctx) == nil
+		held.mu.Unlock()
+		if alive {
+			return true, s.releaseFunc(name, held), nil
+		}
+		if err := ctx.Err(); err != nil {
+			return false, noop, fmt.Errorf("try leader %s: %w", name, err)
+		}
+		s.release(name, held)
+	}
+
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return false, noop, fmt.Errorf("try leader %s: connect: %w", name, err)
+	}
+	l := &pgLeader{key: lockKey("hangar:leader:" + name), conn: conn}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, l.key).Scan(&ok); err != nil {
+		conn.Close(context.Background())
+		return false, noop, fmt.Errorf("try leader %s: %w", name, err)
+	}
+	if !ok {
+		conn.Close(context.Background())
+		return false, noop, nil
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		conn.Close(context.Background())
+		return false, noop, fmt.Errorf("try leader %s: store closed", name)
+	}
+	s.leaders[name] = l
+	s.mu.Unlock()
+	return true, s.releaseFunc(name, l), nil
+}
+
+func (s *pgStore) releaseFunc(name string, l *pgLeader) func() {
+	return func() { s.release(name, l) }
+}
+
+// release gives up one held lock: unlock first, so that another replica can
+// take it as soon as this returns, then close the connection, which would
+// drop the lock anyway.
+func (s *pgStore) release(name string, l *pgLeader) {
+	s.mu.Lock()
+	if s.leaders[name] == l {
+		delete(s.leaders, name)
+	}
+	s.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = l.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, l.key)
+	_ = l.conn.Close(ctx)
+	l.conn = nil
+}
+
+// Columns lists every table's columns, for the test that no column holds a
+// credential.
+func (s *pgStore) Columns(ctx context.Context) (map[string][]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
+		WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position`)
+	if err != nil {
+		return nil, fmt.Errorf("list columns: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var table, col string
+		if err := rows.Scan(&table, &col); err != nil {
+			return nil, fmt.Errorf("list columns: %w", err)
+		}
+		out[table] = append(out[table], col)
+	}
+	return out, rows.Err()
+}
+
+// Close releases every leader lock this store holds and closes its pool.
+func (s *pgStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	held := s.leaders
+	s.leaders = map[string]*pgLeader{}
+	s.mu.Unlock()
+	for name, l := range held {
+		s.release(name, l)
+	}
+	s.pool.Close()
+	return nil
+}

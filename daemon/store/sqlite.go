@@ -1,0 +1,710 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// sqliteTime is how SQLite stores a time: fixed-width UTC text, so that
+// string order is time order.
+const sqliteTime = "2006-01-02T15:04:05.000000Z"
+
+// busyTimeout is how long one SQLite statement waits for another
+// connection's (or process's) lock before SQLITE_BUSY; writes retry on top.
+const busyTimeout = 10 * time.Second
+
+// sqliteStore keeps everything in one SQLite file in WAL mode. All writes go
+// through a single connection in IMMEDIATE transactions, so goroutines of
+// one process queue for it instead of failing with SQLITE_BUSY; reads use a
+// separate pool and never wait for the writer. Other processes on the same
+// file wait up to busyTimeout, and writes retry SQLITE_BUSY until ctx ends.
+type sqliteStore struct {
+	w, r *sql.DB
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database at path and
+// brings its schema up to date. The directory must exist.
+func OpenSQLite(ctx context.Context, path string) (Store, error) {
+	return asStore(openSQLite(ctx, path, ""))
+}
+
+func openSQLite(ctx context.Context, path, userQuery string) (*sqliteStore, error) {
+	q, err := url.ParseQuery(userQuery)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: bad query %q: %w", path, userQuery, err)
+	}
+	if path == ":memory:" || strings.EqualFold(q.Get("mode"), "memory") {
+		return nil, fmt.Errorf("open sqlite %s: in-memory databases are not supported (readers and the writer must share one file)", path)
+	}
+	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
+	q.Set("_foreign_keys", "1")
+	q.Set("_synchronous", "NORMAL") // durable across crashes of the process in WAL mode
+	wq := cloneValues(q)
+	wq.Set("_journal_mode", "WAL")
+	wq.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s := &sqliteStore{w: w}
+	if err := s.migrate(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	// Readers open after the writer has switched the file to WAL.
+	r, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+	if err := r.PingContext(ctx); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	s.r = r
+	return s, nil
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := url.Values{}
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+func (s *sqliteStore) migrate(ctx context.Context) error {
+	migs, err := loadMigrations("migrations/sqlite")
+	if err != nil {
+		return err
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			name       TEXT NOT NULL,
+			applied_at TEXT NOT NULL)`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	// Each migration runs in its own IMMEDIATE transaction, which holds the
+	// file's write lock: a second process opening the file at the same time
+	// waits, then finds the version recorded and skips it.
+	for _, m := range migs {
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+				return fmt.Errorf("check migration %s: %w", m.name, err)
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return fmt.Errorf("apply migration %s: %w", m.name, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				m.version, m.name, fmtSQLiteTime(now())); err != nil {
+				return fmt.Errorf("record migration %s: %w", m.name, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tx runs fn in an IMMEDIATE transaction on the writer connection, and runs
+// it again from the start if SQLite reports the file busy (another process
+// holding the lock past the busy timeout).
+func (s *sqliteStore) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	backoff := 5 * time.Millisecond
+	for {
+		err := s.tx1(ctx, fn)
+		if !isSQLiteBusy(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 250*time.Millisecond)
+	}
+}
+
+func (s *sqliteStore) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func sqliteCode(err error) (int, bool) {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code(), true
+	}
+	return 0, false
+}
+
+func isSQLiteBusy(err error) bool {
+	code, ok := sqliteCode(err)
+	return ok && (code&0xff == sqlite3.SQLITE_BUSY || code&0xff == sqlite3.SQLITE_LOCKED)
+}
+
+func isSQLiteUnique(err error) bool {
+	code, ok := sqliteCode(err)
+	return ok && (code == sqlite3.SQLITE_CONSTRAINT_UNIQUE || code == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+func fmtSQLiteTime(t time.Time) string { return normTime(t).Format(sqliteTime) }
+
+func parseSQLiteTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+func sqliteTimePtr(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return fmtSQLiteTime(*t)
+}
+
+func parseSQLiteTimePtr(ns sql.NullString) (*time.Time, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	t, err := parseSQLiteTime(ns.String)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// blobOrNil stores an empty value as NULL.
+func blobOrNil(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func textOrNil(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+// Tenants.
+
+const tenantCols = `id, name, pools, max_sessions, max_session_duration_ns, key_hash, created_at`
+
+func scanSQLiteTenant(row rowScanner) (*Tenant, error) {
+	var t Tenant
+	var pools, keyHash []byte
+	var dur int64
+	var created string
+	if err := row.Scan(&t.ID, &t.Name, &pools, &t.MaxSessions, &dur, &keyHash, &created); err != nil {
+		return nil, err
+	}
+	var err error
+	if t.Pools, err = decodeList(pools); err != nil {
+		return nil, fmt.Errorf("decode pools of tenant %s: %w", t.ID, err)
+	}
+	t.MaxSessionDuration = time.Duration(dur)
+	if len(keyHash) > 0 {
+		t.KeyHash = keyHash
+	}
+	if t.CreatedAt, err = parseSQLiteTime(created); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+func (s *sqliteStore) CreateTenant(ctx context.Context, t *Tenant) error {
+	if err := prepareTenant(t); err != nil {
+		return err
+	}
+	pools, err := encodeList(t.Pools)
+	if err != nil {
+		return fmt.Errorf("create tenant %s: encode pools: %w", t.Name, err)
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO tenants (`+tenantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, t.Name, textOrNil(pools), t.MaxSessions, int64(t.MaxSessionDuration), blobOrNil(t.KeyHash), fmtSQLiteTime(t.CreatedAt))
+		return err
+	})
+	if isSQLiteUnique(err) {
+		return fmt.Errorf("create tenant %s: name or key taken: %w", t.Name, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create tenant %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) GetTenant(ctx context.Context, id string) (*Tenant, error) {
+	t, err := scanSQLiteTenant(s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("tenant %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	return t, nil
+}
+
+func (s *sqliteStore) TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant, error) {
+	if len(hash) == 0 {
+		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
+	}
+	t, err := scanSQLiteTenant(s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = ?`, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tenant by key: %w", err)
+	}
+	return t, nil
+}
+
+func (s *sqliteStore) ListTenants(ctx context.Context) ([]*Tenant, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+tenantCols+` FROM tenants ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []*Tenant
+	for rows.Next() {
+		t, err := scanSQLiteTenant(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tenants: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	return out, nil
+}
+
+func (s *sqliteStore) DeleteTenant(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM tenants WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrNotFound
+		}
+		// A deleted tenant's tickets must not open anything any more.
+		_, err = tx.ExecContext(ctx, `DELETE FROM tickets WHERE tenant_id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete tenant %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) SetTenantKey(ctx context.Context, id string, hash []byte) error {
+	if len(hash) == 0 {
+		return fmt.Errorf("set key of tenant %s: empty hash", id)
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE tenants SET key_hash = ? WHERE id = ?`, hash, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if isSQLiteUnique(err) {
+		return fmt.Errorf("set key of tenant %s: key taken: %w", id, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("set key of tenant %s: %w", id, err)
+	}
+	return nil
+}
+
+// Sessions.
+
+const sessionCols = `id, tenant_id, pool, tenant_image, region, state, reason, machine_id, app_name,
+	repo, branch, session_branch, mode, command, env, term_cols, term_rows,
+	git_author_name, git_author_email, owner, created_at, ready_at, ended_at, push, cost_usd, updated_at`
+
+func scanSQLiteSession(row rowScanner) (*Session, error) {
+	var s Session
+	var j sessionJSON
+	var state, created, updated string
+	var ready, ended sql.NullString
+	err := row.Scan(&s.ID, &s.TenantID, &s.Pool, &s.TenantImage, &s.Region, &state, &s.Reason, &s.MachineID, &s.AppName,
+		&s.Repo, &s.Branch, &s.SessionBranch, &s.Mode, &j.command, &j.env, &s.Cols, &s.Rows,
+		&s.GitAuthorName, &s.GitAuthorEmail, &s.Owner, &created, &ready, &ended, &j.push, &s.CostUSD, &updated)
+	if err != nil {
+		return nil, err
+	}
+	s.State = SessionState(state)
+	if err := j.decodeInto(&s); err != nil {
+		return nil, err
+	}
+	if s.CreatedAt, err = parseSQLiteTime(created); err != nil {
+		return nil, err
+	}
+	if s.UpdatedAt, err = parseSQLiteTime(updated); err != nil {
+		return nil, err
+	}
+	if s.ReadyAt, err = parseSQLiteTimePtr(ready); err != nil {
+		return nil, err
+	}
+	if s.EndedAt, err = parseSQLiteTimePtr(ended); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (s *sqliteStore) CreateSession(ctx context.Context, sess *Session) error {
+	if err := prepareNewSession(sess); err != nil {
+		return err
+	}
+	j, err := encodeSessionJSON(sess)
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			sess.ID, sess.TenantID, sess.Pool, sess.TenantImage, sess.Region, string(sess.State), sess.Reason, sess.MachineID, sess.AppName,
+			sess.Repo, sess.Branch, sess.SessionBranch, sess.Mode, textOrNil(j.command), textOrNil(j.env), sess.Cols, sess.Rows,
+			sess.GitAuthorName, sess.GitAuthorEmail, sess.Owner, fmtSQLiteTime(sess.CreatedAt), sqliteTimePtr(sess.ReadyAt),
+			sqliteTimePtr(sess.EndedAt), textOrNil(j.push), sess.CostUSD, fmtSQLiteTime(sess.UpdatedAt))
+		return err
+	})
+	if isSQLiteUnique(err) {
+		return fmt.Errorf("create session %s: id taken: %w", sess.ID, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) GetSession(ctx context.Context, id string) (*Session, error) {
+	sess, err := scanSQLiteSession(s.r.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session %s: %w", id, err)
+	}
+	return sess, nil
+}
+
+func (s *sqliteStore) ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) {
+	var where []string
+	var args []any
+	if f.TenantID != "" {
+		where = append(where, "tenant_id = ?")
+		args = append(args, f.TenantID)
+	}
+	if f.Owner != "" {
+		where = append(where, "owner = ?")
+		args = append(args, f.Owner)
+	}
+	if f.Pool != "" {
+		where = append(where, "pool = ?")
+		args = append(args, f.Pool)
+	}
+	if len(f.States) > 0 {
+		where = append(where, "state IN (?"+strings.Repeat(", ?", len(f.States)-1)+")")
+		for _, st := range f.States {
+			args = append(args, string(st))
+		}
+	}
+	q := `SELECT ` + sessionCols + ` FROM sessions`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY seq"
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []*Session
+	for rows.Next() {
+		sess, err := scanSQLiteSession(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		out = append(out, sess)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+func (s *sqliteStore) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
+	var out *Session
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		old, err := scanSQLiteSession(tx.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("session %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read session %s: %w", id, err)
+		}
+		if err := checkFrom(from, old.State, id); err != nil {
+			return err
+		}
+		sess := copySession(old)
+		if err := fn(sess); err != nil {
+			return err
+		}
+		if err := prepareUpdatedSession(id, old, sess); err != nil {
+			return err
+		}
+		j, err := encodeSessionJSON(sess)
+		if err != nil {
+			return fmt.Errorf("update session %s: %w", id, err)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE sessions SET pool = ?, tenant_image = ?, region = ?, state = ?, reason = ?,
+			machine_id = ?, app_name = ?, repo = ?, branch = ?, session_branch = ?, mode = ?, command = ?, env = ?,
+			term_cols = ?, term_rows = ?, git_author_name = ?, git_author_email = ?, owner = ?, ready_at = ?, ended_at = ?,
+			push = ?, cost_usd = ?, updated_at = ? WHERE id = ?`,
+			sess.Pool, sess.TenantImage, sess.Region, string(sess.State), sess.Reason,
+			sess.MachineID, sess.AppName, sess.Repo, sess.Branch, sess.SessionBranch, sess.Mode, textOrNil(j.command), textOrNil(j.env),
+			sess.Cols, sess.Rows, sess.GitAuthorName, sess.GitAuthorEmail, sess.Owner, sqliteTimePtr(sess.ReadyAt), sqliteTimePtr(sess.EndedAt),
+			textOrNil(j.push), sess.CostUSD, fmtSQLiteTime(sess.UpdatedAt), id)
+		if err != nil {
+			return fmt.Errorf("write session %s: %w", id, err)
+		}
+		out = sess
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *sqliteStore) CountLiveSessions(ctx context.Context, tenantID string) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM sessions WHERE tenant_id = ? AND state NOT IN (?, ?)`,
+		tenantID, string(StateEnded), string(StateFailed)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count live sessions of tenant %s: %w", tenantID, err)
+	}
+	return n, nil
+}
+
+func (s *sqliteStore) QueuePosition(ctx context.Context, id string) (int, error) {
+	var state string
+	var ahead int
+	err := s.r.QueryRowContext(ctx, `SELECT s.state,
+			(SELECT count(*) FROM sessions o WHERE o.pool = s.pool AND o.state = ? AND o.seq < s.seq)
+		FROM sessions s WHERE s.id = ?`, string(StatePending), id).Scan(&state, &ahead)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("queue position of session %s: %w", id, err)
+	}
+	if SessionState(state) != StatePending {
+		return 0, nil
+	}
+	return ahead + 1, nil
+}
+
+// Tickets.
+
+func (s *sqliteStore) CreateTicket(ctx context.Context, t *Ticket) error {
+	if err := prepareTicket(t); err != nil {
+		return err
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// Tickets live for seconds to hours: sweeping the dead ones here keeps
+		// the table small without a janitor.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tickets WHERE expires_at <= ? OR uses_left <= 0`, fmtSQLiteTime(time.Now())); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO tickets (hash, session_id, tenant_id, role, expires_at, uses_left) VALUES (?, ?, ?, ?, ?, ?)`,
+			t.Hash, t.SessionID, t.TenantID, t.Role, fmtSQLiteTime(t.ExpiresAt), t.UsesLeft)
+		return err
+	})
+	if isSQLiteUnique(err) {
+		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) UseTicket(ctx context.Context, hash []byte, at time.Time) (*Ticket, error) {
+	if len(hash) == 0 {
+		return nil, fmt.Errorf("use ticket: %w", ErrTicketInvalid)
+	}
+	var t *Ticket
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var tk Ticket
+		var exp string
+		err := tx.QueryRowContext(ctx, `UPDATE tickets SET uses_left = uses_left - 1
+			WHERE hash = ? AND uses_left > 0 AND expires_at > ?
+			RETURNING session_id, tenant_id, role, expires_at, uses_left`, hash, fmtSQLiteTime(at)).
+			Scan(&tk.SessionID, &tk.TenantID, &tk.Role, &exp, &tk.UsesLeft)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrTicketInvalid
+		}
+		if err != nil {
+			return err
+		}
+		if tk.ExpiresAt, err = parseSQLiteTime(exp); err != nil {
+			return err
+		}
+		tk.Hash = append([]byte(nil), hash...)
+		t = &tk
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("use ticket: %w", err)
+	}
+	return t, nil
+}
+
+// Daemon replicas.
+
+func (s *sqliteStore) Heartbeat(ctx context.Context, daemonID string, at time.Time) error {
+	if daemonID == "" {
+		return fmt.Errorf("heartbeat: empty daemon id")
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO daemons (id, last_seen) VALUES (?, ?)
+			ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen`, daemonID, fmtSQLiteTime(at))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("heartbeat of daemon %s: %w", daemonID, err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) DeadDaemons(ctx context.Context, before time.Time) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM daemons WHERE last_seen < ? ORDER BY id`, fmtSQLiteTime(before))
+	if err != nil {
+		return nil, fmt.Errorf("dead daemons: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("dead daemons: %w", err)
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("dead daemons: %w", err)
+	}
+	return out, nil
+}
+
+func (s *sqliteStore) ForgetDaemon(ctx context.Context, daemonID string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM daemons WHERE id = ?`, daemonID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("forget daemon %s: %w", daemonID, err)
+	}
+	return nil
+}
+
+// TryLeader always grants leadership: a SQLite store serves one replica.
+func (s *sqliteStore) TryLeader(ctx context.Context, name string) (bool, func(), error) {
+	if err := ctx.Err(); err != nil {
+		return false, func() {}, fmt.Errorf("try leader %s: %w", name, err)
+	}
+	return true, func() {}, nil
+}
+
+// Columns lists every table's columns, for the test that no column holds a
+// credential.
+func (s *sqliteStore) Columns(ctx context.Context) (map[string][]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p
+		WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' ORDER BY m.name, p.cid`)
+	if err != nil {
+		return nil, fmt.Errorf("list columns: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var table, col string
+		if err := rows.Scan(&table, &col); err != nil {
+			return nil, fmt.Errorf("list columns: %w", err)
+		}
+		out[table] = append(out[table], col)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqliteStore) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.r != nil {
+			errs = append(errs, s.r.Close())
+		}
+		errs = append(errs, s.w.Close())
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
