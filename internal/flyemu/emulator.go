@@ -1,0 +1,464 @@
+package flyemu
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/oklog/ulid/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/hangarhq/hangar/internal/fly"
+)
+
+// Config configures an Emulator. The zero value is usable.
+type Config struct {
+	// DataDir holds one directory per machine (DataDir/<app>/<machine id>):
+	// the process's working directory, its HOME (a "home" directory inside)
+	// and its output log ("machine.log"). Empty: a temporary directory that
+	// Close removes.
+	DataDir string
+	// AgentBinary runs images that have no entry in Images and machines
+	// without init.exec / init.entrypoint. Empty: hangar-agent next to the
+	// running executable, else hangar-agent on PATH.
+	AgentBinary string
+	// Images maps image refs to the command they run (see Image).
+	Images map[string]Image
+	// Org is the organization slug apps default to. Empty: "personal".
+	Org string
+	// Region is the region of machines created without one. Empty: "iad".
+	Region string
+	// Token, when set, must be presented as "Authorization: Bearer <token>"
+	// or "Authorization: FlyV1 <token>"; anything else gets 401.
+	Token string
+	// BootDelay is how long a machine stays "starting" after its process
+	// was launched (or resumed) before it is reported "started".
+	BootDelay time.Duration
+	// Latency is added to every API call.
+	Latency time.Duration
+	// FaultRate is the share (0..1) of API calls that fail before being
+	// handled, split evenly between 429, 500 and a dropped connection.
+	FaultRate float64
+	// FaultSeed seeds the fault injector, for reproducible runs.
+	FaultSeed uint64
+	// RateLimit turns on Fly's published per-action limits: 1 req/s with a
+	// burst of 3 per action and machine (or app), 5 req/s burst 10 for reads;
+	// excess calls get 429 with Retry-After.
+	RateLimit bool
+	// Logger receives the emulator's logs. Nil: no logs.
+	Logger hclog.Logger
+	// LogProcessOutput also sends every line a machine prints to Logger.
+	LogProcessOutput bool
+	// KeepMachineDirs keeps a destroyed machine's directory (and its log)
+	// instead of removing it.
+	KeepMachineDirs bool
+}
+
+// Image is what an image ref runs: Entrypoint plus Cmd, as a container image
+// would; init.entrypoint / init.cmd in a machine config override them and
+// init.exec replaces both. Env is added to the machine's environment
+// (machine env wins).
+type Image struct {
+	Entrypoint []string          `json:"entrypoint,omitempty"`
+	Cmd        []string          `json:"cmd,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+}
+
+// Emulator serves Fly's Machines API (under /v1) and runs each machine as a
+// local process group. It is an http.Handler; Close stops every process.
+type Emulator struct {
+	cfg     Config
+	log     hclog.Logger
+	mux     *http.ServeMux
+	ips     *ipAllocator
+	tempDir bool // DataDir was created by New and is removed by Close
+
+	faultMu sync.Mutex
+	faults  *mrand.Rand
+
+	limitMu  sync.Mutex
+	limiters map[string]*rate.Limiter
+
+	procWG sync.WaitGroup // process waiters and output copiers
+
+	mu       sync.Mutex
+	closed   bool
+	closing  chan struct{}
+	apps     map[string]*app
+	full     map[string]bool // regions that answer insufficient_capacity
+	entropy  *ulid.MonotonicEntropy
+	launched []int // every pid ever launched, for leak checks
+	nextApp  int64
+}
+
+// New returns an emulator with no apps. It claims a block of loopback
+// addresses for its machines, released by Close.
+func New(cfg Config) (*Emulator, error) {
+	if cfg.Org == "" {
+		cfg.Org = "personal"
+	}
+	if cfg.Region == "" {
+		cfg.Region = "iad"
+	}
+	if cfg.FaultRate < 0 || cfg.FaultRate > 1 {
+		return nil, fmt.Errorf("fault rate %v: want a share between 0 and 1", cfg.FaultRate)
+	}
+	if cfg.AgentBinary == "" {
+		cfg.AgentBinary = findAgent()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	e := &Emulator{
+		cfg:      cfg,
+		log:      log,
+		faults:   mrand.New(mrand.NewPCG(cfg.FaultSeed, cfg.FaultSeed^0x9e3779b97f4a7c15)),
+		limiters: map[string]*rate.Limiter{},
+		closing:  make(chan struct{}),
+		apps:     map[string]*app{},
+		full:     map[string]bool{},
+		entropy:  ulid.Monotonic(rand.Reader, 0),
+	}
+	if e.cfg.DataDir == "" {
+		d, err := os.MkdirTemp("", "flyemu-")
+		if err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+		e.cfg.DataDir, e.tempDir = d, true
+	} else if err := os.MkdirAll(e.cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	abs, err := filepath.Abs(e.cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	e.cfg.DataDir = abs
+	if e.ips, err = newIPAllocator(); err != nil {
+		return nil, err
+	}
+	e.routes()
+	return e, nil
+}
+
+// findAgent looks for hangar-agent beside the running executable, then on PATH.
+func findAgent() string {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "hangar-agent")
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p
+		}
+	}
+	return "hangar-agent"
+}
+
+// Close kills every machine process (whole process groups), waits for them to
+// be reaped and releases the address block. Machines are left destroyed.
+func (e *Emulator) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	close(e.closing)
+	for _, a := range e.apps {
+		for _, m := range a.machines {
+			if m.proc != nil {
+				m.intent = intentDestroy
+				m.proc.kill()
+			}
+		}
+	}
+	e.mu.Unlock()
+	e.procWG.Wait()
+	e.ips.close()
+	if e.tempDir {
+		if err := os.RemoveAll(e.cfg.DataDir); err != nil {
+			return fmt.Errorf("remove data dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// DataDir returns the directory holding the machines' directories.
+func (e *Emulator) DataDir() string { return e.cfg.DataDir }
+
+// SetRegionFull makes machine creation in region fail with Fly's
+// insufficient_capacity error (full=true) or succeed again (full=false).
+func (e *Emulator) SetRegionFull(region string, full bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if full {
+		e.full[region] = true
+	} else {
+		delete(e.full, region)
+	}
+}
+
+// ProcessCount returns how many machine processes are running (including
+// suspended ones).
+func (e *Emulator) ProcessCount() int {
+	return len(e.PIDs())
+}
+
+// PIDs maps machine ids to the pid of their running process.
+func (e *Emulator) PIDs() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string]int{}
+	for _, a := range e.apps {
+		for id, m := range a.machines {
+			if m.proc != nil {
+				out[id] = m.proc.pid
+			}
+		}
+	}
+	return out
+}
+
+// LaunchedPIDs returns the pid of every process the emulator ever launched;
+// each led its own process group, so a test can check that none is left.
+func (e *Emulator) LaunchedPIDs() []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]int(nil), e.launched...)
+}
+
+// Machine returns the machine as the API would show it.
+func (e *Emulator) Machine(app, id string) (fly.Machine, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.apps[app]
+	if a == nil {
+		return fly.Machine{}, false
+	}
+	m := a.machines[id]
+	if m == nil {
+		return fly.Machine{}, false
+	}
+	return m.view(false), true
+}
+
+// MachineDir returns the working directory of a machine's process.
+func (e *Emulator) MachineDir(app, id string) string {
+	return filepath.Join(e.cfg.DataDir, app, id)
+}
+
+// ---- HTTP plumbing ----
+
+// response is what a handler produces; it is built under the emulator's lock
+// and written after it is released.
+type response struct {
+	status int
+	body   []byte
+	header http.Header
+}
+
+func jsonResp(status int, v any) response {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return errResp(http.StatusInternalServerError, "encode response: "+err.Error())
+	}
+	return response{status: status, body: append(b, '\n')}
+}
+
+func noContent() response { return response{status: http.StatusNoContent} }
+
+// errResp is Fly's error body with the generic "unknown" status code.
+func errResp(status int, msg string) response {
+	return errCode(status, msg, fly.StatusUnknown)
+}
+
+func errCode(status int, msg, code string) response {
+	return jsonResp(status, fly.ErrorResponse{Error: msg, Status: code})
+}
+
+func (r response) write(w http.ResponseWriter) {
+	for k, v := range r.header {
+		w.Header()[k] = v
+	}
+	if r.body != nil {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	}
+	w.WriteHeader(r.status)
+	if r.body != nil {
+		_, _ = w.Write(r.body)
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.mux.ServeHTTP(w, r)
+}
+
+// handle registers h for pattern behind the common middleware: request id,
+// latency, auth, fault injection and rate limits. action names the limit
+// bucket ("" = not limited).
+func (e *Emulator) handle(pattern, action string, h func(*http.Request) response) {
+	e.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(fly.RequestIDHeader, randomHex(10))
+		if e.cfg.Latency > 0 {
+			t := time.NewTimer(e.cfg.Latency)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
+		if resp, ok := e.checkAuth(r); !ok {
+			resp.write(w)
+			return
+		}
+		if e.injectFault(w, r) {
+			return
+		}
+		if action != "" {
+			if resp, ok := e.checkRate(r, action); !ok {
+				resp.write(w)
+				return
+			}
+		}
+		select {
+		case <-e.closing:
+			errResp(http.StatusServiceUnavailable, "emulator is shutting down").write(w)
+			return
+		default:
+		}
+		h(r).write(w)
+	})
+}
+
+func (e *Emulator) checkAuth(r *http.Request) (response, bool) {
+	if e.cfg.Token == "" {
+		return response{}, true
+	}
+	h := r.Header.Get("Authorization")
+	scheme, creds, _ := strings.Cut(h, " ")
+	if strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "FlyV1") {
+		// FlyV1 may carry several comma-separated macaroons.
+		for _, tok := range strings.Split(creds, ",") {
+			tok = strings.TrimSpace(tok)
+			if subtle.ConstantTimeCompare([]byte(tok), []byte(e.cfg.Token)) == 1 {
+				return response{}, true
+			}
+		}
+	}
+	resp := errResp(http.StatusUnauthorized, "You must be authenticated to view this.")
+	return resp, false
+}
+
+// injectFault fails the call before it is handled, so a retry is always safe.
+func (e *Emulator) injectFault(w http.ResponseWriter, r *http.Request) bool {
+	if e.cfg.FaultRate <= 0 {
+		return false
+	}
+	e.faultMu.Lock()
+	hit := e.faults.Float64() < e.cfg.FaultRate
+	kind := e.faults.IntN(3)
+	e.faultMu.Unlock()
+	if !hit {
+		return false
+	}
+	switch kind {
+	case 0:
+		e.log.Debug("injected fault", "kind", "429", "method", r.Method, "path", r.URL.Path)
+		errResp(http.StatusTooManyRequests, "rate limit exceeded (injected)").write(w)
+	case 1:
+		e.log.Debug("injected fault", "kind", "500", "method", r.Method, "path", r.URL.Path)
+		errResp(http.StatusInternalServerError, "internal error (injected)").write(w)
+	default:
+		e.log.Debug("injected fault", "kind", "drop", "method", r.Method, "path", r.URL.Path)
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			errResp(http.StatusBadGateway, "connection dropped (injected)").write(w)
+			return true
+		}
+		conn, _, err := hj.Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}
+	return true
+}
+
+// checkRate applies Fly's published limits per action and machine (or app).
+func (e *Emulator) checkRate(r *http.Request, action string) (response, bool) {
+	if !e.cfg.RateLimit {
+		return response{}, true
+	}
+	key := action + "/" + r.PathValue("app") + "/" + r.PathValue("id")
+	e.limitMu.Lock()
+	l := e.limiters[key]
+	if l == nil {
+		if r.Method == http.MethodGet {
+			l = rate.NewLimiter(5, 10)
+		} else {
+			l = rate.NewLimiter(1, 3)
+		}
+		e.limiters[key] = l
+	}
+	res := l.Reserve()
+	delay := res.Delay()
+	if delay > 0 {
+		res.Cancel()
+	}
+	e.limitMu.Unlock()
+	if delay <= 0 {
+		return response{}, true
+	}
+	resp := errResp(http.StatusTooManyRequests, "rate limit exceeded")
+	secs := int((delay + time.Second - 1) / time.Second)
+	resp.header = http.Header{"Retry-After": {strconv.Itoa(secs)}}
+	return resp, false
+}
+
+// decodeBody reads a JSON body into v. An empty body is allowed when
+// optional is set.
+func decodeBody(r *http.Request, v any, optional bool) (response, bool) {
+	body, err := readAll(r)
+	if err != nil {
+		return errResp(http.StatusBadRequest, "read request body: "+err.Error()), false
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		if optional {
+			return response{}, true
+		}
+		return errResp(http.StatusBadRequest, "request body is required"), false
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return errResp(http.StatusBadRequest, "invalid JSON body: "+err.Error()), false
+	}
+	return response{}, true
+}
+
+func readAll(r *http.Request) ([]byte, error) {
+	const max = 4 << 20
+	b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > max {
+		return nil, fmt.Errorf("body larger than %d bytes", max)
+	}
+	return b, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}

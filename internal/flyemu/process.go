@@ -1,0 +1,153 @@
+package flyemu
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// processSpec says how to launch one machine's main process.
+type processSpec struct {
+	argv    []string
+	dir     string
+	env     []string
+	logPath string
+	// tee, when set, also receives every output line of the process.
+	tee hclog.Logger
+}
+
+// exitInfo describes how a machine's main process ended.
+type exitInfo struct {
+	code   int            // 128+signal when killed by a signal
+	signal syscall.Signal // 0 unless killed by a signal
+}
+
+// process is one running machine process. It leads its own process group;
+// every signal goes to the whole group, and when the leader exits the rest of
+// the group is killed, as a VM's processes die with its init.
+type process struct {
+	pid  int
+	cmd  *exec.Cmd
+	done chan struct{} // closed after the process is reaped and exit is set
+	exit exitInfo
+
+	mu     sync.Mutex
+	reaped bool // the group id may be reused by the system once set
+}
+
+// startProcess launches spec. onExit runs (in its own goroutine) once the
+// process has exited and its whole group was killed; wg tracks that goroutine
+// and the output copier so that the emulator can wait for them on close.
+func startProcess(spec processSpec, wg *sync.WaitGroup, onExit func(exitInfo)) (*process, error) {
+	if len(spec.argv) == 0 {
+		return nil, errors.New("no command to run")
+	}
+	path, err := exec.LookPath(spec.argv[0])
+	if err != nil {
+		return nil, fmt.Errorf("find %q: %w", spec.argv[0], err)
+	}
+	logFile, err := os.OpenFile(spec.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open machine log: %w", err)
+	}
+	cmd := &exec.Cmd{Path: path, Args: spec.argv, Dir: spec.dir, Env: spec.env}
+	cmd.SysProcAttr = sysProcAttr()
+
+	var pr, pw *os.File
+	if spec.tee != nil {
+		if pr, pw, err = os.Pipe(); err != nil {
+			logFile.Close()
+			return nil, fmt.Errorf("create output pipe: %w", err)
+		}
+		cmd.Stdout, cmd.Stderr = pw, pw
+	} else {
+		// A file (not a Go writer) keeps cmd.Wait from waiting on grandchildren
+		// that inherited the output.
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+	}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		if pw != nil {
+			pr.Close()
+			pw.Close()
+		}
+		return nil, fmt.Errorf("start %q: %w", spec.argv[0], err)
+	}
+	p := &process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	if pw != nil {
+		pw.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer pr.Close()
+			copyLines(pr, logFile, spec.tee, p.pid)
+			logFile.Close()
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := reap(p)
+		if pw == nil {
+			logFile.Close()
+		}
+		p.exit = exitFrom(cmd.ProcessState, err)
+		close(p.done)
+		onExit(p.exit)
+	}()
+	return p, nil
+}
+
+// signal sends sig to the process group; it is a no-op once the process has
+// exited.
+func (p *process) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return
+	}
+	_ = syscall.Kill(-p.pid, sig)
+}
+
+// killGroupLocked kills what is left of the group once the leader has exited
+// and marks the group id as no longer ours. Callers hold p.mu and must not
+// have reaped the leader yet where the platform allows that.
+func (p *process) killGroupLocked() {
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	p.reaped = true
+}
+
+// kill kills the whole group, also when it is stopped.
+func (p *process) kill() {
+	p.signal(syscall.SIGKILL)
+	p.signal(syscall.SIGCONT)
+}
+
+func exitFrom(ps *os.ProcessState, err error) exitInfo {
+	if ps == nil {
+		return exitInfo{code: -1}
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return exitInfo{code: 128 + int(ws.Signal()), signal: ws.Signal()}
+	}
+	return exitInfo{code: ps.ExitCode()}
+}
+
+func copyLines(r io.Reader, file *os.File, tee hclog.Logger, pid int) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Bytes()
+		_, _ = file.Write(append(line, '\n'))
+		tee.Info(string(line), "pid", pid)
+	}
+	// Drain what a scanner cannot split (overlong lines) so writers never block.
+	_, _ = io.Copy(file, r)
+}

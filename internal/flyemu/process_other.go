@@ -1,0 +1,20 @@
+//go:build !linux
+
+package flyemu
+
+import "syscall"
+
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
+
+// reap waits for the leader, then kills the rest of its group. Without
+// waitid(WNOWAIT) there is a short window in which the group id could be
+// reused; the emulator targets Linux, this keeps it building elsewhere.
+func reap(p *process) error {
+	err := p.cmd.Wait()
+	p.mu.Lock()
+	p.killGroupLocked()
+	p.mu.Unlock()
+	return err
+}
