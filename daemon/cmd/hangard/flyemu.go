@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hangarhq/hangar/internal/flyemu"
+)
+
+func init() {
+	register("flyemu", "serve a local emulator of the Fly Machines API", runFlyemu)
+}
+
+func runFlyemu(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("flyemu", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:4280", "address to listen on (port 0 picks a free one)")
+	data := fs.String("data", "", "directory for machine working dirs and logs (default: a temporary directory removed on exit)")
+	token := fs.String("token", "", "require this API token (Bearer or FlyV1)")
+	bootDelay := fs.Duration("boot-delay", 0, "time a machine spends in starting before it is started")
+	latency := fs.Duration("latency", 0, "added to every API call")
+	faultRate := fs.Float64("fault-rate", 0, "share (0..1) of API calls failing with 429, 500 or a dropped connection")
+	faultSeed := fs.Uint64("fault-seed", 1, "seed of the fault injector")
+	rateLimit := fs.Bool("rate-limit", false, "apply Fly's per-action rate limits")
+	images := fs.String("images", "", "image map file (JSON if named *.json, else HCL)")
+	agent := fs.String("agent", "", "binary run for unmapped images (default: hangar-agent beside hangard, else on PATH)")
+	org := fs.String("org", "personal", "default organization slug")
+	region := fs.String("region", "iad", "region of machines created without one")
+	logLevel := fs.String("log-level", "info", "log level (trace, debug, info, warn, error)")
+	logOutput := fs.Bool("log-machines", false, "also log every line machines print")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "flyemu", Level: hclog.LevelFromString(*logLevel), Output: os.Stderr})
+	cfg := flyemu.Config{
+		DataDir:          *data,
+		AgentBinary:      *agent,
+		Org:              *org,
+		Region:           *region,
+		Token:            *token,
+		BootDelay:        *bootDelay,
+		Latency:          *latency,
+		FaultRate:        *faultRate,
+		FaultSeed:        *faultSeed,
+		RateLimit:        *rateLimit,
+		Logger:           log,
+		LogProcessOutput: *logOutput,
+	}
+	if *images != "" {
+		m, err := flyemu.LoadImages(*images)
+		if err != nil {
+			return err
+		}
+		cfg.Images = m
+	}
+	emu, err := flyemu.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer emu.Close()
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	// The base URL (without /v1) is the one line on stdout, for scripts.
+	fmt.Printf("http://%s\n", ln.Addr())
+	log.Info("fly emulator listening", "url", "http://"+ln.Addr().String(), "data", emu.DataDir())
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	// Closing the emulator first ends long-polling waits, so Shutdown is quick.
+	closeErr := emu.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return errors.Join(closeErr, fmt.Errorf("shutdown: %w", err))
+	}
+	return closeErr
+}
