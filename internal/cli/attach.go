@@ -1,0 +1,266 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"github.com/hangarhq/hangar/internal/client"
+	"github.com/hangarhq/hangar/internal/wire"
+)
+
+const attachHelp = `usage: hangar attach ID [--ro]
+
+Attaches this terminal to a session: keystrokes go to the session's terminal,
+its output comes here, the size follows this window. A dropped connection is
+re-established on its own without losing output or doubling keystrokes.
+
+Escapes (after Enter): ~. detach (the session keeps running), ~? help, ~~ a "~".
+
+flags:
+`
+
+func runAttach(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet("attach")
+	ro := fs.Bool("ro", false, "attach read-only (a viewer: no input, no resize)")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), attachHelp); fs.PrintDefaults() }
+	pos, _, err := e.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	return attachTerminal(ctx, e, c, pos[0], "", *ro)
+}
+
+// terminal is the local side of an attachment: raw mode while attached and
+// status lines that do not disturb the remote screen more than needed.
+type terminal struct {
+	in, out   *os.File
+	errw      io.Writer
+	raw       bool
+	restore   func()
+	statusing bool
+}
+
+func (t *terminal) size() (int, int) {
+	if t.out == nil || !term.IsTerminal(int(t.out.Fd())) {
+		return 0, 0
+	}
+	w, h, err := term.GetSize(int(t.out.Fd()))
+	if err != nil {
+		return 0, 0
+	}
+	return w, h
+}
+
+// status prints a transient progress line (overwritten by the next one).
+func (t *terminal) status(msg string) {
+	if t.out != nil && term.IsTerminal(int(t.out.Fd())) {
+		fmt.Fprintf(t.errw, "\r\x1b[K[hangar] %s", msg)
+		t.statusing = true
+		return
+	}
+	fmt.Fprintf(t.errw, "[hangar] %s\n", msg)
+}
+
+// note prints a line of its own.
+func (t *terminal) note(msg string) {
+	t.clearStatus()
+	fmt.Fprintf(t.errw, "[hangar] %s\r\n", msg)
+}
+
+func (t *terminal) clearStatus() {
+	if t.statusing {
+		fmt.Fprint(t.errw, "\r\x1b[K")
+		t.statusing = false
+	}
+}
+
+func (t *terminal) makeRaw() error {
+	if t.in == nil || !term.IsTerminal(int(t.in.Fd())) {
+		return nil
+	}
+	st, err := term.MakeRaw(int(t.in.Fd()))
+	if err != nil {
+		return fmt.Errorf("put terminal in raw mode: %w", err)
+	}
+	t.raw = true
+	t.restore = func() { _ = term.Restore(int(t.in.Fd()), st) }
+	return nil
+}
+
+func (t *terminal) cooked() {
+	if t.restore != nil {
+		t.restore()
+		t.restore = nil
+	}
+}
+
+// attachTerminal attaches the process's terminal to session id until the
+// process exits (its status becomes ours), the user detaches, or the
+// session ends.
+func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode string, ro bool) error {
+	if mode == "" {
+		s, err := c.GetSession(ctx, id)
+		if err != nil {
+			return err
+		}
+		if client.Terminal(s.State) {
+			return fmt.Errorf("session %s has %s %s", id, s.State, s.Reason)
+		}
+		mode = s.Mode
+	}
+	t := &terminal{errw: e.io.Err}
+	t.in, _ = e.io.In.(*os.File)
+	t.out, _ = e.io.Out.(*os.File)
+	cols, rows := t.size()
+	role := wire.RoleWriter
+	if ro {
+		role = wire.RoleReader
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lost := false
+	var a *client.Attachment
+	a = c.Attach(id, client.AttachOptions{
+		Role: role, Mode: mode, Cols: cols, Rows: rows,
+		Window: 4 << 20,
+		OnState: func(s wire.State) {
+			msg := strings.TrimSpace(s.State + " " + s.Detail)
+			if s.QueuePosition > 0 {
+				msg += fmt.Sprintf(" (queue position %d)", s.QueuePosition)
+			}
+			t.status(msg + "…")
+		},
+		OnAttached: func(at wire.Attached, reconnected bool) {
+			t.clearStatus()
+			if reconnected && lost {
+				t.note("reconnected")
+			}
+			lost = false
+			// Our size may have changed while we were away.
+			if w, h := t.size(); w > 0 && role == wire.RoleWriter && (w != at.Cols || h != at.Rows) {
+				go a.Resize(w, h)
+			}
+		},
+		OnReconnecting: func(attempt int, err error) {
+			if !lost {
+				t.note(fmt.Sprintf("connection lost (%v); reconnecting… (~. to detach)", err))
+			}
+			lost = true
+		},
+		OnError: func(we wire.Error) {
+			if we.Code == wire.ErrCodeCredentialsRejected {
+				t.note("Claude Code rejected the credentials: " + we.Message)
+			}
+		},
+	})
+	if err := t.makeRaw(); err != nil {
+		return err
+	}
+	defer t.cooked()
+
+	// SIGWINCH: follow the window size.
+	if role == wire.RoleWriter && t.out != nil {
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-winch:
+					if w, h := t.size(); w > 0 {
+						a.Resize(w, h)
+					}
+				}
+			}
+		}()
+	}
+
+	detached := make(chan struct{})
+	go pumpInput(e.io.In, a, mode, role, t, func() { close(detached); a.Close() })
+
+	exit, err := a.Run(ctx, e.io.Out)
+	t.cooked()
+	t.clearStatus()
+	select {
+	case <-detached:
+		fmt.Fprintf(e.io.Err, "\r\n[hangar] detached; the session keeps running. Re-attach: hangar attach %s\n", id)
+		return nil
+	default:
+	}
+	if err != nil {
+		if errors.Is(err, client.ErrSessionGone) {
+			fmt.Fprintf(e.io.Err, "\r\n[hangar] session %s ended\n", id)
+			return nil
+		}
+		return err
+	}
+	if exit != nil {
+		how := fmt.Sprintf("exited with status %d", exit.Code)
+		if exit.Signal != "" {
+			how = "was killed by SIG" + exit.Signal
+		}
+		fmt.Fprintf(e.io.Err, "\r\n[hangar] the session's process %s; end the session to push its work: hangar sessions end %s\n", how, id)
+		if exit.Code != 0 {
+			return &exitError{exit.Code}
+		}
+	}
+	return nil
+}
+
+// pumpInput copies the user's input to the attachment, applying escapes.
+func pumpInput(in io.Reader, a *client.Attachment, mode string, role wire.Role, t *terminal, detach func()) {
+	if in == nil {
+		return
+	}
+	esc := newEscapeFilter()
+	if mode == "jsonl" {
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			if string(line) == "~." {
+				detach()
+				return
+			}
+			if len(line) > 0 && role == wire.RoleWriter {
+				_, _ = a.Write(line)
+			}
+		}
+		return
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			data, act := esc.filter(buf[:n])
+			if len(data) > 0 && role == wire.RoleWriter {
+				_, _ = a.Write(data)
+			}
+			switch act {
+			case escDetach:
+				detach()
+				return
+			case escHelp:
+				t.note("escapes: ~. detach   ~~ send ~   ~? this help")
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
