@@ -1,0 +1,384 @@
+// Package config loads hangard's configuration: defaults, then an HCL file,
+// then HANGARD_* (and the shared FLY_*) environment variables, then flags.
+// Secrets (the Fly token, the admin key, the broker key) may come from the
+// environment so that they never have to sit in a file.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2/hclsimple"
+)
+
+// Config is the whole daemon configuration.
+type Config struct {
+	// Listen is the HTTP listen address.
+	Listen string
+	// TLSCert and TLSKey enable HTTPS when both are set.
+	TLSCert, TLSKey string
+	// TrustedProxyHeaders makes the daemon believe X-Forwarded-Proto/-Host
+	// (set it only behind a proxy that terminates TLS, such as Fly's).
+	TrustedProxyHeaders bool
+	// PublicURL, when set, is the daemon's external base URL (used in ticket URLs).
+	PublicURL string
+	// AllowedOrigins lists the Origins (scheme://host[:port], or "*") allowed
+	// to open WebSockets besides the daemon's own.
+	AllowedOrigins []string
+
+	// Fly Machines API.
+	FlyAPIURL   string
+	FlyAPIToken string
+	FlyOrg      string
+
+	// StoreDSN: sqlite:///path.db, a path ending in .db, or postgres://…
+	StoreDSN string
+
+	// BrokerKeyFile is a file holding the broker's ed25519 private key;
+	// BrokerKey is the key itself (from HANGARD_BROKER_KEY). One is required.
+	BrokerKeyFile string
+	BrokerKey     string
+
+	// AdminKey guards /v1/tenants. Without it the admin API answers 401.
+	AdminKey string
+
+	// LogFormat is "json" or "text"; LogLevel a go-hclog level name.
+	LogFormat string
+	LogLevel  string
+
+	// ClaimWorkers bounds the number of claims this replica works on at once.
+	ClaimWorkers int
+	// HeartbeatInterval is how often this replica records that it is alive;
+	// a replica silent for DeadAfter is considered dead.
+	HeartbeatInterval time.Duration
+	DeadAfter         time.Duration
+	// SweepInterval is how often the replica checks its ready sessions for
+	// TTL, idle timeout and process exit.
+	SweepInterval time.Duration
+	// PoolRefresh is how often the pools cache is re-read from Fly.
+	PoolRefresh time.Duration
+	// ReadyTimeout bounds a claim from lease to ready.
+	ReadyTimeout time.Duration
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		Listen:            "127.0.0.1:7780",
+		FlyAPIURL:         "https://api.machines" + ".dev",
+		FlyOrg:            "personal",
+		StoreDSN:          "sqlite:///var/lib/hangard/hangard.db",
+		LogFormat:         "json",
+		LogLevel:          "info",
+		ClaimWorkers:      8,
+		HeartbeatInterval: 5 * time.Second,
+		DeadAfter:         30 * time.Second,
+		SweepInterval:     15 * time.Second,
+		PoolRefresh:       30 * time.Second,
+		ReadyTimeout:      3 * time.Minute,
+	}
+}
+
+// file is the HCL file's schema. Every attribute is optional.
+type file struct {
+	Listen              *string  `hcl:"listen,optional"`
+	TLSCert             *string  `hcl:"tls_cert,optional"`
+	TLSKey              *string  `hcl:"tls_key,optional"`
+	TrustedProxyHeaders *bool    `hcl:"trusted_proxy_headers,optional"`
+	PublicURL           *string  `hcl:"public_url,optional"`
+	AllowedOrigins      []string `hcl:"allowed_origins,optional"`
+	FlyAPIURL           *string  `hcl:"fly_api_url,optional"`
+	FlyAPIToken         *string  `hcl:"fly_api_token,optional"`
+	FlyOrg              *string  `hcl:"fly_org,optional"`
+	StoreDSN            *string  `hcl:"store_dsn,optional"`
+	BrokerKeyFile       *string  `hcl:"broker_key_file,optional"`
+	AdminKey            *string  `hcl:"admin_key,optional"`
+	LogFormat           *string  `hcl:"log_format,optional"`
+	LogLevel            *string  `hcl:"log_level,optional"`
+	ClaimWorkers        *int     `hcl:"claim_workers,optional"`
+	HeartbeatInterval   *string  `hcl:"heartbeat_interval,optional"`
+	DeadAfter           *string  `hcl:"dead_after,optional"`
+	SweepInterval       *string  `hcl:"sweep_interval,optional"`
+	PoolRefresh         *string  `hcl:"pool_refresh,optional"`
+	ReadyTimeout        *string  `hcl:"ready_timeout,optional"`
+}
+
+// LoadFile applies an HCL configuration file on top of c.
+func (c *Config) LoadFile(path string) error {
+	var f file
+	if err := hclsimple.DecodeFile(path, nil, &f); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	setS := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setS(&c.Listen, f.Listen)
+	setS(&c.TLSCert, f.TLSCert)
+	setS(&c.TLSKey, f.TLSKey)
+	if f.TrustedProxyHeaders != nil {
+		c.TrustedProxyHeaders = *f.TrustedProxyHeaders
+	}
+	setS(&c.PublicURL, f.PublicURL)
+	if f.AllowedOrigins != nil {
+		c.AllowedOrigins = f.AllowedOrigins
+	}
+	setS(&c.FlyAPIURL, f.FlyAPIURL)
+	setS(&c.FlyAPIToken, f.FlyAPIToken)
+	setS(&c.FlyOrg, f.FlyOrg)
+	setS(&c.StoreDSN, f.StoreDSN)
+	setS(&c.BrokerKeyFile, f.BrokerKeyFile)
+	setS(&c.AdminKey, f.AdminKey)
+	setS(&c.LogFormat, f.LogFormat)
+	setS(&c.LogLevel, f.LogLevel)
+	if f.ClaimWorkers != nil {
+		c.ClaimWorkers = *f.ClaimWorkers
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+		v    *string
+	}{
+		{"heartbeat_interval", &c.HeartbeatInterval, f.HeartbeatInterval},
+		{"dead_after", &c.DeadAfter, f.DeadAfter},
+		{"sweep_interval", &c.SweepInterval, f.SweepInterval},
+		{"pool_refresh", &c.PoolRefresh, f.PoolRefresh},
+		{"ready_timeout", &c.ReadyTimeout, f.ReadyTimeout},
+	} {
+		if d.v == nil {
+			continue
+		}
+		v, err := time.ParseDuration(*d.v)
+		if err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, d.name, err)
+		}
+		*d.dst = v
+	}
+	return nil
+}
+
+// EnvVar describes one environment override.
+type EnvVar struct {
+	Names []string // the first set one wins
+	Apply func(c *Config, v string) error
+}
+
+func str(dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *dst(c) = v; return nil }
+}
+
+func dur(name string, dst func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*dst(c) = d
+		return nil
+	}
+}
+
+// EnvVars lists every environment override, in the documented order.
+var EnvVars = []EnvVar{
+	{[]string{"HANGARD_LISTEN"}, str(func(c *Config) *string { return &c.Listen })},
+	{[]string{"HANGARD_TLS_CERT"}, str(func(c *Config) *string { return &c.TLSCert })},
+	{[]string{"HANGARD_TLS_KEY"}, str(func(c *Config) *string { return &c.TLSKey })},
+	{[]string{"HANGARD_TRUSTED_PROXY_HEADERS"}, func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("HANGARD_TRUSTED_PROXY_HEADERS: %w", err)
+		}
+		c.TrustedProxyHeaders = b
+		return nil
+	}},
+	{[]string{"HANGARD_PUBLIC_URL"}, str(func(c *Config) *string { return &c.PublicURL })},
+	{[]string{"HANGARD_ALLOWED_ORIGINS"}, func(c *Config, v string) error {
+		c.AllowedOrigins = splitList(v)
+		return nil
+	}},
+	{[]string{"HANGARD_FLY_API_URL", "FLY_API_URL"}, str(func(c *Config) *string { return &c.FlyAPIURL })},
+	{[]string{"HANGARD_FLY_API_TOKEN", "FLY_API_TOKEN"}, str(func(c *Config) *string { return &c.FlyAPIToken })},
+	{[]string{"HANGARD_FLY_ORG", "FLY_ORG"}, str(func(c *Config) *string { return &c.FlyOrg })},
+	{[]string{"HANGARD_STORE_DSN"}, str(func(c *Config) *string { return &c.StoreDSN })},
+	{[]string{"HANGARD_BROKER_KEY_FILE"}, str(func(c *Config) *string { return &c.BrokerKeyFile })},
+	{[]string{"HANGARD_BROKER_KEY"}, str(func(c *Config) *string { return &c.BrokerKey })},
+	{[]string{"HANGARD_ADMIN_KEY"}, str(func(c *Config) *string { return &c.AdminKey })},
+	{[]string{"HANGARD_LOG_FORMAT"}, str(func(c *Config) *string { return &c.LogFormat })},
+	{[]string{"HANGARD_LOG_LEVEL"}, str(func(c *Config) *string { return &c.LogLevel })},
+	{[]string{"HANGARD_CLAIM_WORKERS"}, func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("HANGARD_CLAIM_WORKERS: %w", err)
+		}
+		c.ClaimWorkers = n
+		return nil
+	}},
+	{[]string{"HANGARD_HEARTBEAT_INTERVAL"}, dur("HANGARD_HEARTBEAT_INTERVAL", func(c *Config) *time.Duration { return &c.HeartbeatInterval })},
+	{[]string{"HANGARD_DEAD_AFTER"}, dur("HANGARD_DEAD_AFTER", func(c *Config) *time.Duration { return &c.DeadAfter })},
+	{[]string{"HANGARD_SWEEP_INTERVAL"}, dur("HANGARD_SWEEP_INTERVAL", func(c *Config) *time.Duration { return &c.SweepInterval })},
+	{[]string{"HANGARD_POOL_REFRESH"}, dur("HANGARD_POOL_REFRESH", func(c *Config) *time.Duration { return &c.PoolRefresh })},
+	{[]string{"HANGARD_READY_TIMEOUT"}, dur("HANGARD_READY_TIMEOUT", func(c *Config) *time.Duration { return &c.ReadyTimeout })},
+}
+
+// LoadEnv applies environment overrides read through getenv (os.Getenv in
+// production) on top of c.
+func (c *Config) LoadEnv(getenv func(string) string) error {
+	for _, e := range EnvVars {
+		for _, n := range e.Names {
+			if v := getenv(n); v != "" {
+				if err := e.Apply(c, v); err != nil {
+					return err
+				}
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Flags binds command-line flags that override the file and environment.
+// Call Apply after fs.Parse.
+type Flags struct {
+	fs                *flag.FlagSet
+	configFile        string
+	listen, storeDSN  string
+	brokerKeyFile     string
+	logFormat         string
+	logLevel          string
+	allowedOrigins    string
+	flyAPIURL, flyOrg string
+	publicURL         string
+	tlsCert, tlsKey   string
+}
+
+// BindFlags registers the shared flags on fs. --config names the HCL file.
+func BindFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{fs: fs}
+	fs.StringVar(&f.configFile, "config", "", "HCL configuration file")
+	fs.StringVar(&f.listen, "listen", "", "HTTP listen address (HANGARD_LISTEN)")
+	fs.StringVar(&f.storeDSN, "store", "", "store DSN: sqlite:///file.db or postgres://… (HANGARD_STORE_DSN)")
+	fs.StringVar(&f.brokerKeyFile, "broker-key-file", "", "broker private key file (HANGARD_BROKER_KEY_FILE; or HANGARD_BROKER_KEY)")
+	fs.StringVar(&f.logFormat, "log-format", "", "log format: json or text (HANGARD_LOG_FORMAT)")
+	fs.StringVar(&f.logLevel, "log-level", "", "log level: trace, debug, info, warn, error (HANGARD_LOG_LEVEL)")
+	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated WebSocket origins allowed (HANGARD_ALLOWED_ORIGINS)")
+	fs.StringVar(&f.flyAPIURL, "fly-api-url", "", "Fly Machines API base URL without /v1 (FLY_API_URL)")
+	fs.StringVar(&f.flyOrg, "fly-org", "", "Fly organisation slug (FLY_ORG)")
+	fs.StringVar(&f.publicURL, "public-url", "", "external base URL of the daemon (HANGARD_PUBLIC_URL)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (HANGARD_TLS_CERT)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file (HANGARD_TLS_KEY)")
+	return f
+}
+
+// Load builds the configuration: defaults, the --config file, the
+// environment (through getenv), then the flags that were set.
+func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
+	c := base
+	if f.configFile != "" {
+		if err := c.LoadFile(f.configFile); err != nil {
+			return c, err
+		}
+	}
+	if err := c.LoadEnv(getenv); err != nil {
+		return c, err
+	}
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	apply := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	apply("listen", &c.Listen, f.listen)
+	apply("store", &c.StoreDSN, f.storeDSN)
+	apply("broker-key-file", &c.BrokerKeyFile, f.brokerKeyFile)
+	apply("log-format", &c.LogFormat, f.logFormat)
+	apply("log-level", &c.LogLevel, f.logLevel)
+	apply("fly-api-url", &c.FlyAPIURL, f.flyAPIURL)
+	apply("fly-org", &c.FlyOrg, f.flyOrg)
+	apply("public-url", &c.PublicURL, f.publicURL)
+	apply("tls-cert", &c.TLSCert, f.tlsCert)
+	apply("tls-key", &c.TLSKey, f.tlsKey)
+	if set["allowed-origins"] {
+		c.AllowedOrigins = splitList(f.allowedOrigins)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the configuration for mistakes that would only show later.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("listen address is empty"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls_cert and tls_key must be set together"))
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log_format %q: want json or text", c.LogFormat))
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("public_url %q: want http(s)://host", c.PublicURL))
+		}
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("allowed origin %q: want scheme://host[:port] or *", o))
+		}
+	}
+	if c.ClaimWorkers < 1 {
+		errs = append(errs, fmt.Errorf("claim_workers %d: want at least 1", c.ClaimWorkers))
+	}
+	for name, d := range map[string]time.Duration{
+		"heartbeat_interval": c.HeartbeatInterval, "dead_after": c.DeadAfter,
+		"sweep_interval": c.SweepInterval, "pool_refresh": c.PoolRefresh, "ready_timeout": c.ReadyTimeout,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if c.DeadAfter > 0 && c.DeadAfter < 2*c.HeartbeatInterval {
+		errs = append(errs, errors.New("dead_after must be at least twice heartbeat_interval"))
+	}
+	return errors.Join(errs...)
+}
+
+// LoadBrokerKey returns the broker private key text: HANGARD_BROKER_KEY if
+// set, else the key file's content. It is an error to have neither: the
+// daemon must never run with a key of its own invention, or replicas would
+// not agree.
+func (c *Config) LoadBrokerKey() (string, error) {
+	if c.BrokerKey != "" {
+		return c.BrokerKey, nil
+	}
+	if c.BrokerKeyFile == "" {
+		return "", errors.New("no broker key: set broker_key_file, --broker-key-file or HANGARD_BROKER_KEY (make one with `hangard keygen`)")
+	}
+	b, err := os.ReadFile(c.BrokerKeyFile)
+	if err != nil {
+		return "", fmt.Errorf("read broker key: %w", err)
+	}
+	return string(b), nil
+}

@@ -1,0 +1,273 @@
+// Package pools keeps the daemon's view of the worker pools, read from Fly
+// (the source of truth): every app of the org that holds a template machine
+// with hangar metadata is a pool. The view is cached and refreshed in the
+// background; a miss refreshes at once, so a pool created by terraform a
+// moment ago is found without waiting for the next refresh.
+package pools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/hangarhq/hangar/internal/fly"
+	"github.com/hangarhq/hangar/internal/pool"
+)
+
+// ErrNotFound is returned for an unknown pool.
+var ErrNotFound = errors.New("no such pool")
+
+// Template is one template machine of a pool: the pool's default image
+// (TenantImage "") or a tenant image.
+type Template struct {
+	Spec    pool.Spec
+	Hash    string      // Spec hash as stored on the template (KeySpec)
+	Machine *fly.Machine // the template machine itself, whose config is cloned
+}
+
+// Counts are a template's (or pool's) machines by role and state.
+type Counts struct {
+	// Standby counts standbys ready to claim, by state (created, stopped, suspended, …).
+	Standby map[string]int `json:"by_state"`
+	// StandbyTotal is the number of standbys; Stale those with an old spec hash.
+	StandbyTotal int `json:"total"`
+	Stale        int `json:"stale"`
+	// Sessions is the number of session machines.
+	Sessions int `json:"sessions"`
+}
+
+// Pool is one pool as last read from Fly.
+type Pool struct {
+	Name string
+	App  string
+	// Default is the template of the pool's default image (nil if only
+	// tenant images exist, which the provider never does).
+	Default *Template
+	// TenantImages by name.
+	TenantImages map[string]*Template
+	// Machines counts every standby and session machine (what max_machines caps).
+	Machines int
+	// Counts per template: key "" is the default image.
+	Counts map[string]*Counts
+	// ReadAt is when this view was read.
+	ReadAt time.Time
+}
+
+// Template returns the template for a tenant image ("" = the default image).
+func (p *Pool) Template(tenantImage string) *Template {
+	if tenantImage == "" {
+		return p.Default
+	}
+	return p.TenantImages[tenantImage]
+}
+
+// Spec returns the pool-level spec (the default template's, else any).
+func (p *Pool) Spec() pool.Spec {
+	if p.Default != nil {
+		return p.Default.Spec
+	}
+	for _, t := range p.TenantImages {
+		return t.Spec
+	}
+	return pool.Spec{Pool: p.Name, App: p.App}
+}
+
+// Fly is the part of the Fly client the cache uses.
+type Fly interface {
+	ListApps(ctx context.Context, org string) ([]fly.App, error)
+	ListMachines(ctx context.Context, app string, opts fly.ListMachinesOptions) ([]fly.Machine, error)
+}
+
+// Cache holds the pools of one Fly org.
+type Cache struct {
+	fly Fly
+	org string
+	log hclog.Logger
+
+	mu     sync.RWMutex
+	pools  map[string]*Pool // by pool name
+	readAt time.Time
+	sf     singleflight.Group
+}
+
+// New makes an empty cache; call Refresh or Run to fill it.
+func New(client Fly, org string, log hclog.Logger) *Cache {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Cache{fly: client, org: org, log: log, pools: map[string]*Pool{}}
+}
+
+// Run refreshes the cache every interval until ctx ends.
+func (c *Cache) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := c.Refresh(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("refresh pools", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Refresh re-reads every pool from Fly. Concurrent callers share one read.
+func (c *Cache) Refresh(ctx context.Context) error {
+	_, err, _ := c.sf.Do("refresh", func() (any, error) {
+		pools, err := c.read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.pools = pools
+		c.readAt = time.Now()
+		c.mu.Unlock()
+		return nil, nil
+	})
+	return err
+}
+
+func (c *Cache) read(ctx context.Context) (map[string]*Pool, error) {
+	apps, err := c.fly.ListApps(ctx, c.org)
+	if err != nil {
+		return nil, fmt.Errorf("list apps of org %s: %w", c.org, err)
+	}
+	out := map[string]*Pool{}
+	for _, app := range apps {
+		ps, err := c.readApp(ctx, app.Name)
+		if err != nil {
+			if errors.Is(err, fly.ErrNotFound) {
+				continue // deleted between the two calls
+			}
+			return nil, err
+		}
+		for _, p := range ps {
+			if prev, dup := out[p.Name]; dup {
+				c.log.Warn("pool name in two apps; keeping the first", "pool", p.Name, "app", prev.App, "other_app", p.App)
+				continue
+			}
+			out[p.Name] = p
+		}
+	}
+	return out, nil
+}
+
+// readApp reads the pools held by one app (normally zero or one).
+func (c *Cache) readApp(ctx context.Context, app string) ([]*Pool, error) {
+	ms, err := c.fly.ListMachines(ctx, app, fly.ListMachinesOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list machines of %s: %w", app, err)
+	}
+	now := time.Now()
+	byName := map[string]*Pool{}
+	get := func(name string) *Pool {
+		p := byName[name]
+		if p == nil {
+			p = &Pool{Name: name, App: app, TenantImages: map[string]*Template{}, Counts: map[string]*Counts{}, ReadAt: now}
+			byName[name] = p
+		}
+		return p
+	}
+	// Templates first, so that standbys can be judged stale against them.
+	for i := range ms {
+		m := &ms[i]
+		if !pool.IsTemplate(m) || gone(m.State) {
+			continue
+		}
+		spec, err := pool.FromTemplate(app, m)
+		if err != nil {
+			c.log.Warn("skip undecodable template", "app", app, "machine", m.ID, "error", err)
+			continue
+		}
+		p := get(spec.Pool)
+		t := &Template{Spec: spec, Hash: pool.SpecHashOf(m), Machine: m}
+		if spec.TenantImage == "" {
+			p.Default = t
+		} else {
+			p.TenantImages[spec.TenantImage] = t
+		}
+	}
+	for i := range ms {
+		m := &ms[i]
+		md := pool.MetadataOf(m)
+		p := byName[md[pool.KeyPool]]
+		if p == nil || gone(m.State) || pool.IsTemplate(m) {
+			continue
+		}
+		ti := md[pool.KeyTenantImage]
+		cnt := p.Counts[ti]
+		if cnt == nil {
+			cnt = &Counts{Standby: map[string]int{}}
+			p.Counts[ti] = cnt
+		}
+		switch {
+		case pool.IsStandby(m):
+			p.Machines++
+			cnt.StandbyTotal++
+			cnt.Standby[m.State]++
+			if t := p.Template(ti); t != nil && pool.SpecHashOf(m) != t.Hash {
+				cnt.Stale++
+			}
+		case pool.IsSession(m):
+			p.Machines++
+			cnt.Sessions++
+		}
+	}
+	out := make([]*Pool, 0, len(byName))
+	for _, p := range byName {
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func gone(state string) bool {
+	return state == fly.StateDestroyed || state == fly.StateDestroying
+}
+
+// Get returns a pool by name, refreshing once on a miss.
+func (c *Cache) Get(ctx context.Context, name string) (*Pool, error) {
+	c.mu.RLock()
+	p := c.pools[name]
+	c.mu.RUnlock()
+	if p != nil {
+		return p, nil
+	}
+	if err := c.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.RLock()
+	p = c.pools[name]
+	c.mu.RUnlock()
+	if p == nil {
+		return nil, fmt.Errorf("pool %q: %w", name, ErrNotFound)
+	}
+	return p, nil
+}
+
+// List returns every cached pool, by name.
+func (c *Cache) List() []*Pool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]*Pool, 0, len(c.pools))
+	for _, p := range c.pools {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ReadAt is when the cache was last filled (zero before the first read).
+func (c *Cache) ReadAt() time.Time {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.readAt
+}

@@ -1,0 +1,581 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/agentapi"
+	"github.com/hangarhq/hangar/internal/fly"
+	"github.com/hangarhq/hangar/internal/pool"
+)
+
+// leaseTTL is how long a claim holds a machine's Fly lease; the claim
+// releases it once the machine is started and marked as a session machine.
+const leaseTTL = 60 * time.Second
+
+// errWait: no machine for this claim now; it stays pending, in line.
+var errWait = errors.New("no capacity: waiting in line")
+
+// Run runs the replica's loops (claim dispatcher, heartbeat and takeover of
+// dead replicas, sweeper) until ctx ends. Then it stops taking new work,
+// lets in-flight claims and ends finish within the shutdown grace, and fails
+// the claims it still holds credentials for (they would die with it). Ready
+// sessions keep running in their VMs.
+func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); m.dispatchLoop(ctx) }()
+	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); m.sweepLoop(ctx) }()
+	wg.Wait()
+
+	done := make(chan struct{})
+	go func() { m.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(m.cfg.ShutdownGrace):
+		m.log.Warn("shutdown grace over; abandoning in-flight work")
+		m.stopWork()
+		<-done
+	}
+	m.stopWork()
+	// Claims that never started can't be taken by another replica (the
+	// credentials are here): fail them now rather than after DeadAfter.
+	bg, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pending, err := m.store.ListSessions(bg, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending}})
+	if err == nil {
+		for _, s := range pending {
+			m.fail(bg, s, nil, "", "the daemon replica that accepted this session shut down before a machine was claimed; create a new session")
+		}
+	}
+	m.mu.Lock()
+	m.creds = map[string]*Credentials{}
+	m.mu.Unlock()
+}
+
+func (m *Manager) dispatchLoop(ctx context.Context) {
+	t := time.NewTicker(m.cfg.DispatchInterval)
+	defer t.Stop()
+	for {
+		m.dispatch(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.kick:
+		}
+	}
+}
+
+// dispatch starts claims for this replica's pending sessions, oldest first,
+// keeping each pool's line: once a claim of a pool waits for capacity,
+// younger claims of that pool wait too.
+func (m *Manager) dispatch(ctx context.Context) {
+	pending, err := m.store.ListSessions(ctx, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending}})
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("list pending claims", "error", err)
+		}
+		return
+	}
+	for _, s := range pending {
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(s.CreatedAt) > m.cfg.ReadyTimeout {
+			m.fail(ctx, s, nil, "", fmt.Sprintf("no machine became available within %v", m.cfg.ReadyTimeout))
+			continue
+		}
+		m.mu.Lock()
+		busy := m.inflight[s.ID]
+		m.mu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case m.sem <- struct{}{}:
+		default:
+			return // every worker is busy; the next round continues
+		}
+		m.mu.Lock()
+		m.inflight[s.ID] = true
+		m.mu.Unlock()
+		m.work.Add(1)
+		go func(id string) {
+			defer m.work.Done()
+			defer func() {
+				<-m.sem
+				m.mu.Lock()
+				delete(m.inflight, id)
+				m.mu.Unlock()
+			}()
+			if err := m.claim(m.workCtx, id); errors.Is(err, errWait) {
+				return
+			}
+			m.wake()
+		}(s.ID)
+	}
+}
+
+// claimed is a machine a claim holds.
+type claimed struct {
+	app   string
+	mach  *fly.Machine
+	nonce string // Fly lease nonce while held
+}
+
+// claim takes one pending session to ready (or failed). errWait leaves it pending.
+func (m *Manager) claim(ctx context.Context, id string) error {
+	s, err := m.store.GetSession(ctx, id)
+	if err != nil || s.State != store.StatePending || s.Owner != m.cfg.DaemonID {
+		return err
+	}
+	start := time.Now()
+	creds, ok := m.takeCreds(id)
+	if !ok {
+		m.fail(ctx, s, nil, "", "the daemon replica that accepted this session lost its credentials (restarted); create a new session")
+		return nil
+	}
+	p, err := m.cfg.Pools.Get(ctx, s.Pool)
+	if errors.Is(err, pools.ErrNotFound) {
+		m.fail(ctx, s, nil, "", fmt.Sprintf("pool %q no longer exists", s.Pool))
+		return nil
+	}
+	if err != nil {
+		m.log.Warn("claim: read pool", "session", id, "error", err)
+		return errWait
+	}
+	tmpl := p.Template(s.TenantImage)
+	if tmpl == nil {
+		m.fail(ctx, s, nil, "", fmt.Sprintf("pool %q has no template for tenant image %q", s.Pool, s.TenantImage))
+		return nil
+	}
+	if tmpl.Spec.Draining {
+		m.fail(ctx, s, nil, "", fmt.Sprintf("pool %q is being deleted", s.Pool))
+		return nil
+	}
+	regions := tmpl.Spec.Regions
+	if s.Region != "" {
+		regions = []string{s.Region}
+	}
+
+	source := "standby"
+	c, err := m.leaseStandby(ctx, s, p, tmpl, regions)
+	if err == nil && c == nil {
+		source = "clone"
+		c, err = m.cloneMachine(ctx, s, p, tmpl, regions)
+	}
+	if err != nil {
+		if errors.Is(err, errWait) {
+			return errWait
+		}
+		if errors.Is(err, store.ErrStateChanged) {
+			return nil // ended meanwhile; nothing was taken
+		}
+		m.log.Warn("claim: no machine", "session", id, "error", err)
+		return errWait
+	}
+	m.log.Info("claimed machine", "session", id, "machine", c.mach.ID, "source", source, "region", c.mach.Region)
+	outcome := "ready"
+	if err := m.bringUp(ctx, s.ID, c, creds); err != nil {
+		outcome = "failed"
+		m.abort(ctx, s.ID, c, err)
+	}
+	m.dropCreds(id)
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.ClaimSeconds.WithLabelValues(source, outcome).Observe(time.Since(start).Seconds())
+	}
+	return nil
+}
+
+// leaseStandby takes a standby of the right template under its Fly lease,
+// marks the session claiming and the machine a session machine. (nil, nil)
+// means there is none.
+func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pools.Template, regions []string) (*claimed, error) {
+	ms, err := m.fly.ListMachines(ctx, p.App, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyPool: p.Name, pool.KeyRole: pool.RoleStandby}})
+	if err != nil {
+		return nil, fmt.Errorf("list standbys of %s: %w", p.App, err)
+	}
+	rank := map[string]int{}
+	for i, r := range regions {
+		rank[r] = i + 1
+	}
+	var cands []*fly.Machine
+	for i := range ms {
+		mm := &ms[i]
+		if !claimable(mm) || pool.TenantImageOf(mm) != s.TenantImage || pool.SpecHashOf(mm) != tmpl.Hash || rank[mm.Region] == 0 {
+			continue
+		}
+		cands = append(cands, mm)
+	}
+	// Shuffle, then order by region preference: replicas racing for the
+	// same pool mostly try different machines.
+	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	sort.SliceStable(cands, func(i, j int) bool { return rank[cands[i].Region] < rank[cands[j].Region] })
+	for _, cand := range cands {
+		lease, err := m.fly.AcquireLease(ctx, p.App, cand.ID, leaseTTL, "hangar claim "+s.ID)
+		if err != nil {
+			if !errors.Is(err, fly.ErrConflict) && !errors.Is(err, fly.ErrNotFound) {
+				m.log.Debug("lease standby", "machine", cand.ID, "error", err)
+			}
+			continue
+		}
+		c := &claimed{app: p.App, nonce: lease.Nonce()}
+		// Under the lease, re-read: someone may have claimed it just before.
+		mach, err := m.fly.GetMachine(ctx, p.App, cand.ID)
+		if err != nil || !claimable(mach) {
+			m.release(c.app, cand.ID, c.nonce)
+			continue
+		}
+		c.mach = mach
+		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StatePending}, func(s *store.Session) error {
+			s.State, s.MachineID, s.AppName, s.Region = store.StateClaiming, mach.ID, p.App, mach.Region
+			return nil
+		}); err != nil {
+			m.release(c.app, mach.ID, c.nonce)
+			return nil, err
+		}
+		role, sid := pool.RoleSession, s.ID
+		if err := m.fly.UpdateMetadata(ctx, p.App, mach.ID, fly.UpdateMetadataRequest{Metadata: map[string]*string{pool.KeyRole: &role, pool.KeySession: &sid}}, c.nonce); err != nil {
+			// The machine is still a standby; give it back and try again later.
+			m.release(c.app, mach.ID, c.nonce)
+			m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
+				s.State, s.MachineID, s.Region = store.StatePending, "", ""
+				return nil
+			})
+			return nil, fmt.Errorf("mark machine %s as session: %w", mach.ID, err)
+		}
+		return c, nil
+	}
+	return nil, nil
+}
+
+// claimable: a standby that can be started.
+func claimable(mm *fly.Machine) bool {
+	if !pool.IsStandby(mm) {
+		return false
+	}
+	switch mm.State {
+	case fly.StateCreated, fly.StateStopped, fly.StateSuspended:
+		return true
+	}
+	return false
+}
+
+func (m *Manager) release(app, id, nonce string) {
+	if nonce == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.fly.ReleaseLease(ctx, app, id, nonce); err != nil && !errors.Is(err, fly.ErrNotFound) {
+		m.log.Debug("release lease", "machine", id, "error", err)
+	}
+}
+
+func (m *Manager) poolLock(name string) *sync.Mutex {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.cloneMu[name]
+	if l == nil {
+		l = &sync.Mutex{}
+		m.cloneMu[name] = l
+	}
+	return l
+}
+
+// cloneMachine creates a session machine from the template while the pool
+// is under max_machines, trying the next region on insufficient capacity.
+// Counting and creating run under a per-pool lock (in-process and, with
+// Postgres, across replicas) so that racing replicas don't overshoot.
+func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pools.Template, regions []string) (*claimed, error) {
+	l := m.poolLock(p.Name)
+	l.Lock()
+	defer l.Unlock()
+	release, err := m.leaderLock(ctx, "clone:"+p.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+
+	ms, err := m.fly.ListMachines(ctx, p.App, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyPool: p.Name}})
+	if err != nil {
+		return nil, fmt.Errorf("count machines of %s: %w", p.App, err)
+	}
+	n := 0
+	for i := range ms {
+		if (pool.IsStandby(&ms[i]) || pool.IsSession(&ms[i])) && ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
+			n++
+		}
+	}
+	maxM := p.Spec().MaxMachines
+	if maxM > 0 && n >= maxM {
+		return nil, errWait
+	}
+	cfg, err := pool.CloneConfig(tmpl.Machine, pool.RoleSession, s.ID)
+	if err != nil {
+		return nil, fmt.Errorf("clone template: %w", err)
+	}
+	// Claim first, so that a session ended meanwhile creates nothing.
+	if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StatePending}, func(s *store.Session) error {
+		s.State, s.AppName = store.StateClaiming, p.App
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for _, region := range regions {
+		mach, err := m.fly.CreateMachine(ctx, p.App, fly.CreateMachineRequest{Config: cfg, Region: region, LeaseTTL: int(leaseTTL / time.Second)})
+		if err != nil {
+			lastErr = err
+			if errors.Is(err, fly.ErrInsufficientCapacity) {
+				m.log.Info("no capacity in region; trying the next", "session", s.ID, "region", region)
+				continue
+			}
+			break
+		}
+		c := &claimed{app: p.App, mach: mach, nonce: mach.Nonce}
+		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
+			s.MachineID, s.Region = mach.ID, mach.Region
+			return nil
+		}); err != nil {
+			m.destroy(c.app, mach.ID, c.nonce)
+			if errors.Is(err, store.ErrStateChanged) {
+				m.settleEnding(context.Background(), s.ID, nil)
+				return nil, err
+			}
+			return nil, err
+		}
+		return c, nil
+	}
+	// Back in line; a later round may find capacity.
+	if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
+		s.State = store.StatePending
+		return nil
+	}); errors.Is(err, store.ErrStateChanged) {
+		m.settleEnding(context.Background(), s.ID, nil)
+		return nil, err
+	}
+	if errors.Is(lastErr, fly.ErrInsufficientCapacity) {
+		return nil, errWait
+	}
+	return nil, fmt.Errorf("create session machine: %w", lastErr)
+}
+
+// leaderLock takes a store-wide named lock, retrying briefly.
+func (m *Manager) leaderLock(ctx context.Context, name string) (func(), error) {
+	for i := 0; ; i++ {
+		ok, release, err := m.store.TryLeader(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", name, err)
+		}
+		if ok {
+			return release, nil
+		}
+		if i >= 100 {
+			return nil, errWait
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(20+rand.IntN(60)) * time.Millisecond):
+		}
+	}
+}
+
+// bringUp starts the claimed machine, waits for its agent, inits it with the
+// user's credentials and marks the session ready.
+func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Credentials) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+	defer cancel()
+	s, err := m.store.UpdateSession(ctx, id, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
+		s.State = store.StateStarting
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark starting: %w", err)
+	}
+	switch c.mach.State {
+	case fly.StateCreated, fly.StateStopped, fly.StateSuspended:
+		if _, err := m.fly.StartMachine(ctx, c.app, c.mach.ID, c.nonce); err != nil {
+			return fmt.Errorf("start machine %s: %w", c.mach.ID, err)
+		}
+	}
+	if _, err := m.fly.WaitMachine(ctx, c.app, c.mach.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Timeout: m.cfg.ReadyTimeout}); err != nil {
+		return fmt.Errorf("wait for machine %s to start: %w", c.mach.ID, err)
+	}
+	m.release(c.app, c.mach.ID, c.nonce)
+	c.nonce = ""
+	mach, err := m.fly.GetMachine(ctx, c.app, c.mach.ID)
+	if err != nil {
+		return fmt.Errorf("read machine %s: %w", c.mach.ID, err)
+	}
+	c.mach = mach
+	agent := m.agentClient(ctx, s, mach)
+	if err := m.waitHealthy(ctx, agent); err != nil {
+		return fmt.Errorf("agent on %s never became healthy: %w", mach.ID, err)
+	}
+	// The session may have been ended while the machine started.
+	if cur, err := m.store.GetSession(ctx, id); err != nil || cur.State != store.StateStarting {
+		return fmt.Errorf("session left starting: %w", store.ErrStateChanged)
+	}
+	req := &agentapi.InitRequest{
+		SessionID: id, Repo: s.Repo, Branch: s.Branch, SessionBranch: s.SessionBranch,
+		Mode: agentapi.Mode(s.Mode), Command: s.Command, Env: s.Env, Cols: s.Cols, Rows: s.Rows,
+	}
+	if !creds.Empty() {
+		req.Credentials = creds
+	}
+	if s.GitAuthorName != "" {
+		req.GitAuthor = &agentapi.GitAuthor{Name: s.GitAuthorName, Email: s.GitAuthorEmail}
+	}
+	st, err := agent.Init(ctx, req)
+	m.dropCreds(id) // handed over (or refused): this replica forgets them either way
+	if err != nil {
+		return fmt.Errorf("agent init: %w", describeAgentError(err))
+	}
+	for st.State == agentapi.StateInitializing || st.State == agentapi.StateIdle {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("agent init: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if st, err = agent.Status(ctx, id); err != nil {
+			return fmt.Errorf("agent status after init: %w", describeAgentError(err))
+		}
+	}
+	if st.State == agentapi.StateFailed {
+		return fmt.Errorf("agent init failed: %s", st.Error)
+	}
+	now := time.Now()
+	if _, err := m.store.UpdateSession(ctx, id, []store.SessionState{store.StateStarting}, func(s *store.Session) error {
+		s.State, s.ReadyAt = store.StateReady, &now
+		return nil
+	}); err != nil {
+		return fmt.Errorf("mark ready: %w", err)
+	}
+	m.log.Info("session ready", "session", id, "machine", mach.ID)
+	return nil
+}
+
+func describeAgentError(err error) error {
+	var ae *agentapi.Error
+	if errors.As(err, &ae) {
+		return fmt.Errorf("%s (%d %s)", ae.Message, ae.StatusCode, ae.Code)
+	}
+	return err
+}
+
+func (m *Manager) waitHealthy(ctx context.Context, agent *agentapi.Client) error {
+	var last error
+	for {
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		h, err := agent.Health(hctx)
+		cancel()
+		if err == nil && h.OK {
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = ctx.Err()
+			}
+			return last
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// abort handles a claim that failed after taking a machine: the machine is
+// destroyed and the session failed, or, if it was ended meanwhile, ended.
+func (m *Manager) abort(ctx context.Context, id string, c *claimed, cause error) {
+	m.destroy(c.app, c.mach.ID, c.nonce)
+	bg := context.Background()
+	if m.settleEnding(bg, id, nil) {
+		return
+	}
+	s, err := m.store.GetSession(bg, id)
+	if err != nil {
+		return
+	}
+	m.fail(bg, s, nil, "", "claim failed: "+cause.Error())
+}
+
+// settleEnding finishes a session that was ended while its claim ran: it is
+// marked ended (its machine, if any, is already destroyed). It reports
+// whether the session was in state ending.
+func (m *Manager) settleEnding(ctx context.Context, id string, push *store.Push) bool {
+	now := time.Now()
+	s, err := m.store.UpdateSession(ctx, id, []store.SessionState{store.StateEnding}, func(s *store.Session) error {
+		s.State, s.EndedAt, s.Push = store.StateEnded, &now, push
+		return nil
+	})
+	if err != nil {
+		return false
+	}
+	m.dropCreds(id)
+	m.finished(s)
+	return true
+}
+
+// destroy force-destroys a machine, ignoring one that is already gone.
+func (m *Manager) destroy(app, id, nonce string) {
+	if app == "" || id == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := m.fly.DestroyMachine(ctx, app, id, true, nonce)
+	if err != nil && !errors.Is(err, fly.ErrNotFound) {
+		m.log.Warn("destroy machine", "machine", id, "error", err)
+		return
+	}
+	m.log.Debug("destroyed machine", "machine", id)
+}
+
+// fail marks a live session failed with reason and destroys its machine.
+// mach may be nil; then s.MachineID is destroyed, if any.
+func (m *Manager) fail(ctx context.Context, s *store.Session, mach *fly.Machine, nonce, reason string) {
+	now := time.Now()
+	live := []store.SessionState{store.StatePending, store.StateClaiming, store.StateStarting, store.StateReady, store.StateEnding}
+	s2, err := m.store.UpdateSession(ctx, s.ID, live, func(s *store.Session) error {
+		s.State, s.Reason, s.EndedAt = store.StateFailed, reason, &now
+		return nil
+	})
+	m.dropCreds(s.ID)
+	id := s.MachineID
+	if mach != nil {
+		id = mach.ID
+	}
+	if err == nil {
+		id = firstNonEmpty(id, s2.MachineID)
+	}
+	m.destroy(firstNonEmpty(s.AppName, appOf(s2)), id, nonce)
+	if err == nil {
+		m.log.Warn("session failed", "session", s.ID, "reason", reason)
+		m.finished(s2)
+	}
+}
+
+func appOf(s *store.Session) string {
+	if s == nil {
+		return ""
+	}
+	return s.AppName
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,424 @@
+// Package sessions owns sessions from request to destroyed VM: it records
+// claims, runs this replica's claim workers (lease a standby or clone the
+// template, start it, init the agent with the user's credentials, mark the
+// session ready), ends sessions (finish, push, destroy) on request, TTL, idle
+// timeout or process exit, and takes over from dead replicas.
+//
+// A session's credentials live only in the memory of the replica that
+// accepted it, until the agent's init; they are never written anywhere.
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/hangarhq/hangar/daemon/metrics"
+	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/agentapi"
+	"github.com/hangarhq/hangar/internal/agentauth"
+	"github.com/hangarhq/hangar/internal/fly"
+)
+
+// Errors the HTTP layer maps to statuses.
+var (
+	// ErrNotFound: no such session, or not the caller's (404).
+	ErrNotFound = errors.New("no such session")
+	// ErrWrongState: the session is not in a state that allows this (409).
+	ErrWrongState = errors.New("session is in the wrong state")
+)
+
+// QuotaError says the tenant is at its concurrent session limit (429).
+type QuotaError struct {
+	Limit      int
+	RetryAfter time.Duration
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("tenant is at its limit of %d concurrent sessions", e.Limit)
+}
+
+// Fly is the part of the Fly client the manager uses.
+type Fly interface {
+	ListMachines(ctx context.Context, app string, opts fly.ListMachinesOptions) ([]fly.Machine, error)
+	GetMachine(ctx context.Context, app, id string) (*fly.Machine, error)
+	CreateMachine(ctx context.Context, app string, req fly.CreateMachineRequest) (*fly.Machine, error)
+	StartMachine(ctx context.Context, app, id, nonce string) (*fly.StartResponse, error)
+	WaitMachine(ctx context.Context, app, id string, opts fly.WaitOptions) (*fly.WaitResponse, error)
+	DestroyMachine(ctx context.Context, app, id string, force bool, nonce string) error
+	AcquireLease(ctx context.Context, app, id string, ttl time.Duration, description string) (*fly.Lease, error)
+	ReleaseLease(ctx context.Context, app, id, nonce string) error
+	UpdateMetadata(ctx context.Context, app, id string, req fly.UpdateMetadataRequest, nonce string) error
+}
+
+// Config wires a Manager.
+type Config struct {
+	// DaemonID identifies this replica in the store (a fresh one per process).
+	DaemonID string
+	Store    store.Store
+	Fly      Fly
+	Pools    *pools.Cache
+	Signer   *agentauth.Signer
+	Logger   hclog.Logger
+	Metrics  *metrics.Metrics
+
+	// Workers bounds the claims worked on at once.
+	Workers int
+	// HeartbeatInterval and DeadAfter: liveness of replicas.
+	HeartbeatInterval, DeadAfter time.Duration
+	// SweepInterval: how often ready sessions are checked for TTL, idle and exit.
+	SweepInterval time.Duration
+	// ReadyTimeout bounds a claim from request to ready.
+	ReadyTimeout time.Duration
+	// DispatchInterval is how often pending claims are looked at (default 500ms).
+	DispatchInterval time.Duration
+	// ShutdownGrace is how long in-flight claims and ends may run after Run's
+	// context ends (default 30s).
+	ShutdownGrace time.Duration
+	// DefaultCommand maps a pool name to the argv used when a request names none.
+	DefaultCommand map[string][]string
+	// AllowFileRepos lets file:// repos through (development and tests).
+	AllowFileRepos bool
+	// AgentHTTPClient talks to agents (default: 30s timeout).
+	AgentHTTPClient *http.Client
+}
+
+// Manager runs sessions. Create it with New, start its loops with Run.
+type Manager struct {
+	cfg   Config
+	store store.Store
+	fly   Fly
+	log   hclog.Logger
+
+	mu       sync.Mutex
+	creds    map[string]*Credentials // by session id, until init
+	inflight map[string]bool         // claims being worked on here
+	ending   map[string]bool         // ends being worked on here
+	kick     chan struct{}
+	cloneMu  map[string]*sync.Mutex
+	work     sync.WaitGroup
+	workCtx  context.Context
+	stopWork context.CancelFunc
+	sem      chan struct{}
+}
+
+// New makes a Manager.
+func New(cfg Config) *Manager {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 5 * time.Second
+	}
+	if cfg.DeadAfter <= 0 {
+		cfg.DeadAfter = 6 * cfg.HeartbeatInterval
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 15 * time.Second
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 3 * time.Minute
+	}
+	if cfg.DispatchInterval <= 0 {
+		cfg.DispatchInterval = 500 * time.Millisecond
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	if cfg.AgentHTTPClient == nil {
+		cfg.AgentHTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	workCtx, stop := context.WithCancel(context.Background())
+	return &Manager{
+		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
+		creds: map[string]*Credentials{}, inflight: map[string]bool{}, ending: map[string]bool{},
+		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{},
+		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
+	}
+}
+
+// DaemonID is this replica's id.
+func (m *Manager) DaemonID() string { return m.cfg.DaemonID }
+
+// NewDaemonID returns a fresh replica id.
+func NewDaemonID() string { return "d-" + strings.ToLower(ulid.Make().String()) }
+
+// NewSessionID returns a fresh session id: a lowercase ULID, valid in
+// branch names and JWT subjects.
+func NewSessionID() string { return strings.ToLower(ulid.Make().String()) }
+
+func (m *Manager) wake() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Create validates a request for tenant t, records the claim (pending) and
+// hands it to this replica's claim workers. It returns at once.
+func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *Request) (*store.Session, error) {
+	if err := req.Validate(m.cfg.AllowFileRepos); err != nil {
+		return nil, err
+	}
+	p, err := m.cfg.Pools.Get(ctx, req.Pool)
+	if errors.Is(err, pools.ErrNotFound) {
+		return nil, invalid("pool", "no pool named %q", req.Pool)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up pool %s: %w", req.Pool, err)
+	}
+	if !Granted(t, req.Pool) {
+		return nil, invalid("pool", "pool %q is not granted to tenant %q", req.Pool, t.Name)
+	}
+	tmpl := p.Template(req.TenantImage)
+	if tmpl == nil {
+		if req.TenantImage == "" {
+			return nil, invalid("pool", "pool %q has no default image", req.Pool)
+		}
+		return nil, invalid("tenant_image", "pool %q has no tenant image %q", req.Pool, req.TenantImage)
+	}
+	if req.TenantImage != "" && tmpl.Spec.Tenant != t.Name {
+		// Tenant images declare their tenant by name; another tenant's
+		// image is as good as absent.
+		return nil, invalid("tenant_image", "pool %q has no tenant image %q", req.Pool, req.TenantImage)
+	}
+	if tmpl.Spec.Draining {
+		return nil, invalid("pool", "pool %q is being deleted", req.Pool)
+	}
+	if req.Region != "" && !contains(tmpl.Spec.Regions, req.Region) {
+		return nil, invalid("region", "pool %q does not run in %q (regions: %s)", req.Pool, req.Region, strings.Join(tmpl.Spec.Regions, ", "))
+	}
+	if t.MaxSessions > 0 {
+		n, err := m.store.CountLiveSessions(ctx, t.ID)
+		if err != nil {
+			return nil, fmt.Errorf("count sessions: %w", err)
+		}
+		if n >= t.MaxSessions {
+			return nil, &QuotaError{Limit: t.MaxSessions, RetryAfter: 30 * time.Second}
+		}
+	}
+	id := NewSessionID()
+	s := &store.Session{
+		ID: id, TenantID: t.ID, Pool: req.Pool, TenantImage: req.TenantImage, Region: req.Region,
+		State: store.StatePending, AppName: p.App, Repo: req.Repo, Branch: req.Branch,
+		SessionBranch: req.SessionBranch, Mode: req.Mode, Command: req.Command, Env: req.Env,
+		Cols: req.Cols, Rows: req.Rows, Owner: m.cfg.DaemonID,
+	}
+	if s.SessionBranch == "" {
+		s.SessionBranch = "hangar/" + id
+	}
+	if len(s.Command) == 0 {
+		s.Command = m.cfg.DefaultCommand[req.Pool]
+	}
+	if req.GitAuthor != nil {
+		s.GitAuthorName, s.GitAuthorEmail = req.GitAuthor.Name, req.GitAuthor.Email
+	}
+	creds := &Credentials{}
+	if req.Credentials != nil {
+		c := *req.Credentials
+		creds = &c
+	}
+	m.mu.Lock()
+	m.creds[id] = creds
+	m.mu.Unlock()
+	if err := m.store.CreateSession(ctx, s); err != nil {
+		m.dropCreds(id)
+		return nil, fmt.Errorf("record session: %w", err)
+	}
+	m.log.Info("session requested", "session", id, "tenant", t.Name, "pool", s.Pool, "tenant_image", s.TenantImage, "repo", s.Repo)
+	m.wake()
+	return s, nil
+}
+
+// Granted reports whether tenant t may use pool (a "*" grant means every pool).
+func Granted(t *store.Tenant, pool string) bool {
+	for _, p := range t.Pools {
+		if p == pool || p == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Manager) takeCreds(id string) (*Credentials, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.creds[id]
+	return c, ok
+}
+
+func (m *Manager) dropCreds(id string) {
+	m.mu.Lock()
+	delete(m.creds, id)
+	m.mu.Unlock()
+}
+
+// Get returns a session of tenant tenantID (any tenant if "").
+func (m *Manager) Get(ctx context.Context, tenantID, id string) (*store.Session, error) {
+	s, err := m.store.GetSession(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session %s: %w", id, err)
+	}
+	if tenantID != "" && s.TenantID != tenantID {
+		return nil, ErrNotFound
+	}
+	return s, nil
+}
+
+// QueuePosition is the session's place in its pool's line (0 unless pending).
+func (m *Manager) QueuePosition(ctx context.Context, s *store.Session) int {
+	if s.State != store.StatePending {
+		return 0
+	}
+	n, err := m.store.QueuePosition(ctx, s.ID)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// End ends a session of tenant tenantID on request: a pending one at once,
+// a ready one by finish, push and destroy in the background (state
+// ending, then ended). reason is recorded.
+func (m *Manager) End(ctx context.Context, tenantID, id, reason string) (*store.Session, error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		s, err := m.Get(ctx, tenantID, id)
+		if err != nil {
+			return nil, err
+		}
+		switch s.State {
+		case store.StateEnded, store.StateFailed:
+			return s, ErrWrongState
+		case store.StateEnding:
+			return s, nil
+		case store.StatePending:
+			now := time.Now()
+			s2, err := m.store.UpdateSession(ctx, id, []store.SessionState{store.StatePending}, func(s *store.Session) error {
+				s.State, s.Reason, s.EndedAt = store.StateEnded, reason, &now
+				return nil
+			})
+			if errors.Is(err, store.ErrStateChanged) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("end session %s: %w", id, err)
+			}
+			m.dropCreds(id)
+			m.finished(s2)
+			return s2, nil
+		case store.StateClaiming, store.StateStarting:
+			// The claim worker notices at its next step and tears down.
+			s2, err := m.store.UpdateSession(ctx, id, []store.SessionState{store.StateClaiming, store.StateStarting}, func(s *store.Session) error {
+				s.State, s.Reason = store.StateEnding, reason
+				return nil
+			})
+			if errors.Is(err, store.ErrStateChanged) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("end session %s: %w", id, err)
+			}
+			return s2, nil
+		case store.StateReady:
+			s2, err := m.store.UpdateSession(ctx, id, []store.SessionState{store.StateReady}, func(s *store.Session) error {
+				s.State, s.Reason, s.Owner = store.StateEnding, reason, m.cfg.DaemonID
+				return nil
+			})
+			if errors.Is(err, store.ErrStateChanged) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("end session %s: %w", id, err)
+			}
+			m.startFinish(s2)
+			return s2, nil
+		}
+	}
+	return nil, fmt.Errorf("end session %s: state kept changing", id)
+}
+
+// finished counts a session that reached a terminal state here.
+func (m *Manager) finished(s *store.Session) {
+	if m.cfg.Metrics != nil && s != nil {
+		m.cfg.Metrics.SessionsFinished.WithLabelValues(string(s.State)).Inc()
+	}
+}
+
+// agentClient returns a client for the agent of machine mach of session s.
+func (m *Manager) agentClient(ctx context.Context, s *store.Session, mach *fly.Machine) *agentapi.Client {
+	c := agentapi.NewClient(m.AgentURL(ctx, s, mach), m.cfg.Signer, mach.ID)
+	c.HTTPClient = m.cfg.AgentHTTPClient
+	return c
+}
+
+// AgentURL is the base URL of the agent on mach (http://ip:port).
+func (m *Manager) AgentURL(ctx context.Context, s *store.Session, mach *fly.Machine) string {
+	port := 0
+	if p, err := m.cfg.Pools.Get(ctx, s.Pool); err == nil {
+		if t := p.Template(s.TenantImage); t != nil {
+			port = t.Spec.AgentPort
+		}
+	}
+	if mach.Config != nil {
+		if v := mach.Config.Env["HANGAR_AGENT_PORT"]; v != "" {
+			fmt.Sscanf(v, "%d", &port)
+		}
+	}
+	return agentapi.BaseURL(mach.PrivateIP, port)
+}
+
+// Endpoint resolves a ready session's agent: its base URL and machine id.
+func (m *Manager) Endpoint(ctx context.Context, s *store.Session) (agentURL, machineID string, err error) {
+	if s.MachineID == "" || s.AppName == "" {
+		return "", "", fmt.Errorf("session %s has no machine", s.ID)
+	}
+	mach, err := m.fly.GetMachine(ctx, s.AppName, s.MachineID)
+	if err != nil {
+		return "", "", fmt.Errorf("get machine %s: %w", s.MachineID, err)
+	}
+	if mach.State != fly.StateStarted {
+		return "", "", fmt.Errorf("machine %s is %s: %w", mach.ID, mach.State, errMachineDown)
+	}
+	return m.AgentURL(ctx, s, mach), mach.ID, nil
+}
+
+// errMachineDown: the session's machine is not running.
+var errMachineDown = errors.New("machine not running")
+
+// IsMachineDown reports whether err says the session's machine is gone or stopped.
+func IsMachineDown(err error) bool {
+	return errors.Is(err, errMachineDown) || errors.Is(err, fly.ErrNotFound)
+}
+
+// EffectiveTTL is the session lifetime for tenant t in a pool with spec TTL
+// poolTTL: the pool's TTL capped by the tenant's max session duration.
+func EffectiveTTL(poolTTL time.Duration, t *store.Tenant) time.Duration {
+	ttl := poolTTL
+	if t != nil && t.MaxSessionDuration > 0 && (ttl <= 0 || t.MaxSessionDuration < ttl) {
+		ttl = t.MaxSessionDuration
+	}
+	return ttl
+}
