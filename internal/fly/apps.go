@@ -130,8 +130,8 @@ func (c *Client) SetSecret(ctx context.Context, app, name, value string) (*SetAp
 	return &out, nil
 }
 
-// UpdateSecrets sets several secrets at once; a nil value deletes that secret.
-func (c *Client) UpdateSecrets(ctx context.Context, app string, values map[string]*string) (*AppSecretsUpdateResponse, error) {
+// UpdateSecrets sets several secrets at once (DeleteSecret removes one).
+func (c *Client) UpdateSecrets(ctx context.Context, app string, values map[string]string) (*AppSecretsUpdateResponse, error) {
 	if app == "" {
 		return nil, errors.New("update secrets: app is required")
 	}

@@ -104,6 +104,8 @@ type Client struct {
 	maxBackoff    time.Duration
 	maxRetryAfter time.Duration
 	onResponse    func(method, action string, status int, err error)
+	// pause sleeps between attempts; tests replace it to observe backoffs.
+	pause func(ctx context.Context, d time.Duration) error
 }
 
 // New returns a client for opts. It fails only on an unusable BaseURL.
@@ -404,6 +406,13 @@ func jitter(d time.Duration) time.Duration {
 }
 
 func (c *Client) sleep(ctx context.Context, d time.Duration) error {
+	if c.pause != nil {
+		return c.pause(ctx, d)
+	}
+	return sleepCtx(ctx, d)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

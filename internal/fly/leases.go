@@ -154,7 +154,7 @@ func (c *Client) DeleteMetadata(ctx context.Context, app, id, key, nonce string)
 	return nil
 }
 
-// UpdateMetadata sets and deletes (nil value) several keys at once (PATCH).
+// UpdateMetadata sets and deletes (empty value) several keys at once (PATCH).
 // With req.MachineVersion a stale version fails with ErrPreconditionFailed.
 func (c *Client) UpdateMetadata(ctx context.Context, app, id string, req UpdateMetadataRequest, nonce string) error {
 	if err := checkIDs("update metadata", app, id); err != nil {

@@ -721,13 +721,13 @@ type UpsertMetadataRequest struct {
 	UpdatedAt string `json:"updated_at,omitempty"`
 }
 
-// UpdateMetadataRequest is the body of PUT/PATCH .../metadata (batch); a
-// null or empty value deletes the key. MachineVersion makes the call fail
-// with 412 when stale.
+// UpdateMetadataRequest is the body of PUT/PATCH .../metadata (batch); an
+// empty value deletes the key (the spec types values as strings, so null is
+// not sent). MachineVersion makes the call fail with 412 when stale.
 type UpdateMetadataRequest struct {
-	Metadata       map[string]*string `json:"metadata"`
-	MachineVersion string             `json:"machine_version,omitempty"`
-	UpdatedAt      string             `json:"updated_at,omitempty"`
+	Metadata       map[string]string `json:"metadata"`
+	MachineVersion string            `json:"machine_version,omitempty"`
+	UpdatedAt      string            `json:"updated_at,omitempty"`
 }
 
 // ---- Secrets ----
@@ -761,10 +761,9 @@ type SetAppSecretResponse struct {
 	Version   int64  `json:"version,omitempty"`
 }
 
-// AppSecretsUpdateRequest is the body of POST /apps/{app}/secrets (batch); a
-// null value deletes the secret.
+// AppSecretsUpdateRequest is the body of POST /apps/{app}/secrets (batch).
 type AppSecretsUpdateRequest struct {
-	Values map[string]*string `json:"values"`
+	Values map[string]string `json:"values"`
 }
 
 // AppSecretsUpdateResponse is the body returned by POST /apps/{app}/secrets.
