@@ -130,8 +130,10 @@ func (c *Client) SetSecret(ctx context.Context, app, name, value string) (*SetAp
 	return &out, nil
 }
 
-// UpdateSecrets sets several secrets at once (DeleteSecret removes one).
-func (c *Client) UpdateSecrets(ctx context.Context, app string, values map[string]string) (*AppSecretsUpdateResponse, error) {
+// UpdateSecrets sets several secrets at once; a nil value deletes that
+// secret (sent as null, which the spec does not declare; DeleteSecret is the
+// declared way).
+func (c *Client) UpdateSecrets(ctx context.Context, app string, values map[string]*string) (*AppSecretsUpdateResponse, error) {
 	if app == "" {
 		return nil, errors.New("update secrets: app is required")
 	}

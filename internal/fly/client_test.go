@@ -104,14 +104,14 @@ func TestEveryCallMatchesSpec(t *testing.T) {
 	}
 	must(t, c.SetMetadata(ctx, app, id, "hangar_session", "s1", "nonce1"))
 	must(t, c.DeleteMetadata(ctx, app, id, "hangar_session", "nonce1"))
-	must(t, c.UpdateMetadata(ctx, app, id, UpdateMetadataRequest{Metadata: map[string]string{"a": "b", "c": ""}}, ""))
+	must(t, c.UpdateMetadata(ctx, app, id, UpdateMetadataRequest{Metadata: map[string]*string{"a": ptr("b"), "c": ptr("")}}, ""))
 	must(t, c.DestroyMachine(ctx, app, id, true, "nonce1"))
 	if q := f.last("DELETE", "/v1/apps/"+app+"/machines/"+id).Query; q.Get("force") != "true" || q.Has("kill") {
 		t.Fatalf("destroy query = %v", q)
 	}
 	mustOK(t)(c.ListSecrets(ctx, app, false))
 	mustOK(t)(c.SetSecret(ctx, app, "API", "v"))
-	mustOK(t)(c.UpdateSecrets(ctx, app, map[string]string{"A": "1", "B": "2"}))
+	mustOK(t)(c.UpdateSecrets(ctx, app, map[string]*string{"A": ptr("1"), "B": ptr("2")}))
 	must(t, c.DeleteSecret(ctx, app, "API"))
 }
 

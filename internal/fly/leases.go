@@ -154,7 +154,8 @@ func (c *Client) DeleteMetadata(ctx context.Context, app, id, key, nonce string)
 	return nil
 }
 
-// UpdateMetadata sets and deletes (empty value) several keys at once (PATCH).
+// UpdateMetadata sets and deletes several keys at once (PATCH); an empty
+// value (or nil, sent as null) deletes a key.
 // With req.MachineVersion a stale version fails with ErrPreconditionFailed.
 func (c *Client) UpdateMetadata(ctx context.Context, app, id string, req UpdateMetadataRequest, nonce string) error {
 	if err := checkIDs("update metadata", app, id); err != nil {

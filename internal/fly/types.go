@@ -721,11 +721,13 @@ type UpsertMetadataRequest struct {
 	UpdatedAt string `json:"updated_at,omitempty"`
 }
 
-// UpdateMetadataRequest is the body of PUT/PATCH .../metadata (batch); an
-// empty value deletes the key (the spec types values as strings, so null is
-// not sent). MachineVersion makes the call fail with 412 when stale.
+// UpdateMetadataRequest is the body of PUT/PATCH .../metadata (batch); a
+// null or empty value deletes the key. The spec types the values as plain
+// strings, so prefer an empty string to delete: nil is sent as null, which
+// the service accepts but the spec does not declare. MachineVersion makes
+// the call fail with 412 when stale.
 type UpdateMetadataRequest struct {
-	Metadata       map[string]string `json:"metadata"`
+	Metadata       map[string]*string `json:"metadata"`
 	MachineVersion string            `json:"machine_version,omitempty"`
 	UpdatedAt      string            `json:"updated_at,omitempty"`
 }
@@ -762,8 +764,10 @@ type SetAppSecretResponse struct {
 }
 
 // AppSecretsUpdateRequest is the body of POST /apps/{app}/secrets (batch).
+// A nil value (sent as null) deletes that secret; the spec types values as
+// plain strings, so use DeleteSecret when spec conformance matters.
 type AppSecretsUpdateRequest struct {
-	Values map[string]string `json:"values"`
+	Values map[string]*string `json:"values"`
 }
 
 // AppSecretsUpdateResponse is the body returned by POST /apps/{app}/secrets.
