@@ -1,0 +1,245 @@
+// Link is a reconnecting attachment to one session over hangar's wire
+// protocol (docs/DESIGN.md, "Wire protocol"). Output offsets count what the
+// terminal has rendered: a reconnect asks for `from` = that offset once all
+// output in flight has been written, and resends only the input the server
+// reports as not applied (`input_applied`), so nothing is lost or doubled.
+
+const SUBPROTOCOLS = { pty: 'hangar.pty.v1', jsonl: 'hangar.jsonl.v1' };
+const WINDOW = 2 << 20;
+const ACK_EVERY = 256 << 10;
+const MAX_INPUT_LOG = 1 << 20;
+const PING_MS = 20000;
+
+const enc = new TextEncoder();
+
+export class Link {
+  /**
+   * @param {object} o
+   * @param {string} o.session session id
+   * @param {'pty'|'jsonl'} o.mode
+   * @param {'rw'|'ro'} o.role
+   * @param {() => Promise<string>} o.ticket returns a ticket for the next connection
+   * @param {(data: Uint8Array|string, done: () => void) => void} o.write renders output; calls done once rendered
+   * @param {() => {cols:number, rows:number}} o.size
+   * @param {object} o.on callbacks: state, attached, gap, exit, error, status, size
+   */
+  constructor(o) {
+    this.o = o;
+    this.jsonl = o.mode === 'jsonl';
+    this.received = 0; // output handed to the terminal
+    this.rendered = 0; // output the terminal has finished writing
+    this.acked = 0;
+    this.inputSent = 0;
+    this.inLog = []; // retained input frames (Uint8Array or string), oldest first
+    this.inLogBase = 0;
+    this.inLogSize = 0;
+    this.ws = null;
+    this.live = false;
+    this.closed = false;
+    this.backoff = 250;
+    this.pending = 0; // writes not yet rendered
+    this.drainWaiters = [];
+    this.reconnects = 0;
+  }
+
+  units(frame) { return this.jsonl ? 1 : frame.length; }
+
+  start() { this.connect(false); }
+
+  /** close detaches for good. */
+  close() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    if (this.ws) this.ws.close(1000, 'detached');
+  }
+
+  /** drop closes the socket as a network failure would (test hook). */
+  drop() {
+    if (this.ws) this.ws.close(4000, 'dropped by test hook');
+  }
+
+  status(s, detail) { this.o.on.status && this.o.on.status(s, detail); }
+
+  async connect(reconnect) {
+    if (this.closed) return;
+    // Everything received must be rendered first, so that `from` = rendered.
+    await this.drained();
+    let ticket;
+    try {
+      ticket = await this.o.ticket();
+    } catch (err) {
+      if (err.status && err.status < 500 && err.status !== 429) {
+        this.fail(err.status === 404 || err.status === 409 ? 'gone' : 'error', err.message);
+        return;
+      }
+      this.retry(err.message);
+      return;
+    }
+    if (this.closed) return;
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = `${proto}//${location.host}/v1/sessions/${encodeURIComponent(this.o.session)}/attach?ticket=${encodeURIComponent(ticket)}`;
+    const ws = new WebSocket(url, [SUBPROTOCOLS[this.o.mode] || SUBPROTOCOLS.pty]);
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    this.live = false;
+    this.attachedOnce = false;
+    this.lastError = null;
+    this.status(reconnect ? 'reconnecting' : 'connecting');
+    ws.onopen = () => {
+      const { cols, rows } = this.o.size();
+      this.sendJSON({
+        type: 'attach', from: this.rendered, input_from: this.o.role === 'rw' ? this.inputSent : 0,
+        cols, rows, role: this.o.role, window: WINDOW,
+      }, true);
+      this.pingTimer = setInterval(() => this.sendJSON({ type: 'ping', ts: Date.now() }), PING_MS);
+    };
+    ws.onmessage = (ev) => this.onMessage(ev, reconnect);
+    ws.onclose = (ev) => this.onClose(ws, ev);
+  }
+
+  onMessage(ev, reconnect) {
+    if (typeof ev.data !== 'string') {
+      const data = new Uint8Array(ev.data);
+      const n = this.jsonl ? 1 : data.length;
+      this.received += n;
+      this.pending++;
+      const out = this.jsonl ? new TextDecoder().decode(data) + '\r\n' : data;
+      this.o.write(out, () => {
+        this.rendered += n;
+        this.pending--;
+        if (this.pending === 0) this.drainWaiters.splice(0).forEach((f) => f());
+        if (this.rendered - this.acked >= ACK_EVERY) this.ack();
+      });
+      return;
+    }
+    let m;
+    try { m = JSON.parse(ev.data); } catch { return; }
+    switch (m.type) {
+      case 'state':
+        this.o.on.state && this.o.on.state(m);
+        break;
+      case 'attached':
+        this.live = true;
+        this.attachedOnce = true;
+        this.backoff = 250;
+        // After a gap or a live-tail attach the server picks the offset.
+        this.received = this.rendered = this.acked = m.from;
+        if (this.o.role === 'rw') this.resend(m.input_applied);
+        if (reconnect) this.reconnects++;
+        this.status('attached');
+        this.o.on.attached && this.o.on.attached(m, reconnect);
+        break;
+      case 'gap':
+        if (m.restore) this.o.write(m.restore, () => {});
+        this.received = this.rendered = this.acked = m.oldest;
+        this.o.on.gap && this.o.on.gap(m);
+        break;
+      case 'replayed':
+        break;
+      case 'size':
+        this.o.on.size && this.o.on.size(m.cols, m.rows);
+        break;
+      case 'ping':
+        this.sendJSON({ type: 'pong', ts: m.ts });
+        break;
+      case 'exit':
+        this.exited = m;
+        this.o.on.exit && this.o.on.exit(m);
+        break;
+      case 'error':
+        this.lastError = m;
+        this.o.on.error && this.o.on.error(m);
+        break;
+      default:
+        break;
+    }
+  }
+
+  onClose(ws, ev) {
+    clearInterval(this.pingTimer);
+    if (ws !== this.ws) return;
+    this.ws = null;
+    this.live = false;
+    if (this.closed) { this.status('detached'); return; }
+    const msg = (this.lastError && this.lastError.message) || ev.reason || '';
+    if (this.exited) { this.status('exited'); return; }
+    switch (ev.code) {
+      case 4003: this.fail('forbidden', msg || 'not allowed for this role'); return;
+      case 4004: this.fail('gone', msg || 'the session has ended'); return;
+      case 4008: this.fail('superseded', msg || 'another writer took over this session'); return;
+      case 4029:
+      case 4503: {
+        const after = (this.lastError && this.lastError.retry_after_ms) || 1000;
+        this.retry(msg || `closed with ${ev.code}`, after);
+        return;
+      }
+      default:
+        this.retry(msg || `connection lost (${ev.code})`);
+    }
+  }
+
+  fail(kind, message) {
+    this.closed = true;
+    this.status(kind, message);
+  }
+
+  retry(why, after) {
+    if (this.closed) return;
+    const wait = Math.max(after || 0, this.attachedOnce ? 50 : this.backoff);
+    this.backoff = Math.min(this.backoff * 2, 5000);
+    this.status('reconnecting', why);
+    this.retryTimer = setTimeout(() => this.connect(true), wait + Math.random() * wait * 0.2);
+  }
+
+  drained() {
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  sendJSON(m, force) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    if (!force && !this.live && m.type !== 'pong') return;
+    this.ws.send(JSON.stringify(m));
+  }
+
+  ack() {
+    this.acked = this.rendered;
+    this.sendJSON({ type: 'ack', offset: this.rendered });
+  }
+
+  /** input sends keystrokes (a string) or, in jsonl mode, one JSON line. */
+  input(data) {
+    if (this.o.role !== 'rw' || this.closed) return;
+    const frame = this.jsonl ? data : enc.encode(data);
+    if (frame.length === 0) return;
+    this.inLog.push(frame);
+    this.inLogSize += frame.length;
+    this.inputSent += this.units(frame);
+    while (this.inLogSize > MAX_INPUT_LOG && this.inLog.length > 1) {
+      const f = this.inLog.shift();
+      this.inLogBase += this.units(f);
+      this.inLogSize -= f.length;
+    }
+    if (this.live && this.ws) this.ws.send(frame instanceof Uint8Array ? frame : enc.encode(frame));
+  }
+
+  resend(applied) {
+    let pos = this.inLogBase;
+    for (const f of this.inLog) {
+      const n = this.units(f);
+      if (pos + n <= applied) { pos += n; continue; }
+      let frame = f instanceof Uint8Array ? f : enc.encode(f);
+      if (pos < applied && !this.jsonl) frame = frame.subarray(applied - pos);
+      this.ws.send(frame);
+      pos += n;
+    }
+  }
+
+  resize(cols, rows) {
+    if (this.o.role === 'rw') this.sendJSON({ type: 'resize', cols, rows });
+  }
+
+  signal(name) {
+    if (this.o.role === 'rw') this.sendJSON({ type: 'signal', name });
+  }
+}
