@@ -1,0 +1,241 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	_ "modernc.org/sqlite"
+
+	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/daemon/store/storetest"
+)
+
+func openStore(t *testing.T, dsn string) store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func sqliteDSN(t *testing.T) string {
+	return "sqlite://" + filepath.Join(t.TempDir(), "hangar.db")
+}
+
+func TestSQLite(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openStore(t, sqliteDSN(t)) })
+}
+
+// Two stores on one file stand for two processes sharing it: locking
+// between them is SQLite's, through the busy timeout and retries.
+func TestSQLiteReplicas(t *testing.T) {
+	storetest.RunReplicas(t, func(t *testing.T) (store.Store, store.Store) {
+		dsn := sqliteDSN(t)
+		return openStore(t, dsn), openStore(t, dsn)
+	}, false)
+}
+
+func TestPostgres(t *testing.T) {
+	cluster := storetest.StartPostgres(t)
+	t.Run("suite", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) store.Store { return openStore(t, storetest.CreateDatabase(t, cluster)) })
+	})
+	t.Run("replicas", func(t *testing.T) {
+		storetest.RunReplicas(t, func(t *testing.T) (store.Store, store.Store) {
+			dsn := storetest.CreateDatabase(t, cluster)
+			return openStore(t, dsn), openStore(t, dsn)
+		}, true)
+	})
+	t.Run("migrations", func(t *testing.T) {
+		dsn := storetest.CreateDatabase(t, cluster)
+		openConcurrently(t, dsn, 4)
+		openStore(t, dsn) // and once more, later
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		checkMigrations(t, func(q string) (*rowsResult, error) {
+			rows, err := conn.Query(ctx, q)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			var r rowsResult
+			for rows.Next() {
+				var v int
+				if err := rows.Scan(&v); err != nil {
+					return nil, err
+				}
+				r.versions = append(r.versions, v)
+			}
+			return &r, rows.Err()
+		})
+	})
+	t.Run("open_dsn", func(t *testing.T) {
+		dsn := storetest.CreateDatabase(t, cluster)
+		for _, d := range []string{dsn, "postgresql" + strings.TrimPrefix(dsn, "postgres")} {
+			s := openStore(t, d)
+			if err := s.CreateTenant(context.Background(), &store.Tenant{Name: "x" + d[:10]}); err != nil {
+				t.Fatalf("store from %s: %v", d, err)
+			}
+		}
+	})
+}
+
+type rowsResult struct{ versions []int }
+
+// openConcurrently opens n stores on one fresh database at once: the
+// migrations must run once, and no Open may fail.
+func openConcurrently(t *testing.T, dsn string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			s, err := store.Open(context.Background(), dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			errs <- s.Close()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Open: %v", err)
+		}
+	}
+}
+
+func checkMigrations(t *testing.T, query func(string) (*rowsResult, error)) {
+	t.Helper()
+	r, err := query(`SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatalf("read schema_migrations: %v", err)
+	}
+	if len(r.versions) == 0 {
+		t.Fatal("schema_migrations is empty")
+	}
+	for i, v := range r.versions {
+		if v != i+1 {
+			t.Fatalf("schema_migrations versions = %v; want 1..%d each once", r.versions, len(r.versions))
+		}
+	}
+}
+
+func TestSQLiteMigrations(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	openConcurrently(t, "sqlite://"+path, 4)
+	openStore(t, path)
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkMigrations(t, func(q string) (*rowsResult, error) {
+		rows, err := db.Query(q)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var r rowsResult
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				return nil, err
+			}
+			r.versions = append(r.versions, v)
+		}
+		return &r, rows.Err()
+	})
+	var mode string
+	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v; want wal", mode, err)
+	}
+}
+
+func TestOpenSQLiteDSNs(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	cases := []struct{ dsn, file string }{
+		{"sqlite://" + filepath.Join(dir, "abs.db"), filepath.Join(dir, "abs.db")},
+		{"sqlite://relative.db", filepath.Join(dir, "relative.db")},
+		{"sqlite://" + filepath.Join(dir, "q.db") + "?_pragma=cache_size(-4000)", filepath.Join(dir, "q.db")},
+		{filepath.Join(dir, "plain.db"), filepath.Join(dir, "plain.db")},
+		{"plain-relative.db", filepath.Join(dir, "plain-relative.db")},
+		{"file:" + filepath.Join(dir, "uri.sqlite") + "?mode=rwc", filepath.Join(dir, "uri.sqlite")},
+	}
+	for _, tc := range cases {
+		s := openStore(t, tc.dsn)
+		if err := s.CreateTenant(context.Background(), &store.Tenant{Name: "t"}); err != nil {
+			t.Fatalf("%s: CreateTenant: %v", tc.dsn, err)
+		}
+		if _, err := os.Stat(tc.file); err != nil {
+			t.Fatalf("%s: database file %s not created: %v", tc.dsn, tc.file, err)
+		}
+	}
+}
+
+func TestOpenBadDSNs(t *testing.T) {
+	ctx := context.Background()
+	for _, dsn := range []string{
+		"",
+		"mysql://user@host/db",
+		"postgress://admin:hunter2@host/db",
+		"hangar.txt",
+		"sqlite://",
+		"file:",
+		"sqlite://:memory:",
+		"file::memory:?cache=shared",
+		"file:x.db?mode=memory",
+		"sqlite:///nonexistent-dir-for-hangar-test/x.db",
+		"postgres://admin:hunter2@[::1/db",
+	} {
+		s, err := store.Open(ctx, dsn)
+		if err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded; want an error", dsn)
+			continue
+		}
+		if s != nil {
+			t.Errorf("Open(%q) returned a store with its error", dsn)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Open(%q) error leaks the password: %v", dsn, err)
+		}
+	}
+	s, err := store.Open(ctx, "mysql://x")
+	if err == nil || !strings.Contains(err.Error(), "postgres://") || !strings.Contains(err.Error(), "sqlite://") {
+		t.Fatalf("error for an unknown scheme should name the accepted forms: %v (store %v)", err, s)
+	}
+}
+
+func TestContextCancelled(t *testing.T) {
+	s := openStore(t, sqliteDSN(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.GetTenant(ctx, "x"); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetTenant with a cancelled context = %v; want the context's error", err)
+	}
+}
