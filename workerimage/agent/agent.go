@@ -35,10 +35,10 @@ type Agent struct {
 
 	mu        sync.Mutex
 	state     string
-	sessID    string         // the session being or having been initialised
-	initDone  chan struct{}  // closed when the current init attempt ends
-	initErr   string         // why init failed
-	sess      *session       // set once running
+	sessID    string        // the session being or having been initialised
+	initDone  chan struct{} // closed when the current init attempt ends
+	initErr   string        // why init failed
+	sess      *session      // set once running
 	finishRes *agentapi.FinishResponse
 	finishCh  chan struct{} // closed when finish has a result
 	grace     *time.Timer

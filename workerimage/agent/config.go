@@ -22,39 +22,39 @@ import (
 
 // Environment variables read by the agent.
 const (
-	EnvAddr            = "HANGAR_AGENT_ADDR"          // full listen address
-	EnvPort            = "HANGAR_AGENT_PORT"          // port on FLY_PRIVATE_IP (default 8080)
-	EnvPublicKey       = agentauth.EnvPublicKey       // broker public key(s), required
-	EnvWorkspace       = "HANGAR_WORKSPACE"           // default /workspace; relative = against cwd
-	EnvBuffer          = "HANGAR_AGENT_BUFFER"        // output ring size, bytes (suffixes K, M, KiB, MiB)
-	EnvMaxFrame        = "HANGAR_AGENT_MAX_FRAME"     // largest accepted incoming frame, bytes
-	EnvExitGrace       = "HANGAR_AGENT_EXIT_GRACE"    // finish-less wait after exit or failed init
-	EnvClaudeBin       = "HANGAR_CLAUDE_BIN"          // program for the default commands (default claude)
-	EnvClaudeConfigDir = "HANGAR_CLAUDE_CONFIG_DIR"   // CLAUDE_CONFIG_DIR for the CLI (default $HOME/.claude)
-	EnvLogLevel        = "HANGAR_LOG_LEVEL"           // trace, debug, info (default), warn, error
-	EnvMachineID       = "FLY_MACHINE_ID"             // the token audience, required
-	EnvPrivateIP       = "FLY_PRIVATE_IP"             // default listen IP
-	DefaultWorkspace   = "/workspace"                 //
-	DefaultBufferSize  = 8 << 20                      // 8 MiB
-	DefaultMaxFrame    = 1 << 20                      // 1 MiB
-	DefaultExitGrace   = 10 * time.Minute             //
-	maxFramePayload    = 32 << 10                     // outgoing pty frames are coalesced up to this
-	minBufferSize      = 1 << 10                      //
-	defaultClaude      = "claude"                     //
-	defaultCols        = 80                           //
-	defaultRows        = 24                           //
-	maxCols            = 2000                         // larger resizes are refused
-	maxRows            = 1000                         //
-	stopGrace          = 3 * time.Second              // TERM -> KILL on finish
-	drainAfterExit     = 500 * time.Millisecond       // output read after the process ended
-	writeTimeout       = 30 * time.Second             // a client write that takes longer drops the client
-	attachTimeout      = 10 * time.Second             // the first frame must come within this
-	maxViolations      = 16                           // refused writes before a viewer is closed with 4003
-	defaultSessionBase = "hangar/"                    //
-	checkpointRefBase  = "refs/hangar/checkpoints/"   //
-	maxInitBody        = 1 << 20                      //
-	defaultAuthorName  = "hangar"                     //
-	defaultAuthorEmail = "hangar@localhost"           //
+	EnvAddr            = "HANGAR_AGENT_ADDR"        // full listen address
+	EnvPort            = "HANGAR_AGENT_PORT"        // port on FLY_PRIVATE_IP (default 8080)
+	EnvPublicKey       = agentauth.EnvPublicKey     // broker public key(s), required
+	EnvWorkspace       = "HANGAR_WORKSPACE"         // default /workspace; relative = against cwd
+	EnvBuffer          = "HANGAR_AGENT_BUFFER"      // output ring size, bytes (suffixes K, M, KiB, MiB)
+	EnvMaxFrame        = "HANGAR_AGENT_MAX_FRAME"   // largest accepted incoming frame, bytes
+	EnvExitGrace       = "HANGAR_AGENT_EXIT_GRACE"  // finish-less wait after exit or failed init
+	EnvClaudeBin       = "HANGAR_CLAUDE_BIN"        // program for the default commands (default claude)
+	EnvClaudeConfigDir = "HANGAR_CLAUDE_CONFIG_DIR" // CLAUDE_CONFIG_DIR for the CLI (default $HOME/.claude)
+	EnvLogLevel        = "HANGAR_LOG_LEVEL"         // trace, debug, info (default), warn, error
+	EnvMachineID       = "FLY_MACHINE_ID"           // the token audience, required
+	EnvPrivateIP       = "FLY_PRIVATE_IP"           // default listen IP
+	DefaultWorkspace   = "/workspace"               //
+	DefaultBufferSize  = 8 << 20                    // 8 MiB
+	DefaultMaxFrame    = 1 << 20                    // 1 MiB
+	DefaultExitGrace   = 10 * time.Minute           //
+	maxFramePayload    = 32 << 10                   // outgoing pty frames are coalesced up to this
+	minBufferSize      = 1 << 10                    //
+	defaultClaude      = "claude"                   //
+	defaultCols        = 80                         //
+	defaultRows        = 24                         //
+	maxCols            = 2000                       // larger resizes are refused
+	maxRows            = 1000                       //
+	stopGrace          = 3 * time.Second            // TERM -> KILL on finish
+	drainAfterExit     = 500 * time.Millisecond     // output read after the process ended
+	writeTimeout       = 30 * time.Second           // a client write that takes longer drops the client
+	attachTimeout      = 10 * time.Second           // the first frame must come within this
+	maxViolations      = 16                         // refused writes before a viewer is closed with 4003
+	defaultSessionBase = "hangar/"                  //
+	checkpointRefBase  = "refs/hangar/checkpoints/" //
+	maxInitBody        = 1 << 20                    //
+	defaultAuthorName  = "hangar"                   //
+	defaultAuthorEmail = "hangar@localhost"         //
 )
 
 // Config is the agent's configuration, normally from the environment.
