@@ -27,7 +27,7 @@ var ErrNotFound = errors.New("no such pool")
 // (TenantImage "") or a tenant image.
 type Template struct {
 	Spec    pool.Spec
-	Hash    string      // Spec hash as stored on the template (KeySpec)
+	Hash    string       // Spec hash as stored on the template (KeySpec)
 	Machine *fly.Machine // the template machine itself, whose config is cloned
 }
 

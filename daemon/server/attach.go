@@ -1,0 +1,267 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/hangarhq/hangar/daemon/auth"
+	"github.com/hangarhq/hangar/daemon/broker"
+	"github.com/hangarhq/hangar/daemon/sessions"
+	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/wire"
+)
+
+type ticketRequest struct {
+	Role string          `json:"role"`
+	TTL  json.RawMessage `json:"ttl"`
+	Uses int             `json:"uses"`
+}
+
+type ticketJSON struct {
+	Ticket    string    `json:"ticket"`
+	Role      string    `json:"role"`
+	ExpiresAt time.Time `json:"expires_at"`
+	URL       string    `json:"url"`
+}
+
+// parseTTL reads a Go duration string ("60s") or a number of seconds.
+func parseTTL(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return time.ParseDuration(s)
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return 0, errors.New("want a duration string like \"60s\" or a number of seconds")
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.Tenant) {
+	ss, err := s.cfg.Sessions.Get(r.Context(), t.ID, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var req ticketRequest
+	if !decode(w, r, &req, true) {
+		return
+	}
+	if !ss.State.Live() {
+		writeError(w, http.StatusConflict, "wrong_state", fmt.Sprintf("session %s is %s", ss.ID, ss.State))
+		return
+	}
+	role := req.Role
+	if role == "" {
+		role = string(wire.RoleWriter)
+	}
+	maxTTL, maxUses := auth.MaxRWTicketTTL, auth.MaxRWTicketUses
+	switch wire.Role(role) {
+	case wire.RoleWriter:
+	case wire.RoleReader:
+		maxTTL, maxUses = auth.MaxROTicketTTL, auth.MaxROTicketUses
+	default:
+		writeError(w, http.StatusUnprocessableEntity, "invalid", fmt.Sprintf("role: %q: want rw or ro", role))
+		return
+	}
+	ttl, err := parseTTL(req.TTL)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid", "ttl: "+err.Error())
+		return
+	}
+	if ttl == 0 {
+		ttl = auth.DefaultTicketTTL
+	}
+	if ttl < time.Second || ttl > maxTTL {
+		writeError(w, http.StatusUnprocessableEntity, "invalid", fmt.Sprintf("ttl: want 1s..%v for a %s ticket", maxTTL, role))
+		return
+	}
+	uses := req.Uses
+	if uses == 0 {
+		uses = 1
+	}
+	if uses < 1 || uses > maxUses {
+		writeError(w, http.StatusUnprocessableEntity, "invalid", fmt.Sprintf("uses: want 1..%d for a %s ticket", maxUses, role))
+		return
+	}
+	secret, err := auth.NewSecret(auth.TicketPrefix)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	exp := time.Now().Add(ttl).UTC().Truncate(time.Second)
+	if err := s.cfg.Store.CreateTicket(r.Context(), &store.Ticket{
+		Hash: auth.Hash(secret), SessionID: ss.ID, TenantID: t.ID, Role: role, ExpiresAt: exp, UsesLeft: uses,
+	}); err != nil {
+		s.fail(w, err)
+		return
+	}
+	u := s.baseURL(r)
+	if u.Scheme == "https" {
+		u.Scheme = "wss"
+	} else {
+		u.Scheme = "ws"
+	}
+	u.Path = strings.TrimRight(u.Path, "/") + "/v1/sessions/" + ss.ID + "/attach"
+	u.RawQuery = url.Values{"ticket": {secret}}.Encode()
+	writeJSON(w, http.StatusCreated, ticketJSON{Ticket: secret, Role: role, ExpiresAt: exp, URL: u.String()})
+}
+
+// attach authenticates a WebSocket attach (API key or ticket), checks the
+// Origin and that the caller's tenant owns the live session, upgrades with
+// the session mode's subprotocol and hands the socket to the broker.
+func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	q := r.URL.Query()
+	var tenantID, role string
+	if tk := q.Get("ticket"); tk != "" {
+		t, err := s.cfg.Auth.UseTicket(ctx, tk, time.Now())
+		if err != nil || t.SessionID != id {
+			if err != nil && !errors.Is(err, auth.ErrUnauthenticated) {
+				s.log.Error("use ticket", "error", err)
+			}
+			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid, expired or used ticket")
+			return
+		}
+		tenantID, role = t.TenantID, t.Role
+	} else {
+		t, err := s.cfg.Auth.Tenant(ctx, auth.BearerToken(r))
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="hangar"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid API key or ticket")
+			return
+		}
+		tenantID, role = t.ID, string(wire.RoleWriter)
+	}
+	switch want := q.Get("role"); want {
+	case "", string(wire.RoleWriter):
+	case string(wire.RoleReader):
+		role = string(wire.RoleReader) // one may always ask for less
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("role %q: want rw or ro", want))
+		return
+	}
+	if !s.originAllowed(r) {
+		writeError(w, http.StatusForbidden, "forbidden_origin", "WebSocket origin not allowed")
+		return
+	}
+	ss, err := s.cfg.Sessions.Get(ctx, tenantID, id)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if !ss.State.Live() || ss.State == store.StateEnding {
+		writeError(w, http.StatusConflict, "wrong_state", fmt.Sprintf("session %s is %s", ss.ID, ss.State))
+		return
+	}
+	sub := wire.SubprotocolPTY
+	if ss.Mode == "jsonl" {
+		sub = wire.SubprotocolJSONL
+	}
+	if offered := websocketProtocols(r); len(offered) > 0 && !contains(offered, sub) {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("session %s is in %s mode: offer the subprotocol %s", ss.ID, ss.Mode, sub))
+		return
+	} else if len(offered) == 0 && sub != wire.SubprotocolPTY {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("session %s is in %s mode: offer the subprotocol %s", ss.ID, ss.Mode, sub))
+		return
+	}
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: []string{sub},
+		// The Origin was checked above against our own and the allowed origins.
+		InsecureSkipVerify: true,
+	})
+	if err != nil {
+		s.log.Debug("accept attach", "session", id, "error", err)
+		return
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.Attachments.Inc()
+		defer s.cfg.Metrics.Attachments.Dec()
+	}
+	s.cfg.Broker.Serve(ctx, c, broker.Target{SessionID: id, Role: role, WaitReady: s.waitReady(id)})
+}
+
+func websocketProtocols(r *http.Request) []string {
+	var out []string
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+var stateDetail = map[store.SessionState]string{
+	store.StatePending:  "waiting for a machine",
+	store.StateClaiming: "claiming a machine",
+	store.StateStarting: "starting the machine and the agent",
+}
+
+// waitReady polls the store (so that it sees any replica's progress) until
+// the session is ready and resolves its agent.
+func (s *Server) waitReady(id string) func(ctx context.Context, progress func(state, detail string, queuePosition int)) (broker.Endpoint, error) {
+	return func(ctx context.Context, progress func(state, detail string, queuePosition int)) (broker.Endpoint, error) {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout+30*time.Second)
+		defer cancel()
+		lastState, lastQ := store.SessionState(""), -1
+		for {
+			ss, err := s.cfg.Sessions.Get(ctx, "", id)
+			if errors.Is(err, sessions.ErrNotFound) {
+				return broker.Endpoint{}, fmt.Errorf("session %s: %w", id, broker.ErrGone)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return broker.Endpoint{}, fmt.Errorf("session %s not ready in time: %w", id, broker.ErrUnavailable)
+				}
+				return broker.Endpoint{}, fmt.Errorf("read session %s: %v: %w", id, err, broker.ErrUnavailable)
+			}
+			switch ss.State {
+			case store.StateEnded, store.StateFailed, store.StateEnding:
+				msg := string(ss.State)
+				if ss.Reason != "" {
+					msg += ": " + ss.Reason
+				}
+				return broker.Endpoint{}, fmt.Errorf("session %s %s: %w", id, msg, broker.ErrGone)
+			case store.StateReady:
+				agentURL, machineID, err := s.cfg.Sessions.Endpoint(ctx, ss)
+				if err != nil {
+					return broker.Endpoint{}, fmt.Errorf("session %s: %v: %w", id, err, broker.ErrUnavailable)
+				}
+				return broker.Endpoint{AgentURL: agentURL, MachineID: machineID, SessionID: id}, nil
+			}
+			q := s.cfg.Sessions.QueuePosition(ctx, ss)
+			if progress != nil && (ss.State != lastState || q != lastQ) {
+				progress(string(ss.State), stateDetail[ss.State], q)
+				lastState, lastQ = ss.State, q
+			}
+			select {
+			case <-ctx.Done():
+				return broker.Endpoint{}, fmt.Errorf("session %s not ready in time (%s): %w", id, ss.State, broker.ErrUnavailable)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
