@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -778,3 +779,25 @@ func mustOK(t *testing.T) func(any, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestIsTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{&Error{StatusCode: 429}, true},
+		{fmt.Errorf("wrapped: %w", &Error{StatusCode: 503}), true},
+		{&Error{StatusCode: 408}, true},
+		{&Error{StatusCode: 404}, false},
+		{&Error{StatusCode: 409}, false},
+		{&net.OpError{Op: "dial", Err: errors.New("refused")}, true},
+		{context.Canceled, false},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), false},
+		{errors.New("plain"), false},
+	} {
+		if got := IsTransient(tc.err); got != tc.want {
+			t.Errorf("IsTransient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

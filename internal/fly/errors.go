@@ -1,8 +1,10 @@
 package fly
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -104,4 +106,20 @@ func StatusCode(err error) int {
 		return fe.StatusCode
 	}
 	return 0
+}
+
+// IsTransient reports whether err is worth retrying later at a higher
+// level (the client has already retried what it safely could): rate
+// limiting, a server-side timeout, a 5xx, or a network error. Context
+// cancellation and deadlines are not transient.
+func IsTransient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe.StatusCode == http.StatusTooManyRequests || fe.StatusCode == http.StatusRequestTimeout || fe.StatusCode >= 500
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
 }

@@ -708,6 +708,9 @@ type LeaseData struct {
 	Version     string `json:"version,omitempty"`
 }
 
+// Expires returns ExpiresAt as a time.Time.
+func (d *LeaseData) Expires() time.Time { return time.Unix(d.ExpiresAt, 0) }
+
 // ---- Metadata ----
 
 // MetadataValue is the body of GET .../metadata/{key}.
@@ -728,8 +731,8 @@ type UpsertMetadataRequest struct {
 // the call fail with 412 when stale.
 type UpdateMetadataRequest struct {
 	Metadata       map[string]*string `json:"metadata"`
-	MachineVersion string            `json:"machine_version,omitempty"`
-	UpdatedAt      string            `json:"updated_at,omitempty"`
+	MachineVersion string             `json:"machine_version,omitempty"`
+	UpdatedAt      string             `json:"updated_at,omitempty"`
 }
 
 // ---- Secrets ----
