@@ -1,0 +1,14 @@
+# make demo: the whole stack locally (hangard dev + Fly emulator + quickstart
+# pool + a session on a demo repo), see scripts/demo.sh. Claude Code is
+# installed once into .demo/claude/ (HANGAR_DEMO_CLAUDE=0 skips it).
+# demo-test runs the demo without Claude Code and checks that Ctrl-C leaves
+# no process; it downloads nothing.
+.PHONY: demo demo-test
+
+demo: build
+	@scripts/demo.sh
+
+demo-test: build
+	scripts/demo-test.sh
+
+TEST_EXTRA += demo-test

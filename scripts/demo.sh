@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# make demo: a whole local hangar stack in one command. Starts `hangard dev`
+# (daemon + embedded Fly emulator), applies examples/quickstart with terraform
+# against it, creates a session on a demo git repository and prints the web
+# terminal URL and the `hangar attach` command. Ctrl-C stops everything it
+# started and leaves no process behind.
+#
+# Environment:
+#   HANGAR_DEMO_CLAUDE=0     skip installing Claude Code; sessions run a shell
+#   HANGAR_DEMO_LISTEN       daemon address (default 127.0.0.1:7070)
+#   HANGAR_DEMO_DIR          state directory (default .demo)
+#   ANTHROPIC_API_KEY        your own key: the demo session uses it (optional;
+#                            without it Claude Code shows its own login screen)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${HANGAR_BIN_DIR:-$ROOT/bin}"
+DEMO="$(mkdir -p "${HANGAR_DEMO_DIR:-$ROOT/.demo}" && cd "${HANGAR_DEMO_DIR:-$ROOT/.demo}" && pwd)"
+DATA="$DEMO/data"
+LISTEN="${HANGAR_DEMO_LISTEN:-127.0.0.1:7070}"
+CLAUDE_VERSION=2.1.197 # the last release that runs on Node.js 20 (newer ones need Node 22)
+WANT_CLAUDE="${HANGAR_DEMO_CLAUDE:-1}"
+POOL=quickstart
+
+say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[demo] %s\033[0m\n' "$*" >&2; exit 1; }
+
+for b in hangard hangar hangar-agent terraform-provider-hangar; do
+  [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run 'make demo' (or 'make build') first"
+done
+command -v terraform >/dev/null || die "terraform is not on PATH (see docs/troubleshooting.md)"
+command -v git >/dev/null || die "git is not on PATH"
+
+# --- stop everything we started, whatever way we leave ----------------------
+HANGARD_PID=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$HANGARD_PID" ] && kill -0 "$HANGARD_PID" 2>/dev/null; then
+    say "stopping hangard and its machines…"
+    # hangard runs in a session of its own (setsid): signal its whole group,
+    # give it time to stop the emulated machines, then make sure.
+    kill -TERM -- "-$HANGARD_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$HANGARD_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$HANGARD_PID" 2>/dev/null || true
+  fi
+  # Anything still running from our own state directory (machines whose
+  # terminals started sessions of their own) is ours to end.
+  reap_dir "$DEMO"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# reap_dir kills the processes whose working directory or command line lies
+# in directory $1 (our own state directory: no other process lives there).
+reap_dir() {
+  local dir="$1" pid cwd left
+  for round in 1 2; do
+    left=""
+    for p in /proc/[0-9]*; do
+      pid="${p#/proc/}"
+      [ "$pid" = "$$" ] && continue
+      cwd="$(readlink "$p/cwd" 2>/dev/null || true)"
+      if [[ "$cwd" == "$dir"* ]] || tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+        left+=" $pid"
+      fi
+    done
+    [ -z "$left" ] && return 0
+    if [ "$round" = 1 ]; then kill -TERM $left 2>/dev/null || true; sleep 1; else kill -KILL $left 2>/dev/null || true; fi
+  done
+}
+
+# --- Claude Code, pinned, in a project-local cache --------------------------
+TOOLS="$DEMO/bin"
+mkdir -p "$TOOLS"
+if [ "$WANT_CLAUDE" != 0 ]; then
+  CLAUDE_DIR="$DEMO/claude"
+  if [ "$(cat "$CLAUDE_DIR/.version" 2>/dev/null)" != "$CLAUDE_VERSION" ]; then
+    say "installing @anthropic-ai/claude-code@$CLAUDE_VERSION into $CLAUDE_DIR (once; about 250 MB)…"
+    command -v npm >/dev/null || die "npm is needed to install Claude Code (or run with HANGAR_DEMO_CLAUDE=0)"
+    mkdir -p "$CLAUDE_DIR"
+    (cd "$CLAUDE_DIR" && [ -f package.json ] || echo '{"private":true}' >"$CLAUDE_DIR/package.json")
+    npm install --prefix "$CLAUDE_DIR" --no-audit --no-fund --save-exact "@anthropic-ai/claude-code@$CLAUDE_VERSION" >&2
+    echo "$CLAUDE_VERSION" >"$CLAUDE_DIR/.version"
+  fi
+  CLAUDE_BIN="$CLAUDE_DIR/node_modules/.bin/claude"
+  if ! "$CLAUDE_BIN" --version >/dev/null 2>&1; then
+    # Install scripts were blocked: use the platform binary directly.
+    CLAUDE_BIN="$(find "$CLAUDE_DIR/node_modules/@anthropic-ai" -maxdepth 2 -type f -name claude -perm -u+x 2>/dev/null | head -1)"
+    [ -n "$CLAUDE_BIN" ] && "$CLAUDE_BIN" --version >/dev/null 2>&1 || die "Claude Code did not install cleanly in $CLAUDE_DIR (delete it and retry, or run with HANGAR_DEMO_CLAUDE=0)"
+  fi
+  ln -sf "$CLAUDE_BIN" "$TOOLS/claude"
+  say "Claude Code $("$TOOLS/claude" --version 2>/dev/null | head -1)"
+else
+  # No Claude Code: sessions whose command is `claude` get a shell instead.
+  cat >"$TOOLS/claude" <<'SH'
+#!/usr/bin/env bash
+echo "hangar demo without Claude Code (HANGAR_DEMO_CLAUDE=0): this is a shell in the session's VM."
+exec bash -i
+SH
+  chmod +x "$TOOLS/claude"
+  say "HANGAR_DEMO_CLAUDE=0: sessions run a shell instead of Claude Code"
+fi
+
+# --- a demo git repository ------------------------------------------------
+REPO="$DEMO/repo.git"
+if [ ! -d "$REPO" ]; then
+  say "creating the demo repository $REPO"
+  git init -q --bare -b main "$REPO"
+  tmp="$(mktemp -d)"
+  cp -R "$ROOT/examples/demo-repo/." "$tmp/"
+  git -C "$tmp" init -q -b main
+  git -C "$tmp" add -A
+  git -C "$tmp" -c user.name=hangar-demo -c user.email=demo@hangar.invalid commit -q -m "demo repository"
+  git -C "$tmp" push -q "$REPO" main
+  rm -rf "$tmp"
+fi
+
+# --- hangard dev -------------------------------------------------------------
+# A fresh data directory each run: the emulator's machines live only as long
+# as this hangard, so older state would only describe machines that are gone.
+rm -rf "$DATA" "$DEMO/tf" "$DEMO/ready"
+mkdir -p "$DATA"
+say "starting hangard dev on $LISTEN (log: $DEMO/hangard.log)"
+PATH="$TOOLS:$PATH" setsid "$BIN/hangard" dev --data "$DATA" --listen "$LISTEN" >"$DEMO/hangard.log" 2>&1 </dev/null &
+HANGARD_PID=$!
+for _ in $(seq 1 300); do
+  [ -s "$DATA/dev.env" ] && grep -q '^HANGAR_URL=' "$DATA/dev.env" && break
+  kill -0 "$HANGARD_PID" 2>/dev/null || { tail -20 "$DEMO/hangard.log" >&2; die "hangard dev exited (log above)"; }
+  sleep 0.1
+done
+[ -s "$DATA/dev.env" ] || die "hangard dev wrote no $DATA/dev.env in 30 s (log: $DEMO/hangard.log)"
+set -a
+# shellcheck disable=SC1091
+. "$DATA/dev.env"
+set +a
+for _ in $(seq 1 300); do
+  curl -fsS "$HANGAR_URL/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "$HANGAR_URL/healthz" >/dev/null 2>&1 || die "hangard at $HANGAR_URL does not answer /healthz (log: $DEMO/hangard.log)"
+
+# --- terraform apply examples/quickstart against the emulator ---------------
+say "terraform apply examples/quickstart (pool '$POOL') against the embedded Fly emulator…"
+mkdir -p "$DEMO/tf"
+cp "$ROOT"/examples/quickstart/*.tf "$DEMO/tf/"
+printf 'provider_installation {\n  dev_overrides {\n    "hangarhq/hangar" = "%s"\n  }\n  direct {}\n}\n' "$BIN" >"$DEMO/terraform.rc"
+export TF_CLI_CONFIG_FILE="$DEMO/terraform.rc" TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
+export TF_VAR_broker_public_key="$HANGAR_BROKER_PUBLIC_KEY"
+terraform -chdir="$DEMO/tf" apply -auto-approve -input=false -no-color >"$DEMO/terraform.log" 2>&1 ||
+  { tail -30 "$DEMO/terraform.log" >&2; die "terraform apply failed (log: $DEMO/terraform.log)"; }
+
+# --- a session on the demo repository ----------------------------------------
+HANGAR=("$BIN/hangar" --env-file "$DATA")
+for _ in $(seq 1 100); do
+  "${HANGAR[@]}" pools ls --output json 2>/dev/null | grep -q "\"name\": \"$POOL\"" && break
+  sleep 0.2
+done
+CMD=()
+[ "$WANT_CLAUDE" = 0 ] && CMD=(-- bash -i)
+say "creating a session in pool '$POOL' on file://$REPO${ANTHROPIC_API_KEY:+ (with your ANTHROPIC_API_KEY)}…"
+SID="$("${HANGAR[@]}" sessions create --pool "$POOL" --repo "file://$REPO" --branch main --output json "${CMD[@]}" |
+  sed -n 's/^  "id": "\(.*\)",$/\1/p' | head -1)"
+[ -n "$SID" ] || die "could not create a session"
+"${HANGAR[@]}" sessions show "$SID" >/dev/null
+for _ in $(seq 1 600); do
+  state="$("${HANGAR[@]}" sessions show "$SID" --output json | sed -n 's/^  "state": "\(.*\)",$/\1/p')"
+  case "$state" in ready) break ;; failed|ended) die "session $SID $state: $("${HANGAR[@]}" sessions show "$SID" | grep reason)" ;; esac
+  sleep 0.2
+done
+
+cat >&2 <<EOF
+
+  hangar is running (daemon + Fly emulator: $HANGAR_URL)
+
+  Web terminal (signs you in with the demo tenant's key):
+      $HANGAR_URL/#key=$HANGAR_TOKEN&session=$SID
+
+  Attach from this machine's terminal (detach with Enter ~ .):
+      $BIN/hangar --env-file $DATA attach $SID
+
+  End the session and push its work to branch hangar/$SID:
+      $BIN/hangar --env-file $DATA sessions end $SID
+      git --git-dir $REPO log --oneline --all
+
+  Ctrl-C stops everything.
+EOF
+if [ "$WANT_CLAUDE" != 0 ] && [ -z "${ANTHROPIC_API_KEY:-}" ]; then
+  say "no ANTHROPIC_API_KEY set: Claude Code will ask you to sign in with your own account (/login)."
+fi
+echo "demo ready: $SID" >"$DEMO/ready"
+wait "$HANGARD_PID"
+HANGARD_PID=""
+die "hangard exited (log: $DEMO/hangard.log)"
