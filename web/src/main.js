@@ -470,7 +470,19 @@ function route() {
 
 window.addEventListener('hashchange', route);
 
+// A link such as /#key=KEY&session=ID (printed by `make demo`) signs in and
+// opens a session; the fragment never reaches the server and is removed at once.
+function takeKeyFromFragment() {
+  if (!location.hash.startsWith('#key=')) return;
+  const p = new URLSearchParams(location.hash.slice(1));
+  const key = p.get('key');
+  if (key) sessionStorage.setItem(KEY_STORAGE, key);
+  const s = p.get('session');
+  history.replaceState(null, '', location.pathname + location.search + (s ? `#/s/${encodeURIComponent(s)}` : ''));
+}
+
 (async () => {
+  takeKeyFromFragment();
   const key = sessionStorage.getItem(KEY_STORAGE);
   if (key && !new URLSearchParams(location.search).get('view')) {
     try { await signIn(key); } catch (err) {
