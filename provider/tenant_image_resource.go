@@ -1,0 +1,476 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/hangarhq/hangar/internal/fly"
+	"github.com/hangarhq/hangar/internal/pool"
+)
+
+// tenantImageResource is hangar_tenant_image.
+type tenantImageResource struct {
+	data *providerData
+}
+
+var (
+	_ resource.ResourceWithConfigure      = (*tenantImageResource)(nil)
+	_ resource.ResourceWithImportState    = (*tenantImageResource)(nil)
+	_ resource.ResourceWithModifyPlan     = (*tenantImageResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*tenantImageResource)(nil)
+)
+
+// NewTenantImageResource returns the hangar_tenant_image resource.
+func NewTenantImageResource() resource.Resource { return &tenantImageResource{} }
+
+type tenantImageModel struct {
+	ID                types.String `tfsdk:"id"`
+	Name              types.String `tfsdk:"name"`
+	Pool              types.String `tfsdk:"pool"`
+	Tenant            types.String `tfsdk:"tenant"`
+	Image             types.String `tfsdk:"image"`
+	Guest             types.Object `tfsdk:"guest"`
+	Env               types.Map    `tfsdk:"env"`
+	MinStandby        types.Int64  `tfsdk:"min_standby"`
+	AppName           types.String `tfsdk:"app_name"`
+	TemplateMachineID types.String `tfsdk:"template_machine_id"`
+	ImageDigest       types.String `tfsdk:"image_digest"`
+	SpecHash          types.String `tfsdk:"spec_hash"`
+}
+
+func (r *tenantImageResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_tenant_image"
+}
+
+func (r *tenantImageResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.data = configureData(req.ProviderData, &resp.Diagnostics)
+}
+
+func (r *tenantImageResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	attrs := map[string]schema.Attribute{}
+	add := func(name string, a schema.Attribute) { attrs[name] = a }
+	d, m := md("Tenant image name, unique within the pool; API clients pick it with `tenant_image` in `POST /v1/sessions`. Lowercase letters, digits and dashes. Changing it replaces the tenant image.")
+	add("name", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
+		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+		Validators:    []validator.String{nameValidator{}}})
+	d, m = md("Name of the `hangar_pool` this image belongs to (use `hangar_pool.<x>.name` so Terraform creates the pool first). The tenant image's machines live in the pool's app, inherit its regions, standby mode, timeouts, agent port and broker key, and count against its `max_machines`. Changing it replaces the tenant image.")
+	add("pool", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
+		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+		Validators:    []validator.String{nameValidator{}}})
+	d, m = md("Name of the hangar tenant (as created with `POST /v1/tenants`) allowed to start sessions on this image.")
+	add("tenant", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
+		Validators: []validator.String{stringvalidator.LengthBetween(1, 128)}})
+	d, m = md("Worker image for this tenant, for example `registry.fly.io/acme-worker:2.3`; it must run `hangar-agent`. A reference with a digest (`…@sha256:…`) is used as is and its digest is reported in `image_digest`; a tag is kept as given (no registry is queried). Changing it rolls this image's standbys.")
+	add("image", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
+		Validators: []validator.String{stringvalidator.LengthAtLeast(1), notBlankValidator{}}})
+	add("guest", guestSchema(true))
+	d, m = md("Non-secret environment variables set on top of the pool's `env` for this image's machines. Never put credentials here.")
+	add("env", schema.MapAttribute{Optional: true, ElementType: types.StringType, Description: d, MarkdownDescription: m})
+	d, m = md("Standby machines to keep per pool region for this image. Counts against the pool's `max_machines` together with the pool's own `min_standby`. Default `1`.")
+	add("min_standby", schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(1), Description: d, MarkdownDescription: m,
+		Validators: []validator.Int64{int64validator.AtLeast(0)}})
+	d, m = md("The tenant image's ID: `<pool>/<name>`, also the import ID.")
+	add("id", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
+		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
+	d, m = md("The Fly app of the pool.")
+	add("app_name", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
+		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
+	d, m = md("ID of the template machine holding this image's spec.")
+	add("template_machine_id", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
+		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
+	d, m = md("Digest of the image as Fly reports it, when the reference carries one; null when the image is referenced by tag only.")
+	add("image_digest", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m})
+	d, m = md("Hash of the spec this image's standbys are built from (see `hangar_pool.spec_hash`); it also changes when the pool's inherited settings change.")
+	add("spec_hash", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m})
+	resp.Schema = schema.Schema{
+		Description: "A tenant image: a second template (and its standbys) in a hangar pool's app, with its own image and optional guest and env overrides, for one tenant.",
+		MarkdownDescription: "A tenant image: a second *template* machine, with its own standbys, inside a `hangar_pool`'s Fly app. It runs a tenant-specific worker image " +
+			"(with optional `guest` and `env` overrides) and inherits everything else from the pool. Destroying it destroys its template and standbys; its running session machines are left to end on their own.",
+		Attributes: attrs,
+	}
+}
+
+func (m tenantImageModel) id() string { return m.Pool.ValueString() + "/" + m.Name.ValueString() }
+
+// placeholderPool is a valid pool spec for plan-time checks of a tenant
+// image whose pool is not readable yet.
+func placeholderPool() pool.Spec {
+	return pool.Spec{Pool: "placeholder", App: "placeholder", Regions: []string{"iad"}, Image: "placeholder",
+		Guest: pool.Guest{CPUKind: pool.DefaultCPUKind, CPUs: pool.DefaultCPUs, MemoryMB: pool.DefaultMemoryMB}, MaxMachines: 1 << 30,
+		StandbyMode: pool.StandbyStop, IdleTimeout: pool.DefaultIdleTimeout, SessionTTL: pool.DefaultSessionTTL, AgentPort: pool.DefaultAgentPort,
+		BrokerPublicKeys: []string{"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}
+}
+
+// spec builds the tenant image's spec over pool spec p; unknown lists the
+// attributes that were unknown.
+func (m tenantImageModel) spec(ctx context.Context, p pool.Spec, diags *diag.Diagnostics) specBuild {
+	b := specBuild{unknown: map[string]bool{}}
+	str := func(v types.String, name, def string) string {
+		if v.IsUnknown() {
+			b.unknown[name] = true
+			return def
+		}
+		if v.IsNull() {
+			return def
+		}
+		return v.ValueString()
+	}
+	name := str(m.Name, "name", "placeholder")
+	tenant := str(m.Tenant, "tenant", "placeholder")
+	image := str(m.Image, "image", "placeholder")
+	minStandby := 1
+	switch {
+	case m.MinStandby.IsUnknown():
+		b.unknown["min_standby"] = true
+		minStandby = 0
+	case !m.MinStandby.IsNull():
+		minStandby = int(m.MinStandby.ValueInt64())
+	}
+	var guest *pool.Guest
+	if g, ok, d := guestFrom(ctx, m.Guest); ok {
+		guest = &g
+	} else {
+		diags.Append(d...)
+		if !m.Guest.IsNull() {
+			b.unknown["guest"] = true
+		}
+	}
+	env, ok, d := stringMap(ctx, m.Env)
+	diags.Append(d...)
+	if !ok {
+		b.unknown["env"] = true
+	}
+	b.spec = p.ForTenantImage(name, tenant, image, minStandby, guest, env)
+	return b
+}
+
+// fromSpec copies what Fly holds into the model.
+func (m *tenantImageModel) fromSpec(t *pool.Template) {
+	s := t.Spec
+	m.Name = types.StringValue(s.TenantImage)
+	m.Pool = types.StringValue(s.Pool)
+	m.Tenant = types.StringValue(s.Tenant)
+	m.Image = types.StringValue(s.Image)
+	if s.GuestOverride {
+		m.Guest = guestObject(s.Guest)
+	} else {
+		m.Guest = types.ObjectNull(guestAttrTypes)
+	}
+	m.Env = envValue(s.OverrideEnv(), m.Env)
+	m.MinStandby = types.Int64Value(int64(s.MinStandby))
+	m.AppName = types.StringValue(s.App)
+	m.TemplateMachineID = types.StringValue(t.Machine.ID)
+	m.SpecHash = types.StringValue(pool.SpecHashOf(t.Machine))
+	m.ImageDigest = types.StringNull()
+	if ref := t.Machine.ImageRef; ref != nil && ref.Digest != "" {
+		m.ImageDigest = types.StringValue(ref.Digest)
+	}
+	m.ID = types.StringValue(m.id())
+}
+
+func (r *tenantImageResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var cfg tenantImageModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &cfg)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	var diags diag.Diagnostics
+	b := cfg.spec(ctx, placeholderPool(), &diags)
+	if err := b.spec.Validate(); err != nil {
+		addSpecErrors(&resp.Diagnostics, err, func(field string) bool {
+			switch rootField(field) {
+			case "name", "image", "tenant":
+				return true // attribute validators report these
+			}
+			return b.skip(field)
+		})
+	}
+}
+
+func (r *tenantImageResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() || req.State.Raw.IsNull() || r.data == nil || r.data.client == nil {
+		return
+	}
+	var plan, state tenantImageModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || state.AppName.IsNull() {
+		return
+	}
+	st, err := pool.Load(ctx, r.data.client, state.AppName.ValueString())
+	if errors.Is(err, fly.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		resp.Diagnostics.AddWarning("Tenant Image State Not Checked", flyErrorDetail("read the pool's machines to plan repairs", err))
+		return
+	}
+	name := state.Name.ValueString()
+	if st.Templates[name] == nil || !plan.SpecHash.Equal(state.SpecHash) {
+		return
+	}
+	var problems []string
+	if n := len(st.Stale(name)); n > 0 {
+		problems = append(problems, fmt.Sprintf("%d standby machine(s) were built from an older spec", n))
+	}
+	for reg, n := range pool.TopUpPlan(st, name) {
+		problems = append(problems, fmt.Sprintf("region %s is missing %d standby machine(s)", reg, n))
+	}
+	if len(problems) > 0 {
+		plan.SpecHash = types.StringUnknown()
+		resp.Diagnostics.AddWarning("Tenant Image Standbys Will Be Repaired",
+			fmt.Sprintf("Tenant image %q of pool %q: %s. This apply replaces or tops up its standbys.", name, state.Pool.ValueString(), strings.Join(problems, "; ")))
+		resp.Diagnostics.Append(resp.Plan.Set(ctx, &plan)...)
+	}
+}
+
+// loadPool finds the pool's app and live state; diagnostics name the pool.
+func (r *tenantImageResource) loadPool(ctx context.Context, poolName, app string, diags *diag.Diagnostics) (*pool.State, bool) {
+	c := r.data.client
+	if app == "" {
+		var err error
+		app, err = findPoolApp(ctx, c, r.data.org, poolName)
+		if errors.Is(err, errPoolNotFound) {
+			diags.AddAttributeError(path.Root("pool"), "Pool Not Found",
+				fmt.Sprintf("No Fly app in organization %q holds pool %q. Create the pool first (reference hangar_pool.<x>.name so Terraform orders it), or check the name.\n\nOriginal Error: %s", r.data.org, poolName, err))
+			return nil, false
+		}
+		if err != nil {
+			addFlyError(diags, "Find Pool Error", "find the app of pool "+poolName, err)
+			return nil, false
+		}
+	}
+	st, err := pool.Load(ctx, c, app)
+	if err != nil {
+		addFlyError(diags, "Read Pool Error", "list the machines of app "+app, err)
+		return nil, false
+	}
+	if st.Default() == nil {
+		diags.AddAttributeError(path.Root("pool"), "Pool Not Found",
+			fmt.Sprintf("App %s has no template machine for pool %q (it was destroyed outside Terraform). Apply the hangar_pool first to repair it.", app, poolName))
+		return nil, false
+	}
+	return st, true
+}
+
+// checkedSpec builds and validates the tenant image's spec over the live pool.
+func (r *tenantImageResource) checkedSpec(ctx context.Context, plan tenantImageModel, st *pool.State, diags *diag.Diagnostics) (pool.Spec, bool) {
+	b := plan.spec(ctx, st.Default().Spec, diags)
+	if diags.HasError() {
+		return pool.Spec{}, false
+	}
+	if !b.complete() {
+		diags.AddError("Incomplete Tenant Image Specification", "Some attributes are still unknown at apply time. This is always a bug in the provider; please report it.")
+		return pool.Spec{}, false
+	}
+	if err := b.spec.Validate(); err != nil {
+		addSpecErrors(diags, err, nil)
+		return pool.Spec{}, false
+	}
+	specs := []pool.Spec{b.spec}
+	for ti, t := range st.Templates {
+		if ti != b.spec.TenantImage && !t.Spec.Draining {
+			specs = append(specs, t.Spec)
+		}
+	}
+	if err := pool.ValidateCapacity(specs); err != nil {
+		diags.AddAttributeError(path.Root("min_standby"), "Invalid Standby Count", err.Error()+".")
+		return pool.Spec{}, false
+	}
+	return b.spec, true
+}
+
+func (r *tenantImageResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan tenantImageModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() || !requireClient(r.data, &resp.Diagnostics) {
+		return
+	}
+	st, ok := r.loadPool(ctx, plan.Pool.ValueString(), "", &resp.Diagnostics)
+	if !ok {
+		return
+	}
+	name := plan.Name.ValueString()
+	if t := st.Templates[name]; t != nil {
+		resp.Diagnostics.AddError("Tenant Image Already Exists",
+			fmt.Sprintf("Pool %q already has a tenant image %q (template machine %s). Import it instead: terraform import <address> %s.", plan.Pool.ValueString(), name, t.Machine.ID, plan.id()))
+		return
+	}
+	spec, ok := r.checkedSpec(ctx, plan, st, &resp.Diagnostics)
+	if !ok {
+		return
+	}
+	c := r.data.client
+	tmpl, err := c.CreateMachine(ctx, st.App, spec.CreateTemplateRequest())
+	if err != nil {
+		addFlyError(&resp.Diagnostics, "Create Tenant Image Error", "create the tenant image's template machine in app "+st.App, err)
+		return
+	}
+	t := &pool.Template{Machine: tmpl, Spec: spec}
+	st.Templates[name] = t
+	if _, err := pool.TopUp(ctx, c, st, name, createConcurrency, pool.StandbyOptions{}); err != nil {
+		r.cleanup(ctx, st.App, name)
+		addFlyError(&resp.Diagnostics, "Create Tenant Image Error", "create the tenant image's standby machines", err)
+		return
+	}
+	tflog.Info(ctx, "created hangar tenant image", map[string]any{"pool": spec.Pool, "tenant_image": name, "template": tmpl.ID})
+	plan.fromSpec(t)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// cleanup destroys a tenant image's template and standbys.
+func (r *tenantImageResource) cleanup(ctx context.Context, app, name string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	c := r.data.client
+	st, err := pool.Load(ctx, c, app)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	machines := st.StandbysOf(name)
+	if t := st.Templates[name]; t != nil {
+		machines = append(machines, t.Machine)
+	}
+	for _, m := range st.ExtraTemplates {
+		if pool.TenantImageOf(m) == name {
+			machines = append(machines, m)
+		}
+	}
+	for _, m := range machines {
+		if err := destroyMachine(ctx, c, app, m.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *tenantImageResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state tenantImageModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || !requireClient(r.data, &resp.Diagnostics) {
+		return
+	}
+	c := r.data.client
+	app := state.AppName.ValueString()
+	st, err := pool.Load(ctx, c, app)
+	if errors.Is(err, fly.ErrNotFound) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		addFlyError(&resp.Diagnostics, "Read Tenant Image Error", "list the machines of app "+app, err)
+		return
+	}
+	t := st.Templates[state.Name.ValueString()]
+	if t == nil {
+		tflog.Warn(ctx, "tenant image template is gone; removing it from state", map[string]any{"app": app, "tenant_image": state.Name.ValueString()})
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	state.fromSpec(t)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+func (r *tenantImageResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state tenantImageModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || !requireClient(r.data, &resp.Diagnostics) {
+		return
+	}
+	st, ok := r.loadPool(ctx, plan.Pool.ValueString(), state.AppName.ValueString(), &resp.Diagnostics)
+	if !ok {
+		return
+	}
+	spec, ok := r.checkedSpec(ctx, plan, st, &resp.Diagnostics)
+	if !ok {
+		return
+	}
+	c := r.data.client
+	if _, err := writeTemplate(ctx, c, st, spec); err != nil {
+		addFlyError(&resp.Diagnostics, "Update Tenant Image Error", "write the tenant image's template machine", err)
+		return
+	}
+	if err := converge(ctx, c, st.App, []string{spec.TenantImage}); err != nil {
+		addFlyError(&resp.Diagnostics, "Update Tenant Image Error", "replace and top up the tenant image's standby machines", err)
+		return
+	}
+	st, err := pool.Load(ctx, c, st.App)
+	if err != nil || st.Templates[spec.TenantImage] == nil {
+		if err == nil {
+			err = fmt.Errorf("template of tenant image %s vanished during the update", spec.TenantImage)
+		}
+		addFlyError(&resp.Diagnostics, "Update Tenant Image Error", "read the tenant image back", err)
+		return
+	}
+	plan.fromSpec(st.Templates[spec.TenantImage])
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *tenantImageResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state tenantImageModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || !requireClient(r.data, &resp.Diagnostics) {
+		return
+	}
+	c := r.data.client
+	app := state.AppName.ValueString()
+	name := state.Name.ValueString()
+	st, err := pool.Load(ctx, c, app)
+	if errors.Is(err, fly.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "list the machines of app "+app, err)
+		return
+	}
+	if t := st.Templates[name]; t != nil {
+		if err := c.SetMetadata(ctx, app, t.Machine.ID, pool.KeyDraining, "true", ""); err != nil && !errors.Is(err, fly.ErrNotFound) {
+			addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "mark the tenant image's template draining", err)
+			return
+		}
+	}
+	if err := r.cleanup(ctx, app, name); err != nil {
+		addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "destroy the tenant image's machines", err)
+	}
+}
+
+func (r *tenantImageResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	if !requireClient(r.data, &resp.Diagnostics) {
+		return
+	}
+	poolName, name, ok := strings.Cut(strings.TrimSpace(req.ID), "/")
+	if !ok || pool.ValidateName(poolName) != nil || pool.ValidateName(name) != nil {
+		resp.Diagnostics.AddError("Invalid Import ID",
+			fmt.Sprintf("Import a tenant image as <pool>/<name>, for example: terraform import hangar_tenant_image.acme default/acme-node22. Got %q.", req.ID))
+		return
+	}
+	st, ok := r.loadPool(ctx, poolName, "", &resp.Diagnostics)
+	if !ok {
+		return
+	}
+	if st.Templates[name] == nil {
+		resp.Diagnostics.AddError("Tenant Image Not Found", fmt.Sprintf("Pool %q (app %s) has no tenant image %q.", poolName, st.App, name))
+		return
+	}
+	m := tenantImageModel{Name: types.StringValue(name), Pool: types.StringValue(poolName), Env: types.MapNull(types.StringType)}
+	m.fromSpec(st.Templates[name])
+	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+}
