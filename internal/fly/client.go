@@ -19,6 +19,8 @@ package fly
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -262,7 +264,7 @@ func (c *Client) do(ctx context.Context, r *request) error {
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return fmt.Errorf("fly api %s %s: %w", r.method, r.path, ctxErr)
 			}
-			retry := !wrote || r.policy == idempotent
+			retry := (!wrote || r.policy == idempotent) && !permanentTransportError(err)
 			if wrote {
 				r.ambiguous = true
 			}
@@ -382,6 +384,15 @@ func (c *Client) once(ctx context.Context, r *request, target string, body []byt
 		return 0, nil, nil, wroteHeaders.Load() || status != 0, err
 	}
 	return status, header, respBody, true, nil
+}
+
+// permanentTransportError reports errors that another attempt cannot fix:
+// the server's certificate is not trusted.
+func permanentTransportError(err error) bool {
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	return errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr)
 }
 
 // backoff returns the pause before attempt+1: exponential from MinBackoff,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -799,5 +800,23 @@ func TestIsTransient(t *testing.T) {
 		if got := IsTransient(tc.err); got != tc.want {
 			t.Errorf("IsTransient(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestUntrustedCertificateNotRetried(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Add(1) }))
+	t.Cleanup(srv.Close)
+	c, err := New(Options{BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts := 0
+	c.onResponse = func(string, string, int, error) { attempts++ }
+	if _, err := c.GetApp(context.Background(), "a"); err == nil {
+		t.Fatal("untrusted server accepted")
+	}
+	if attempts != 1 {
+		t.Fatalf("%d attempts against an untrusted certificate", attempts)
 	}
 }
