@@ -20,10 +20,10 @@ import (
 type pgStore struct {
 	pool *pgxpool.Pool
 
-	leaderMu sync.Mutex // serialises TryLeader, so one store never races itself for a lock
-	mu       sync.Mutex // guards leaders and closed
-	leaders  map[string]*pgLeader
-	closed   bool
+	mu      sync.Mutex // guards leaders, idle and closed
+	leaders map[string]*pgLeader
+	idle    []*pgx.Conn // lock connections holding no lock, for reuse
+	closed  bool
 }
 
 // pgLeader is one advisory lock this store holds, on its own connection.
@@ -51,6 +51,11 @@ func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
 	if err != nil {
 		// pgx redacts the password from its parse errors.
 		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgx's default (the number of CPUs, at least 4) is small for a
+		// daemon whose claim workers and HTTP handlers all use the store.
+		cfg.MaxConns = 10
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -522,83 +527,120 @@ func (s *pgStore) ForgetDaemon(ctx context.Context, daemonID string) error {
 }
 
 // TryLeader takes the session advisory lock for name on a connection of its
-// own, held until release (or Close). Asked again for a name it holds, the
-// store checks that connection is still alive (a dead one has lost the lock)
-// and answers true with the same release, so a replica can call TryLeader on
-// every tick to learn whether it is still the leader.
+// own, held until release (or Close). The lock is exclusive across stores
+// and within one: while this store holds name, TryLeader(name) answers false
+// here too, so the lock doubles as a cluster-wide mutex.
 func (s *pgStore) TryLeader(ctx context.Context, name string) (bool, func(), error) {
 	noop := func() {}
-	s.leaderMu.Lock()
-	defer s.leaderMu.Unlock()
-
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false, noop, fmt.Errorf("try leader %s: store closed", name)
 	}
-	held := s.leaders[name]
+	_, held := s.leaders[name]
 	s.mu.Unlock()
-	if held != nil {
-		held.mu.Lock()
-		alive := held.conn != nil && held.conn.Ping(ctx) == nil
-		held.mu.Unlock()
-		if alive {
-			return true, s.releaseFunc(name, held), nil
-		}
-		if err := ctx.Err(); err != nil {
-			return false, noop, fmt.Errorf("try leader %s: %w", name, err)
-		}
-		s.release(name, held)
+	if held {
+		return false, noop, nil
 	}
-
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	key := lockKey("hangar:leader:" + name)
+	conn, ok, err := s.tryLock(ctx, key)
 	if err != nil {
-		return false, noop, fmt.Errorf("try leader %s: connect: %w", name, err)
-	}
-	l := &pgLeader{key: lockKey("hangar:leader:" + name), conn: conn}
-	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, l.key).Scan(&ok); err != nil {
-		conn.Close(context.Background())
 		return false, noop, fmt.Errorf("try leader %s: %w", name, err)
 	}
 	if !ok {
-		conn.Close(context.Background())
+		s.putLockConn(conn)
 		return false, noop, nil
 	}
+	l := &pgLeader{key: key, conn: conn}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		conn.Close(context.Background())
+		s.unlockAndPut(l)
 		return false, noop, fmt.Errorf("try leader %s: store closed", name)
 	}
 	s.leaders[name] = l
 	s.mu.Unlock()
-	return true, s.releaseFunc(name, l), nil
+	return true, func() { s.release(name, l) }, nil
 }
 
-func (s *pgStore) releaseFunc(name string, l *pgLeader) func() {
-	return func() { s.release(name, l) }
+// tryLock runs pg_try_advisory_lock on an idle lock connection, or on a new
+// one if there is none or the idle one turns out dead.
+func (s *pgStore) tryLock(ctx context.Context, key int64) (*pgx.Conn, bool, error) {
+	s.mu.Lock()
+	var conn *pgx.Conn
+	if n := len(s.idle); n > 0 {
+		conn = s.idle[n-1]
+		s.idle = s.idle[:n-1]
+	}
+	s.mu.Unlock()
+	if conn != nil {
+		var ok bool
+		err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok)
+		if err == nil {
+			return conn, ok, nil
+		}
+		conn.Close(context.Background())
+		if ctx.Err() != nil {
+			return nil, false, err
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return nil, false, fmt.Errorf("connect: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
+		conn.Close(context.Background())
+		return nil, false, err
+	}
+	return conn, ok, nil
 }
 
-// release gives up one held lock: unlock first, so that another replica can
-// take it as soon as this returns, then close the connection, which would
-// drop the lock anyway.
+// maxIdleLockConns bounds the connections kept for the next TryLeader, so
+// that polling for a lock does not open a connection each time.
+const maxIdleLockConns = 2
+
+// putLockConn keeps a connection that holds no lock for reuse, or closes it.
+func (s *pgStore) putLockConn(conn *pgx.Conn) {
+	s.mu.Lock()
+	if !s.closed && len(s.idle) < maxIdleLockConns && !conn.IsClosed() {
+		s.idle = append(s.idle, conn)
+		conn = nil
+	}
+	s.mu.Unlock()
+	if conn != nil {
+		conn.Close(context.Background())
+	}
+}
+
+// release gives up one held lock. The explicit unlock means another replica
+// can take it as soon as this returns; if the unlock fails the connection is
+// closed, and the lock dies with its session.
 func (s *pgStore) release(name string, l *pgLeader) {
 	s.mu.Lock()
 	if s.leaders[name] == l {
 		delete(s.leaders, name)
 	}
 	s.mu.Unlock()
+	s.unlockAndPut(l)
+}
+
+func (s *pgStore) unlockAndPut(l *pgLeader) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.conn == nil {
-		return
+	conn := l.conn
+	l.conn = nil
+	l.mu.Unlock()
+	if conn == nil {
+		return // released before
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, _ = l.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, l.key)
-	_ = l.conn.Close(ctx)
-	l.conn = nil
+	var unlocked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, l.key).Scan(&unlocked); err != nil || !unlocked {
+		conn.Close(ctx)
+		return
+	}
+	s.putLockConn(conn)
 }
 
 // Columns lists every table's columns, for the test that no column holds a
@@ -632,8 +674,15 @@ func (s *pgStore) Close() error {
 	held := s.leaders
 	s.leaders = map[string]*pgLeader{}
 	s.mu.Unlock()
-	for name, l := range held {
-		s.release(name, l)
+	for _, l := range held {
+		s.unlockAndPut(l) // closed: the connection is closed, not kept
+	}
+	s.mu.Lock()
+	idle := s.idle
+	s.idle = nil
+	s.mu.Unlock()
+	for _, c := range idle {
+		c.Close(context.Background())
 	}
 	s.pool.Close()
 	return nil

@@ -2,9 +2,13 @@
 // sessions and their claims, tickets, and the liveness of daemon replicas.
 // It never holds a Claude credential or a git token.
 //
-// Two implementations share one interface and one test suite: SQLite
-// (modernc.org/sqlite, the default, one replica) and Postgres (pgx v5, several
-// replicas). Open picks one from the DSN.
+// Two implementations share one interface and one test suite (package
+// storetest): SQLite (modernc.org/sqlite, the default, one replica) and
+// Postgres (pgx v5, several replicas). Open picks one from the DSN. Both
+// apply their embedded, versioned migrations on open.
+//
+// Times are stored in UTC with microsecond precision: what a method stores
+// is truncated to that, and what it returns is in UTC.
 package store
 
 import (
@@ -120,6 +124,8 @@ type Store interface {
 	GetTenant(ctx context.Context, id string) (*Tenant, error)
 	TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant, error)
 	ListTenants(ctx context.Context) ([]*Tenant, error)
+	// DeleteTenant removes a tenant and its tickets; its sessions stay as
+	// history. ErrNotFound if there is no such tenant.
 	DeleteTenant(ctx context.Context, id string) error
 	SetTenantKey(ctx context.Context, id string, hash []byte) error
 
@@ -129,7 +135,11 @@ type Store interface {
 	ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) // oldest first
 	// UpdateSession applies fn to the current row inside a transaction and
 	// writes it back, but only while the row's state is one of from (any
-	// state if from is empty); otherwise ErrStateChanged.
+	// state if from is empty); otherwise ErrStateChanged (fn not called).
+	// The row stays locked while fn runs: fn must be quick and must not
+	// call the store. fn may run more than once if the transaction is
+	// retried. An error from fn aborts the update and is returned as is.
+	// fn cannot change ID, TenantID or CreatedAt; UpdatedAt is set.
 	UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error)
 	// CountLiveSessions counts a tenant's sessions not ended or failed.
 	CountLiveSessions(ctx context.Context, tenantID string) (int, error)
@@ -138,6 +148,8 @@ type Store interface {
 	QueuePosition(ctx context.Context, id string) (int, error)
 
 	// Tickets.
+	// CreateTicket stores a ticket (ErrConflict if its hash exists) and
+	// sweeps expired and used-up tickets.
 	CreateTicket(ctx context.Context, t *Ticket) error
 	// UseTicket atomically checks expiry, decrements UsesLeft and returns the
 	// ticket; ErrTicketInvalid if unknown, expired or used up.
@@ -147,9 +159,14 @@ type Store interface {
 	Heartbeat(ctx context.Context, daemonID string, now time.Time) error
 	// DeadDaemons lists replicas whose last heartbeat is older than before.
 	DeadDaemons(ctx context.Context, before time.Time) ([]string, error)
+	// ForgetDaemon removes a replica's heartbeat; forgetting an unknown one
+	// is not an error.
 	ForgetDaemon(ctx context.Context, daemonID string) error
 	// TryLeader tries to become the one leader for name (Postgres: a session
-	// advisory lock; SQLite: always granted, one process). release gives it up.
+	// advisory lock on a connection of its own; SQLite: always granted, one
+	// process). In Postgres it is exclusive across replicas and within one
+	// store alike (not re-entrant). release gives it up (calling it again is
+	// harmless); Close gives up every lock the store holds.
 	TryLeader(ctx context.Context, name string) (ok bool, release func(), err error)
 
 	Close() error

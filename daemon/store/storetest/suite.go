@@ -136,9 +136,9 @@ func RunReplicas(t *testing.T, open func(t *testing.T) (a, b store.Store), exclu
 			t.Fatalf("TryLeader of another name = %v, %v; want granted", okOther, err)
 		}
 		releaseOther()
-		// Asking again while holding it answers yes.
-		if ok, _, err := a.TryLeader(ctx, "reconciler"); err != nil || !ok {
-			t.Fatalf("TryLeader by the holder = %v, %v; want still granted", ok, err)
+		// The lock is exclusive within one store too.
+		if ok, _, err := a.TryLeader(ctx, "reconciler"); err != nil || ok {
+			t.Fatalf("TryLeader by the holder's own store = %v, %v; want refused (not re-entrant)", ok, err)
 		}
 		releaseA()
 		releaseA() // twice is harmless
@@ -159,6 +159,38 @@ func RunReplicas(t *testing.T, open func(t *testing.T) (a, b store.Store), exclu
 			t.Fatalf("TryLeader after the holder closed = %v, %v; want granted", okA, err)
 		}
 		releaseA()
+	})
+	t.Run("leader_race", func(t *testing.T) {
+		a, b := open(t)
+		ctx := testContext(t)
+		stores := []store.Store{a, b}
+		for round := range 3 {
+			const n = 8
+			var granted atomic.Int32
+			releases := make(chan func(), n)
+			run(n, func(i int) {
+				ok, release, err := stores[i%2].TryLeader(ctx, "race")
+				if err != nil {
+					t.Errorf("TryLeader: %v", err)
+					return
+				}
+				if ok {
+					granted.Add(1)
+				}
+				releases <- release
+			})
+			close(releases)
+			want := int32(1)
+			if !exclusiveLeader {
+				want = n
+			}
+			if granted.Load() != want {
+				t.Fatalf("round %d: %d of %d racing TryLeader calls were granted; want %d", round, granted.Load(), n, want)
+			}
+			for release := range releases {
+				release()
+			}
+		}
 	})
 }
 
