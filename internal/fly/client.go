@@ -92,6 +92,11 @@ type Options struct {
 	// the daemon count calls by outcome without this package knowing about
 	// metrics. It must be safe for concurrent use.
 	OnResponse func(method, action string, status int, err error)
+	// Pace, if set, keeps the client under Fly's published rate limits (per
+	// action and machine or app: 1 request/s with bursts of 3; 5/s with
+	// bursts of 10 for getting a machine) by delaying requests client-side,
+	// so that bursts of work queue up locally instead of drawing 429s.
+	Pace bool
 }
 
 // Client talks to the Fly Machines API. It is safe for concurrent use.
@@ -108,6 +113,8 @@ type Client struct {
 	onResponse    func(method, action string, status int, err error)
 	// pause sleeps between attempts; tests replace it to observe backoffs.
 	pause func(ctx context.Context, d time.Duration) error
+	pacer *pacer           // nil unless Options.Pace
+	now   func() time.Time // the pacer's clock; tests replace it
 }
 
 // New returns a client for opts. It fails only on an unusable BaseURL.
@@ -139,6 +146,10 @@ func New(opts Options) (*Client, error) {
 		maxBackoff:    opts.MaxBackoff,
 		maxRetryAfter: opts.MaxRetryAfter,
 		onResponse:    opts.OnResponse,
+		now:           time.Now,
+	}
+	if opts.Pace {
+		c.pacer = newPacer()
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{}
@@ -259,6 +270,9 @@ func (c *Client) do(ctx context.Context, r *request) error {
 		target += "?" + r.query.Encode()
 	}
 	for attempt := 1; ; attempt++ {
+		if err := c.pace(ctx, r); err != nil {
+			return fmt.Errorf("fly api %s %s: %w", r.method, r.path, err)
+		}
 		status, header, respBody, wrote, err := c.once(ctx, r, target, body, attempt)
 		if err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {

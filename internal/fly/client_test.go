@@ -820,3 +820,44 @@ func TestUntrustedCertificateNotRetried(t *testing.T) {
 		t.Fatalf("%d attempts against an untrusted certificate", attempts)
 	}
 }
+
+func TestPace(t *testing.T) {
+	f := newFakeFly(t)
+	c := f.client(Options{Pace: true})
+	clock := time.Unix(1_700_000_000, 0)
+	c.now = func() time.Time { return clock }
+	var waits []time.Duration
+	c.pause = func(ctx context.Context, d time.Duration) error { waits = append(waits, d); return nil }
+	ctx := context.Background()
+	// Burst of 3 starts on one machine, then the 4th waits about a second.
+	for range 4 {
+		mustOK(t)(c.StartMachine(ctx, "a", "m1", ""))
+	}
+	if len(waits) != 1 || waits[0] < 900*time.Millisecond || waits[0] > time.Second {
+		t.Fatalf("waits after 4 starts = %v", waits)
+	}
+	// Another machine, and another action, have their own buckets.
+	waits = nil
+	mustOK(t)(c.StartMachine(ctx, "a", "m2", ""))
+	must(t, c.StopMachine(ctx, "a", "m1", StopRequest{}, ""))
+	// Gets allow a burst of 10.
+	for range 10 {
+		mustOK(t)(c.GetMachine(ctx, "a", "m1"))
+	}
+	if len(waits) != 0 {
+		t.Fatalf("unexpected waits %v", waits)
+	}
+	mustOK(t)(c.GetMachine(ctx, "a", "m1"))
+	if len(waits) != 1 || waits[0] > 200*time.Millisecond {
+		t.Fatalf("11th get waits %v", waits)
+	}
+	// Time passing refills the buckets.
+	waits = nil
+	clock = clock.Add(10 * time.Second)
+	for range 3 {
+		mustOK(t)(c.StartMachine(ctx, "a", "m1", ""))
+	}
+	if len(waits) != 0 {
+		t.Fatalf("waits after refill %v", waits)
+	}
+}
