@@ -107,6 +107,7 @@ type Violation struct {
 	Err    error
 }
 
+// Error implements error.
 func (v *Violation) Error() string {
 	if v.Status == 0 {
 		return fmt.Sprintf("flyspec: request %s %s: %v", v.Method, v.Path, v.Err)
@@ -114,6 +115,7 @@ func (v *Violation) Error() string {
 	return fmt.Sprintf("flyspec: response %d to %s %s: %v", v.Status, v.Method, v.Path, v.Err)
 }
 
+// Unwrap returns the underlying validation error.
 func (v *Violation) Unwrap() error { return v.Err }
 
 // Transport is an http.RoundTripper that checks every request it sends and
