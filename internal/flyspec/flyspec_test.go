@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -189,4 +190,43 @@ func TestValidateRequest(t *testing.T) {
 	if err := ValidateRequest(req); err == nil {
 		t.Fatal("bad signal accepted")
 	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/apps/a/machines/m/lease":
+			w.WriteHeader(201)
+			io.WriteString(w, `{"status":"success","data":{"nonce":"n1","expires_at":1}}`)
+		default:
+			io.WriteString(w, `{"id":"m","state":"started","config":{"image":"i","checks":{"c":{"interval":"1s","port":80}}}}`)
+		}
+	}))
+	defer srv.Close()
+	c := CheckingClient(t)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				var req *http.Request
+				if i%2 == 0 {
+					req, _ = http.NewRequest("POST", srv.URL+"/v1/apps/a/machines/m/lease", strings.NewReader(`{"ttl":5}`))
+					req.Header.Set("Content-Type", "application/json")
+				} else {
+					req, _ = http.NewRequest("GET", srv.URL+"/v1/apps/a/machines/m", nil)
+				}
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
 }
