@@ -106,6 +106,7 @@ func (e *Emulator) bootLocked(m *machine) {
 func (e *Emulator) resumeLocked(m *machine) {
 	e.setStateLocked(m, fly.StateStarting, "start", "user", nil)
 	m.proc.signal(syscall.SIGCONT)
+	m.frozen = false
 	e.bootLocked(m)
 }
 
@@ -115,7 +116,7 @@ func (e *Emulator) resumeLocked(m *machine) {
 func (e *Emulator) stopLocked(m *machine, sig syscall.Signal, timeout time.Duration, in intent) {
 	p := m.proc
 	m.intent = in
-	if m.state == fly.StateSuspended || sig == syscall.SIGKILL {
+	if m.frozen || sig == syscall.SIGKILL {
 		p.kill()
 	} else {
 		p.signal(sig)
@@ -163,6 +164,7 @@ func (e *Emulator) exitedLocked(m *machine, p *process, x exitInfo) {
 		return
 	}
 	m.proc = nil
+	m.frozen = false
 	if m.stopTimer != nil {
 		m.stopTimer.Stop()
 		m.stopTimer = nil

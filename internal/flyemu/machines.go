@@ -447,6 +447,7 @@ func (e *Emulator) suspendMachine(r *http.Request) response {
 	}
 	e.setStateLocked(m, fly.StateSuspending, "suspend", "user", nil)
 	m.proc.signal(syscall.SIGSTOP)
+	m.frozen = true
 	e.setStateLocked(m, fly.StateSuspended, "suspend", "flyd", nil)
 	return jsonResp(http.StatusOK, fly.OKResponse{OK: true})
 }

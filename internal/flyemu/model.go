@@ -29,8 +29,8 @@ type app struct {
 }
 
 type secret struct {
-	value              string
-	created, updated   time.Time
+	value            string
+	created, updated time.Time
 }
 
 func (s *secret) digest() string {
@@ -116,6 +116,7 @@ type machine struct {
 	cordoned    bool
 
 	proc      *process
+	frozen    bool   // proc is SIGSTOPped (suspended)
 	gen       int    // bumped on every launch or resume; stale timers compare it
 	intent    intent // why the running process is being ended
 	skipAfter bool   // with intentUpdate: stay stopped instead of relaunching

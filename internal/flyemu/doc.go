@@ -1,0 +1,72 @@
+// Package flyemu is a local emulator of Fly.io's Machines API, used by tests,
+// benchmarks and the quickstart (`hangard flyemu`). It is a test and
+// development tool, not a second backend.
+//
+// # What is emulated
+//
+// The /v1 endpoints hangar uses, with Fly's JSON shapes (internal/fly types)
+// and error body {"error": "...", "status": "..."}:
+//
+//   - apps: create (name or app_name, org_slug, network; 422 name_taken),
+//     get, list by org_slug, delete (machines are killed and destroyed, with
+//     or without force); app secrets (list, get, set, batch update, delete),
+//     which are exported into machine environments unless skip_secrets;
+//   - machines: create (region, name, skip_launch, lease_ttl), get, list
+//     (metadata.KEY=VALUE, include_deleted, region, state, summary), update
+//     (full replace, current_version check, restart of a running machine,
+//     skip_launch), start, stop (signal, timeout), suspend, restart, signal,
+//     cordon/uncordon, destroy (force or kill), wait (repeatable or comma
+//     separated states including settled, timeout ≤ 60 s, 408 on timeout,
+//     version, from_event_id), events (newest first, ms timestamps);
+//   - leases: get, acquire (TTL in the body or ?ttl=), refresh (same nonce),
+//     release, with the {"status":"success","data":{...}} envelope; while a
+//     lease is held every mutation without its nonce gets 409; leases expire;
+//   - metadata: get all, get/set/delete one key, batch PUT (replace) / PATCH
+//     (merge) with machine_version (412 when stale).
+//
+// Machines are real local processes. config.init.exec (else init.entrypoint
+// + init.cmd over the image's) names the process; an image maps to a command
+// through Config.Images (LoadImages reads a JSON or HCL file), else runs
+// Config.AgentBinary. Each process leads its own process group, runs in
+// DataDir/<app>/<machine id> with HOME in a "home" directory there and its
+// output in "machine.log", and gets the machine env, the app's secrets, PATH
+// and Fly's runtime variables (FLY_APP_NAME, FLY_MACHINE_ID, FLY_ALLOC_ID,
+// FLY_REGION, FLY_PRIVATE_IP, FLY_PUBLIC_IP, FLY_IMAGE_REF,
+// FLY_MACHINE_VERSION, FLY_PROCESS_GROUP, FLY_VM_MEMORY_MB, PRIMARY_REGION).
+// Its private_ip is its own loopback address 127.A.B.N from a /24 claimed per
+// emulator instance (by holding a listener on 127.A.B.1), so several
+// emulators and parallel tests never share addresses.
+//
+// State machine, as on Fly: create → created → (unless skip_launch) starting
+// → started (after Config.BootDelay); stop sends the requested signal, else
+// stop_config's, else SIGINT, to the group and SIGKILL after the timeout
+// (default 5 s) → stopped; suspend = SIGSTOP → suspended (refused above 2 GB
+// of memory, as on Fly); start of a suspended machine = SIGCONT (same
+// process, memory kept); start of a created or stopped one = a new process;
+// a process exiting by itself → stopped, subject to the restart policy (no,
+// always, on-failure with max_retries; on-failure by default) and
+// auto_destroy (which also destroys after a requested stop); destroy refuses
+// a running machine without force (412) and kills it with force. When a
+// machine's main process exits, the rest of its group is killed, as a VM's
+// processes die with it. Close kills every group and waits for them.
+//
+// Knobs: per-call Latency; FaultRate/FaultSeed inject 429s, 500s and dropped
+// connections, always before the call is acted on (so a retry is safe);
+// RateLimit applies Fly's limits (1 req/s burst 3 per action and machine,
+// 5/10 for reads) with Retry-After; Token requires "Bearer" or "FlyV1"
+// authorization; SetRegionFull makes creates in a region fail with
+// insufficient_capacity.
+//
+// # What is not emulated
+//
+// VMs and images (nothing is pulled; the process runs on the host, as the
+// emulator's user, with the host's filesystem: the machine directory is not a
+// fresh rootfs and survives stops), 6PN IPv6 addresses and .internal DNS,
+// the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
+// and mounts, files, processes[] and containers, exec/ps/versions/memory
+// endpoints, org-wide machine lists, certificates and IP assignments,
+// multiple hosts and migrations, and GraphQL. Processes that leave their
+// process group (setsid) escape the group kill. The package targets Linux;
+// elsewhere it builds, with a small window in which a reused process group
+// id could be signalled.
+package flyemu

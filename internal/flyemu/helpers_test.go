@@ -1,0 +1,212 @@
+//go:build linux
+
+package flyemu_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hangarhq/hangar/internal/fly"
+	"github.com/hangarhq/hangar/internal/flyemu"
+	"github.com/hangarhq/hangar/internal/flyemu/flyemutest"
+	"github.com/hangarhq/hangar/internal/flyspec"
+)
+
+// env is an emulator plus a real client whose every exchange is checked
+// against Fly's OpenAPI document.
+type env struct {
+	srv *flyemutest.Server
+	c   *fly.Client
+}
+
+func start(t *testing.T, cfg flyemu.Config) *env {
+	t.Helper()
+	srv := flyemutest.Start(t, cfg)
+	return &env{srv: srv, c: newClient(t, srv.URL, cfg.Token)}
+}
+
+func newClient(t *testing.T, url, token string) *fly.Client {
+	t.Helper()
+	c, err := fly.New(fly.Options{
+		BaseURL:     url,
+		Token:       token,
+		HTTPClient:  &http.Client{Transport: flyspec.CheckingTransport(t, nil)},
+		MaxAttempts: 10,
+		MinBackoff:  5 * time.Millisecond,
+		MaxBackoff:  50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("new fly client: %v", err)
+	}
+	return c
+}
+
+func ctx(t *testing.T) context.Context {
+	t.Helper()
+	c, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func (e *env) app(t *testing.T, name string) string {
+	t.Helper()
+	if _, err := e.c.CreateApp(ctx(t), fly.CreateAppRequest{Name: name, OrgSlug: "personal"}); err != nil {
+		t.Fatalf("create app %s: %v", name, err)
+	}
+	return name
+}
+
+// shell returns a machine config running script under sh -c.
+func shell(script string) *fly.MachineConfig {
+	return &fly.MachineConfig{
+		Image:   "registry.example/test:1",
+		Init:    &fly.Init{Exec: []string{"sh", "-c", script}},
+		Restart: &fly.Restart{Policy: fly.RestartNo},
+	}
+}
+
+func (e *env) create(t *testing.T, app string, req fly.CreateMachineRequest) *fly.Machine {
+	t.Helper()
+	m, err := e.c.CreateMachine(ctx(t), app, req)
+	if err != nil {
+		t.Fatalf("create machine: %v", err)
+	}
+	return m
+}
+
+func (e *env) wait(t *testing.T, app, id string, states ...string) *fly.WaitResponse {
+	t.Helper()
+	w, err := e.c.WaitMachine(ctx(t), app, id, fly.WaitOptions{States: states, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("wait for %s to be %v: %v", id, states, err)
+	}
+	return w
+}
+
+func (e *env) get(t *testing.T, app, id string) *fly.Machine {
+	t.Helper()
+	m, err := e.c.GetMachine(ctx(t), app, id)
+	if err != nil {
+		t.Fatalf("get machine %s: %v", id, err)
+	}
+	return m
+}
+
+// eventually polls cond until it holds or 20 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readFile returns a file's trimmed content, "" if it does not exist yet.
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return strings.TrimSpace(string(b))
+}
+
+func readInt(path string) (int, bool) {
+	n, err := strconv.Atoi(readFile(path))
+	return n, err == nil
+}
+
+// groupMembers lists the live (non-zombie) processes of process group pgid,
+// with their state letter.
+func groupMembers(pgid int) map[int]string {
+	out := map[int]string{}
+	ents, _ := os.ReadDir("/proc")
+	for _, de := range ents {
+		pid, err := strconv.Atoi(de.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", de.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 3 {
+			continue
+		}
+		pg, _ := strconv.Atoi(f[2])
+		if pg == pgid && f[0] != "Z" && f[0] != "X" {
+			out[pid] = f[0]
+		}
+	}
+	return out
+}
+
+func waitGroupGone(t *testing.T, pgid int) {
+	t.Helper()
+	eventually(t, "process group "+strconv.Itoa(pgid)+" to be gone", func() bool { return len(groupMembers(pgid)) == 0 })
+}
+
+// raw sends a request without the client (for inputs the client never sends)
+// and decodes a Fly error body when the status is an error.
+func raw(t *testing.T, method, url, body string, header ...string) (int, fly.ErrorResponse, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx(t), method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var er fly.ErrorResponse
+	if resp.StatusCode >= 400 {
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			t.Errorf("%s %s: error content type %q", method, url, ct)
+		}
+		if err := json.NewDecoder(bytes.NewReader(b)).Decode(&er); err != nil || er.Error == "" || er.Status == "" {
+			t.Errorf("%s %s: error body %q is not Fly's {error, status}", method, url, b)
+		}
+	}
+	return resp.StatusCode, er, b
+}
+
+func statusOf(err error) int {
+	var fe *fly.Error
+	if errors.As(err, &fe) {
+		return fe.StatusCode
+	}
+	return 0
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return s.URL
+}
