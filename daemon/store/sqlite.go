@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +49,13 @@ func openSQLite(ctx context.Context, path, userQuery string) (*sqliteStore, erro
 	}
 	if path == ":memory:" || strings.EqualFold(q.Get("mode"), "memory") {
 		return nil, fmt.Errorf("open sqlite %s: in-memory databases are not supported (readers and the writer must share one file)", path)
+	}
+	// The file holds key hashes and session metadata: create it private.
+	// SQLite gives its -wal and -shm files the same mode.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
 	q.Set("_foreign_keys", "1")

@@ -197,6 +197,23 @@ func TestOpenSQLiteDSNs(t *testing.T) {
 	}
 }
 
+func TestSQLiteFileIsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "private.db")
+	s := openStore(t, path)
+	if err := s.CreateTenant(context.Background(), &store.Tenant{Name: "t", KeyHash: []byte("h")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v; want no access for group and others", p, fi.Mode().Perm())
+		}
+	}
+}
+
 func TestOpenBadDSNs(t *testing.T) {
 	ctx := context.Background()
 	for _, dsn := range []string{
