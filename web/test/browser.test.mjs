@@ -1,0 +1,193 @@
+// Browser test of the web terminal: headless Debian chromium driven by
+// playwright-core against a real `hangard dev` on loopback. Signs in,
+// creates a session, types a command, sees its output, drops the WebSocket
+// mid-output and checks that the terminal resumes with no output lost, opens
+// a read-only share link, ends the session, and keeps screenshots in
+// test-artifacts/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, mkdir, readFile, rm, writeFile, chmod } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const binDir = process.env.HANGAR_BIN_DIR || path.join(root, 'bin');
+const artifacts = process.env.HANGAR_ARTIFACTS || path.join(root, 'test-artifacts');
+const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+let tmp;
+let daemon;
+let daemonLog = '';
+let env;
+let context;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+async function waitFor(what, fn, timeoutMs = 60000) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function parseEnv(text) {
+  const out = {};
+  for (const line of text.split('\n')) {
+    const m = line.match(/^\s*([A-Z0-9_]+)=(.*)$/);
+    if (m) out[m[1]] = m[2].replace(/^["']|["']$/g, '');
+  }
+  return out;
+}
+
+before(async () => {
+  for (const b of ['hangard', 'hangar-agent']) {
+    assert.ok(existsSync(path.join(binDir, b)), `${binDir}/${b} is missing: run make build first`);
+  }
+  assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: apt-get install -y chromium`);
+  await mkdir(artifacts, { recursive: true });
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'hangar-web-test-'));
+  // Sessions run `claude` by default; here it is a plain bash.
+  const tools = path.join(tmp, 'tools');
+  await mkdir(tools);
+  await writeFile(path.join(tools, 'claude'), '#!/bin/sh\nexec bash --norc --noprofile -i\n');
+  await chmod(path.join(tools, 'claude'), 0o755);
+  const data = path.join(tmp, 'data');
+  const port = await freePort();
+  daemon = spawn(path.join(binDir, 'hangard'), ['dev', '--data', data, '--listen', `127.0.0.1:${port}`], {
+    env: { ...process.env, PATH: `${tools}:${process.env.PATH}` },
+    detached: true, // its own process group, so that cleanup reaches every machine
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  daemon.stdout.on('data', (d) => { daemonLog += d; });
+  daemon.stderr.on('data', (d) => { daemonLog += d; });
+  let exited = null;
+  daemon.on('exit', (code) => { exited = code; });
+  env = await waitFor('dev.env', async () => {
+    if (exited !== null) throw new Error(`hangard dev exited with ${exited}:\n${daemonLog.slice(-4000)}`);
+    try {
+      const e = parseEnv(await readFile(path.join(data, 'dev.env'), 'utf8'));
+      return e.HANGAR_URL && e.HANGAR_TOKEN ? e : null;
+    } catch { return null; }
+  });
+  await waitFor('healthz', async () => {
+    try { return (await fetch(`${env.HANGAR_URL}/healthz`)).ok; } catch { return false; }
+  });
+  context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
+    executablePath: chromiumPath,
+    headless: true,
+    viewport: { width: 1200, height: 800 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: env.HANGAR_URL }).catch(() => {});
+});
+
+after(async () => {
+  if (context) await context.close().catch(() => {});
+  if (daemon && daemon.exitCode === null) {
+    try { process.kill(-daemon.pid, 'SIGTERM'); } catch { /* gone */ }
+    await waitFor('hangard to stop', () => daemon.exitCode !== null || daemon.signalCode !== null, 20000)
+      .catch(() => { try { process.kill(-daemon.pid, 'SIGKILL'); } catch { /* gone */ } });
+  }
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+const screen = (page) => page.evaluate(() => window.hangar.screenText());
+
+async function typeLine(page, text) {
+  await page.locator('#terminal').click();
+  await page.keyboard.type(text);
+  await page.keyboard.press('Enter');
+}
+
+test('web terminal: sign in, create, type, drop and resume losslessly, share, end', { timeout: 240000 }, async (t) => {
+  const page = await context.newPage();
+  page.on('pageerror', (err) => { t.diagnostic(`page error: ${err.message}`); });
+  try {
+    await page.goto(`${env.HANGAR_URL}/`);
+    // Sign in.
+    await page.locator('#signin-key').fill('not-a-key');
+    await page.locator('#signin-form button').click();
+    await page.locator('#signin-error').filter({ hasText: 'not accepted' }).waitFor();
+    await page.locator('#signin-key').fill(env.HANGAR_TOKEN);
+    await page.locator('#signin-form button').click();
+    await page.locator('#home').waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('hangar.apiKey')), env.HANGAR_TOKEN);
+
+    // Create a session in the dev pool (it shows claim progress, then the terminal).
+    await page.locator('#create-pool option[value="dev"]').waitFor({ state: 'attached' });
+    await page.locator('#create-pool').selectOption('dev');
+    await page.locator('#create-submit').click();
+    await page.locator('#term-view').waitFor();
+    await page.locator('#st-link[data-link="attached"]').waitFor({ timeout: 90000 });
+    await waitFor('a prompt', async () => /[$#] ?$/m.test(await screen(page)), 30000);
+
+    // Type a command, see its output.
+    await typeLine(page, 'echo hello-$((6*7))');
+    await waitFor('command output', async () => (await screen(page)).includes('hello-42'), 30000);
+
+    // The terminal's size reached the PTY.
+    const { cols, rows } = await page.evaluate(() => ({ cols: window.hangar.term.cols, rows: window.hangar.term.rows }));
+    await typeLine(page, 'stty size');
+    await waitFor('stty size', async () => (await screen(page)).includes(`${rows} ${cols}`), 30000);
+
+    // Drop the WebSocket while output streams; the terminal reconnects by
+    // itself and every line arrives exactly once, in order.
+    await typeLine(page, 'for i in $(seq 1 80); do echo "line-$i-end"; sleep 0.02; done; echo done-$((1+1))');
+    await waitFor('streaming to start', async () => (await screen(page)).includes('line-10-end'), 30000);
+    await page.evaluate(() => window.hangar.dropConnection());
+    await waitFor('the reconnect', () => page.evaluate(() => window.hangar.link.reconnects >= 1), 30000);
+    await waitFor('the loop to finish', async () => (await screen(page)).includes('done-2'), 60000);
+    const text = await screen(page);
+    const lines = text.split('\n').filter((l) => /^line-\d+-end$/.test(l.trim())).map((l) => l.trim());
+    assert.deepEqual(lines, Array.from({ length: 80 }, (_, i) => `line-${i + 1}-end`), 'output lost or doubled across the reconnect');
+
+    // Input after the reconnect is applied once.
+    await typeLine(page, 'echo after-$((20+3))');
+    await waitFor('input after reconnect', async () => (await screen(page)).includes('after-23'), 30000);
+    assert.equal((await screen(page)).split('\n').filter((l) => l.trim() === 'after-23').length, 1);
+
+    // Status line: state, elapsed, cost.
+    await page.locator('#st-state[data-state="ready"]').waitFor();
+    assert.match(await page.locator('#st-cost').innerText(), /^cost \$\d+\.\d{4}$/);
+    assert.match(await page.locator('#st-elapsed').innerText(), /^elapsed \d+:\d\d/);
+    await page.screenshot({ path: path.join(artifacts, 'web-terminal.png') });
+
+    // A read-only share link shows the same terminal to a viewer without a key.
+    await page.locator('#share').click();
+    const shareURL = await page.locator('#share-url').inputValue();
+    assert.match(shareURL, /\?view=.+&ticket=/);
+    const viewer = await context.newPage();
+    await viewer.goto(shareURL);
+    await viewer.locator('#st-link[data-link="attached"]').waitFor({ timeout: 30000 });
+    await waitFor('the viewer to see the output', async () => (await screen(viewer)).includes('after-23'), 30000);
+    assert.equal(await viewer.locator('#end').isVisible(), false);
+    await viewer.screenshot({ path: path.join(artifacts, 'web-terminal-readonly.png') });
+    await viewer.close();
+
+    // End the session from the page.
+    await page.locator('#end').click();
+    await page.locator('#st-state[data-state="ended"]').waitFor({ timeout: 120000 });
+    await page.locator('#overlay-text').filter({ hasText: 'Session ended' }).waitFor();
+    await page.screenshot({ path: path.join(artifacts, 'web-terminal-ended.png') });
+  } catch (err) {
+    await page.screenshot({ path: path.join(artifacts, 'web-terminal-failure.png') }).catch(() => {});
+    t.diagnostic(`hangard log (tail):\n${daemonLog.slice(-3000)}`);
+    throw err;
+  }
+});
