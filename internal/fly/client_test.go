@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -446,22 +448,29 @@ func hangUp(w http.ResponseWriter) {
 
 func TestCreateMachineRecoversByName(t *testing.T) {
 	f := newFakeFly(t)
-	var created atomic.Bool
+	var mu sync.Mutex
+	var made []Machine
+	old := sampleMachine("m0")
+	old.Name = "standby-9" // an older machine sharing the name, e.g. a template being rewritten
+	old.Config = &MachineConfig{Image: "i"}
+	made = append(made, old)
 	f.handle("POST /v1/apps/a/machines", func(w http.ResponseWriter, r *http.Request) {
-		created.Store(true) // the machine exists, but the answer is lost
-		hangUp(w)
+		var req CreateMachineRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		made = append(made, Machine{ID: "m9", Name: req.Name, State: StateCreated, Config: req.Config,
+			CreatedAt: time.Now().UTC().Format(time.RFC3339)})
+		mu.Unlock()
+		hangUp(w) // the machine exists, but the answer is lost
 	})
 	f.handle("GET /v1/apps/a/machines", func(w http.ResponseWriter, r *http.Request) {
-		var ms []Machine
-		if created.Load() {
-			m := sampleMachine("m9")
-			m.Name = "standby-9"
-			ms = append(ms, m)
-		}
-		writeJSON(w, 200, ms)
+		mu.Lock()
+		defer mu.Unlock()
+		writeJSON(w, 200, made)
 	})
 	c := f.client(Options{HTTPClient: &http.Client{}})
-	m, err := c.CreateMachine(context.Background(), "a", CreateMachineRequest{Name: "standby-9", Config: &MachineConfig{Image: "i"}})
+	cfg := &MachineConfig{Image: "i", Metadata: map[string]string{"hangar_spec": "h1"}}
+	m, err := c.CreateMachine(context.Background(), "a", CreateMachineRequest{Name: "standby-9", Config: cfg})
 	if err != nil || m.ID != "m9" {
 		t.Fatalf("create = %+v, %v", m, err)
 	}
@@ -469,9 +478,31 @@ func TestCreateMachineRecoversByName(t *testing.T) {
 		t.Fatalf("create sent %d times", n)
 	}
 	// With a lease asked for, the nonce is unknown: the caller must hear it.
-	_, err = c.CreateMachine(context.Background(), "a", CreateMachineRequest{Name: "standby-9", LeaseTTL: 10, Config: &MachineConfig{Image: "i"}})
+	_, err = c.CreateMachine(context.Background(), "a", CreateMachineRequest{Name: "standby-9", LeaseTTL: 10, Config: cfg})
 	if err == nil || !strings.Contains(err.Error(), "lease nonce is unknown") {
 		t.Fatalf("leased ambiguous create: %v", err)
+	}
+}
+
+func TestCreateMachineIgnoresOlderNamesake(t *testing.T) {
+	f := newFakeFly(t)
+	var n atomic.Int32
+	f.handle("POST /v1/apps/a/machines", func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			flyErr(w, http.StatusBadGateway, "bad gateway", "") // nothing was created
+			return
+		}
+		writeJSON(w, 200, Machine{ID: "new", Name: "tmpl", State: StateCreated})
+	})
+	f.handle("GET /v1/apps/a/machines", func(w http.ResponseWriter, r *http.Request) {
+		old := sampleMachine("old") // created 2026-01-01, same name, different spec
+		old.Name = "tmpl"
+		writeJSON(w, 200, []Machine{old})
+	})
+	c := f.client(Options{})
+	m, err := c.CreateMachine(context.Background(), "a", CreateMachineRequest{Name: "tmpl", Config: &MachineConfig{Image: "registry.example/img:1", Metadata: map[string]string{"hangar_pool": "p1"}}})
+	if err != nil || m.ID != "new" {
+		t.Fatalf("create = %+v, %v", m, err)
 	}
 }
 
@@ -805,7 +836,9 @@ func TestIsTransient(t *testing.T) {
 
 func TestUntrustedCertificateNotRetried(t *testing.T) {
 	var n atomic.Int32
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Add(1) }))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Add(1) }))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	c, err := New(Options{BaseURL: srv.URL})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -41,6 +42,7 @@ func (c *Client) CreateMachine(ctx context.Context, app string, req CreateMachin
 		return nil, fmt.Errorf("create machine in %s: config.image is required", app)
 	}
 	var lastErr error
+	started := time.Now()
 	for round := 1; round <= c.maxAttempts; round++ {
 		var out Machine
 		r := &request{action: "machine_create", method: http.MethodPost, path: machinesPath(app), body: req, out: &out, policy: unsentOnly}
@@ -52,7 +54,7 @@ func (c *Client) CreateMachine(ctx context.Context, app string, req CreateMachin
 		if !r.ambiguous || req.Name == "" || ctx.Err() != nil {
 			break
 		}
-		m, ferr := c.findMachineByName(ctx, app, req.Name)
+		m, ferr := c.findCreated(ctx, app, req, started)
 		if ferr != nil {
 			break
 		}
@@ -74,15 +76,31 @@ func (c *Client) CreateMachine(ctx context.Context, app string, req CreateMachin
 	return nil, fmt.Errorf("create machine in %s: %w", app, lastErr)
 }
 
-func (c *Client) findMachineByName(ctx context.Context, app, name string) (*Machine, error) {
+// createdSkew is how much older than our first attempt a machine found
+// after an ambiguous create may look, to allow for clock skew with Fly.
+const createdSkew = time.Minute
+
+// findCreated looks for the machine an ambiguous create may have made: same
+// name, image and metadata, alive, and not created well before the first
+// attempt (so an older machine that merely shares the name, e.g. a template
+// being rewritten, is not mistaken for ours).
+func (c *Client) findCreated(ctx context.Context, app string, req CreateMachineRequest, started time.Time) (*Machine, error) {
 	ms, err := c.ListMachines(ctx, app, ListMachinesOptions{})
 	if err != nil {
 		return nil, err
 	}
 	for i := range ms {
-		if ms[i].Name == name && ms[i].State != StateDestroyed && ms[i].State != StateDestroying {
-			return &ms[i], nil
+		m := &ms[i]
+		if m.Name != req.Name || m.State == StateDestroyed || m.State == StateDestroying {
+			continue
 		}
+		if m.Config != nil && (m.Config.Image != req.Config.Image || !maps.Equal(m.Config.Metadata, req.Config.Metadata)) {
+			continue
+		}
+		if t, err := time.Parse(time.RFC3339, m.CreatedAt); err == nil && t.Before(started.Add(-createdSkew)) {
+			continue
+		}
+		return m, nil
 	}
 	return nil, nil
 }
