@@ -85,8 +85,9 @@ type Emulator struct {
 	ips     *ipAllocator
 	tempDir bool // DataDir was created by New and is removed by Close
 
-	faultMu sync.Mutex
-	faults  *mrand.Rand
+	faultMu  sync.Mutex
+	faults   *mrand.Rand
+	injected int
 
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -237,6 +238,13 @@ func (e *Emulator) LaunchedPIDs() []int {
 	return append([]int(nil), e.launched...)
 }
 
+// FaultsInjected returns how many calls fault injection has failed so far.
+func (e *Emulator) FaultsInjected() int {
+	e.faultMu.Lock()
+	defer e.faultMu.Unlock()
+	return e.injected
+}
+
 // Machine returns the machine as the API would show it.
 func (e *Emulator) Machine(app, id string) (fly.Machine, bool) {
 	e.mu.Lock()
@@ -369,6 +377,9 @@ func (e *Emulator) injectFault(w http.ResponseWriter, r *http.Request) bool {
 	e.faultMu.Lock()
 	hit := e.faults.Float64() < e.cfg.FaultRate
 	kind := e.faults.IntN(3)
+	if hit {
+		e.injected++
+	}
 	e.faultMu.Unlock()
 	if !hit {
 		return false

@@ -266,7 +266,9 @@ func TestLifecycle(t *testing.T) {
 	if upd.InstanceID == before.InstanceID || upd.Config.Metadata["v"] != "2" {
 		t.Errorf("update kept version %s / metadata %v", upd.InstanceID, upd.Config.Metadata)
 	}
-	e.c.WaitMachine(c, app, m.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Version: upd.InstanceID, Timeout: 30 * time.Second})
+	if _, err := e.c.WaitMachine(c, app, m.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Version: upd.InstanceID, Timeout: 30 * time.Second}); err != nil {
+		t.Fatalf("wait for the updated version: %v", err)
+	}
 	eventually(t, "updated process to run", func() bool {
 		return readFile(filepath.Join(e.srv.MachineDir(app, m.ID), "updated.txt")) == "updated"
 	})
@@ -940,6 +942,11 @@ func TestFaultInjectionBatch(t *testing.T) {
 	if n := e.srv.ProcessCount(); n != 0 {
 		t.Errorf("%d processes left", n)
 	}
+	// 50 cycles make well over 300 calls: at 20 % dozens of them failed.
+	if n := e.srv.FaultsInjected(); n < 30 {
+		t.Errorf("only %d faults injected", n)
+	}
+	t.Logf("%d faults injected", e.srv.FaultsInjected())
 	pids := e.srv.LaunchedPIDs()
 	if len(pids) < cycles {
 		t.Errorf("only %d processes launched for %d cycles", len(pids), cycles)
