@@ -53,6 +53,7 @@ type agentProc struct {
 	url       string
 	machineID string
 	signer    *agentauth.Signer
+	key       ed25519.PrivateKey
 	client    *agentapi.Client
 	cmd       *exec.Cmd
 	logs      *syncBuffer
@@ -79,7 +80,7 @@ func startAgent(t *testing.T, o agentOpts) *agentProc {
 	}
 	other, _ := agentauth.GenerateKey()
 	root := t.TempDir()
-	a := &agentProc{t: t, machineID: "m-" + filepath.Base(root), signer: agentauth.NewSigner(key),
+	a := &agentProc{t: t, machineID: "m-" + filepath.Base(root), signer: agentauth.NewSigner(key), key: key,
 		logs: &syncBuffer{}, workspace: filepath.Join(root, "workspace"), home: filepath.Join(root, "home"),
 		done: make(chan struct{}), fake: fake}
 	if err := os.MkdirAll(a.home, 0o755); err != nil {
@@ -262,6 +263,10 @@ func (a *agentProc) dial(session, proto string) (*websocket.Conn, *http.Response
 	if err != nil {
 		return nil, nil, err
 	}
+	return a.dialWithToken(tok, proto)
+}
+
+func (a *agentProc) dialWithToken(tok, proto string) (*websocket.Conn, *http.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	h := http.Header{}
