@@ -4,6 +4,7 @@ package flyemu_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -331,16 +332,75 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-func TestDestroyAcceptsKill(t *testing.T) {
-	e := start(t, flyemu.Config{})
+// TestOtherForms covers the forms other Fly clients send (fly-go's kill=true
+// and numeric signals), cordoning, one secret by name, and updates of a
+// machine that is not running.
+func TestOtherForms(t *testing.T) {
+	e := start(t, flyemu.Config{Latency: time.Millisecond})
+	c := ctx(t)
 	app := e.app(t, "kill")
-	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exec sleep 1000")})
+	base := e.srv.URL + "/v1/apps/kill"
+
+	if _, err := e.c.SetSecret(c, app, "TOKEN", "abc"); err != nil {
+		t.Fatal(err)
+	}
+	code, _, body := raw(t, "GET", base+"/secrets/TOKEN?show_secrets=true", "")
+	var sec fly.AppSecret
+	if code != http.StatusOK || json.Unmarshal(body, &sec) != nil || sec.Name != "TOKEN" || sec.Value != "abc" {
+		t.Errorf("get secret: %d %s", code, body)
+	}
+	if code, _, _ := raw(t, "GET", base+"/secrets/NOPE", ""); code != http.StatusNotFound {
+		t.Errorf("get missing secret: %d", code)
+	}
+
+	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("echo $$ > ready; exec sleep 1000")})
 	e.wait(t, app, m.ID, fly.StateStarted)
+	if err := e.c.CordonMachine(c, app, m.ID, ""); err != nil {
+		t.Errorf("cordon: %v", err)
+	}
+	if got := e.get(t, app, m.ID); !got.Cordoned {
+		t.Error("cordoned machine not reported cordoned")
+	}
+	if err := e.c.UncordonMachine(c, app, m.ID, ""); err != nil {
+		t.Errorf("uncordon: %v", err)
+	}
+	if got := e.get(t, app, m.ID); got.Cordoned {
+		t.Error("uncordoned machine still cordoned")
+	}
+
+	// fly-go's Kill sends the signal as a number.
+	if code, _, body := raw(t, "POST", base+"/machines/"+m.ID+"/signal", `{"signal":9}`); code != http.StatusOK {
+		t.Fatalf("numeric signal: %d %s", code, body)
+	}
+	e.wait(t, app, m.ID, fly.StateStopped)
+
+	// Update of a stopped machine: skip_launch keeps it stopped, otherwise it starts.
+	cfg := shell("exec sleep 1000")
+	cfg.Metadata = map[string]string{"v": "2"}
+	upd, err := e.c.UpdateMachine(c, app, m.ID, fly.UpdateMachineRequest{Config: cfg, SkipLaunch: true}, "")
+	if err != nil {
+		t.Fatalf("update with skip_launch: %v", err)
+	}
+	if got := e.get(t, app, m.ID); got.State != fly.StateStopped || got.InstanceID != upd.InstanceID {
+		t.Errorf("after update with skip_launch: state %s version %s", got.State, got.InstanceID)
+	}
+	if _, running := e.srv.PIDs()[m.ID]; running {
+		t.Error("update with skip_launch started a process")
+	}
+	if _, err := e.c.UpdateMachine(c, app, m.ID, fly.UpdateMachineRequest{Config: cfg}, ""); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	e.wait(t, app, m.ID, fly.StateStarted)
+
 	// fly-go's form of force.
-	if code, _, body := raw(t, "DELETE", e.srv.URL+"/v1/apps/kill/machines/"+m.ID+"?kill=true", ""); code != http.StatusOK {
+	if code, _, body := raw(t, "DELETE", base+"/machines/"+m.ID+"?kill=true", ""); code != http.StatusOK {
 		t.Fatalf("destroy with kill=true: %d %s", code, body)
 	}
 	e.wait(t, app, m.ID, fly.StateDestroyed)
+	// Destroy is idempotent.
+	if err := e.c.DestroyMachine(c, app, m.ID, false, ""); err != nil {
+		t.Errorf("destroy a destroyed machine: %v", err)
+	}
 }
 
 func TestSuspendKeepsMemory(t *testing.T) {
