@@ -101,7 +101,7 @@ func addSpecErrors(diags *diag.Diagnostics, err error, skip func(field string) b
 		if skip != nil && skip(f.Field) {
 			continue
 		}
-		diags.AddAttributeError(fieldPath(f.Field), "Invalid "+attributeTitle(f.Field), f.Message+".")
+		diags.AddAttributeError(fieldPath(f.Field), "Invalid "+attributeTitle(f.Field), f.Field+": "+f.Message+".")
 	}
 }
 

@@ -24,7 +24,7 @@ func (v stringCheck) ValidateString(_ context.Context, req validator.StringReque
 		return
 	}
 	if err := v.check(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, v.title, err.Error()+".")
+		resp.Diagnostics.AddAttributeError(req.Path, v.title, req.Path.String()+": "+err.Error()+".")
 	}
 }
 
