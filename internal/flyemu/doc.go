@@ -27,7 +27,8 @@
 // Machines are real local processes. config.init.exec (else init.entrypoint
 // + init.cmd over the image's) names the process; an image maps to a command
 // through Config.Images (LoadImages reads a JSON or HCL file), else runs
-// Config.AgentBinary. Each process leads its own process group, runs in
+// Config.AgentBinary (with HANGAR_WORKSPACE=workspace, so that each agent
+// works inside its own machine directory). Each process leads its own process group, runs in
 // DataDir/<app>/<machine id> with HOME in a "home" directory there and its
 // output in "machine.log", and gets the machine env, the app's secrets, PATH
 // and Fly's runtime variables (FLY_APP_NAME, FLY_MACHINE_ID, FLY_ALLOC_ID,

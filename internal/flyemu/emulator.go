@@ -31,8 +31,9 @@ type Config struct {
 	// Close removes.
 	DataDir string
 	// AgentBinary runs images that have no entry in Images and machines
-	// without init.exec / init.entrypoint. Empty: hangar-agent next to the
-	// running executable, else hangar-agent on PATH.
+	// without init.exec / init.entrypoint, with HANGAR_WORKSPACE=workspace
+	// (inside the machine's directory) unless the machine env sets it. Empty:
+	// hangar-agent next to the running executable, else hangar-agent on PATH.
 	AgentBinary string
 	// Images maps image refs to the command they run (see Image).
 	Images map[string]Image

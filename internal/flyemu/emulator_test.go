@@ -961,6 +961,16 @@ image "example/worker" {
 	if w, err := e.c.WaitMachine(c, app, m3.ID, fly.WaitOptions{States: []string{fly.StateFailed}, Timeout: 10 * time.Second}); err != nil || w.State != fly.StateFailed {
 		t.Errorf("unmapped image with a missing agent: %+v, %v", w, err)
 	}
+
+	// An unmapped image runs the agent binary, working inside its machine dir.
+	agent := filepath.Join(dir, "fake-agent")
+	os.WriteFile(agent, []byte("#!/bin/sh\necho \"$HANGAR_WORKSPACE $*\" > ws\nexec sleep 1000\n"), 0o755)
+	e2 := start(t, flyemu.Config{AgentBinary: agent})
+	app2 := e2.app(t, "agent")
+	m4 := e2.create(t, app2, fly.CreateMachineRequest{Config: &fly.MachineConfig{Image: "registry.example/hangar-worker:1",
+		Init: &fly.Init{Cmd: []string{"--flag"}}}})
+	e2.wait(t, app2, m4.ID, fly.StateStarted)
+	eventually(t, "agent output", func() bool { return readFile(filepath.Join(e2.srv.MachineDir(app2, m4.ID), "ws")) == "workspace --flag" })
 }
 
 func TestFaultInjectionBatch(t *testing.T) {

@@ -259,7 +259,9 @@ func (e *Emulator) processSpec(m *machine) (processSpec, error) {
 	cfg := &m.config
 	img, mapped := e.image(cfg.Image)
 	if !mapped {
-		img = Image{Entrypoint: []string{e.cfg.AgentBinary}}
+		// The agent's default workspace (/workspace) would be shared by every
+		// machine on the host; a relative one lands in the machine's dir.
+		img = Image{Entrypoint: []string{e.cfg.AgentBinary}, Env: map[string]string{"HANGAR_WORKSPACE": "workspace"}}
 	}
 	var argv []string
 	if cfg.Init != nil && len(cfg.Init.Exec) > 0 {
