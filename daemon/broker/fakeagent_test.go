@@ -21,7 +21,7 @@ import (
 // application with input_applied, one writer at a time, exit, ping/pong, and
 // fault injection. It verifies every dial's token like the real agent.
 type fakeAgent struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *httptest.Server
 	verifier *agentauth.Verifier
 	jsonl    bool
@@ -65,7 +65,7 @@ type fakeConn struct {
 	cancel context.CancelFunc
 }
 
-func newFakeAgent(t *testing.T, signer *agentauth.Signer, jsonl bool) *fakeAgent {
+func newFakeAgent(t testing.TB, signer *agentauth.Signer, jsonl bool) *fakeAgent {
 	t.Helper()
 	v, err := agentauth.NewVerifier([]ed25519.PublicKey{signer.PublicKey()}, "m-1")
 	if err != nil {

@@ -36,7 +36,7 @@ func testLogger(t testing.TB) hclog.Logger {
 
 // harness runs a Broker behind an HTTP server in front of a fake agent.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	signer *agentauth.Signer
 	agent  *fakeAgent
 	broker *Broker
@@ -57,7 +57,7 @@ type harness struct {
 	reconnects    atomic.Int64
 }
 
-func newHarness(t *testing.T, jsonl bool, tune func(*Config)) *harness {
+func newHarness(t testing.TB, jsonl bool, tune func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, signer: newSigner(t)}
 	h.shutdown, h.cancel = context.WithCancel(context.Background())
@@ -135,7 +135,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 
 // testClient is a WebSocket client of the broker.
 type testClient struct {
-	t *testing.T
+	t testing.TB
 	c *websocket.Conn
 }
 

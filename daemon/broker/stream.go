@@ -422,9 +422,6 @@ func (s *stream) handleAgentFrame(conn *websocket.Conn, typ websocket.MessageTyp
 		}
 	}
 	if typ == websocket.MessageBinary {
-		if s.pendingErr != nil {
-			s.flushPendingErr()
-		}
 		if err := s.writeClient(typ, b); err != nil {
 			return err
 		}
@@ -435,9 +432,6 @@ func (s *stream) handleAgentFrame(conn *websocket.Conn, typ websocket.MessageTyp
 	if err != nil {
 		s.log.Debug("agent sent a malformed control frame", "error", err)
 		return nil
-	}
-	if mt != wire.TypePing && mt != wire.TypePong && s.pendingErr != nil {
-		s.flushPendingErr()
 	}
 	switch mt {
 	case wire.TypePing:
@@ -473,8 +467,9 @@ func (s *stream) handleAgentFrame(conn *websocket.Conn, typ websocket.MessageTyp
 	case wire.TypeError:
 		var e wire.Error
 		if decodeInto(b, &e) && (e.Code == wire.ErrCodeCredentialsExpired || e.Code == wire.ErrCodeUnavailable) {
-			// Likely followed by a close the broker handles itself (re-dial);
-			// the client only sees it if the close is not retried.
+			// These precede a close the broker handles itself (re-dial), maybe
+			// after more output; the client only sees the error if the hop
+			// ends in a way the broker does not retry.
 			s.pendingErr = append([]byte(nil), b...)
 			return nil
 		}

@@ -1,0 +1,78 @@
+package broker
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/hangarhq/hangar/internal/wire"
+)
+
+// BenchmarkIdleStreams reports the daemon-side cost of an attached idle
+// read-only stream: heap bytes and goroutines per stream beyond what the
+// same number of direct client-agent connections cost in this process.
+func BenchmarkIdleStreams(b *testing.B) {
+	const n = 500
+	measure := func(direct bool) (heap, stack int64, goroutines int) {
+		h := newHarness(b, false, nil)
+		url := "ws" + strings.TrimPrefix(h.srv.URL, "http")
+		if direct {
+			url = "ws" + strings.TrimPrefix(h.agent.srv.URL, "http") + "/v1/attach"
+		}
+		runtime.GC()
+		var m0 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		g0 := runtime.NumGoroutine()
+		conns := make([]*websocket.Conn, 0, n)
+		for range n {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			opts := &websocket.DialOptions{Subprotocols: []string{wire.SubprotocolPTY}}
+			if direct {
+				tok, _ := h.signer.Token("m-1", "s-1")
+				opts.HTTPHeader = map[string][]string{"Authorization": {"Bearer " + tok}}
+			}
+			c, _, err := websocket.Dial(ctx, url, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = c.Write(ctx, websocket.MessageText, wire.MustEncode(&wire.Attach{From: wire.LiveTail, Role: wire.RoleReader}))
+			for { // attached, replayed
+				_, d, err := c.Read(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if mt, _ := wire.PeekType(d); mt == wire.TypeReplayed {
+					break
+				}
+			}
+			cancel()
+			conns = append(conns, c)
+		}
+		// Let every stream settle into its idle state.
+		time.Sleep(200 * time.Millisecond)
+		// Several cycles: each may halve the stacks of idle goroutines.
+		for range 4 {
+			runtime.GC()
+		}
+		var m1 runtime.MemStats
+		runtime.ReadMemStats(&m1)
+		g1 := runtime.NumGoroutine()
+		for _, c := range conns {
+			_ = c.CloseNow()
+		}
+		return int64(m1.HeapInuse) - int64(m0.HeapInuse), int64(m1.StackInuse) - int64(m0.StackInuse), g1 - g0
+	}
+	for range b.N {
+		dh, ds, dg := measure(true)
+		bh, bs, bg := measure(false)
+		b.ReportMetric(float64(bh-dh+bs-ds)/n, "B/stream")
+		b.ReportMetric(float64(bh-dh)/n, "heapB/stream")
+		b.ReportMetric(float64(bs-ds)/n, "stackB/stream")
+		b.ReportMetric(float64(bg-dg)/n, "goroutines/stream")
+	}
+}
+
