@@ -18,7 +18,8 @@ import (
 // replicas. Compare-and-set goes through SELECT … FOR UPDATE; leadership is a
 // session advisory lock held on a connection of its own.
 type pgStore struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	schema string // current_schema() of the store's connections
 
 	mu      sync.Mutex // guards leaders, idle and closed
 	leaders map[string]*pgLeader
@@ -33,14 +34,12 @@ type pgLeader struct {
 	conn *pgx.Conn
 }
 
-// migrationLockKey is the advisory lock that serialises migrations of
-// replicas starting at once.
-var migrationLockKey = lockKey("hangar:schema_migrations")
-
-// lockKey maps a name to an advisory lock key.
-func lockKey(name string) int64 {
+// lockKey maps a name to an advisory lock key. Advisory locks are scoped to
+// a database, so the key includes the schema: deployments that share a
+// database in separate schemas do not share locks.
+func (s *pgStore) lockKey(name string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte(name))
+	h.Write([]byte("hangar\x00" + s.schema + "\x00" + name))
 	return int64(h.Sum64())
 }
 
@@ -62,6 +61,16 @@ func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	s := &pgStore{pool: pool, leaders: map[string]*pgLeader{}}
+	var schema *string
+	if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if schema == nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: no schema selected (the search_path names no existing schema)")
+	}
+	s.schema = *schema
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres: %w", err)
@@ -81,6 +90,7 @@ func (s *pgStore) migrate(ctx context.Context) (err error) {
 	defer conn.Release()
 	// Replicas starting together take turns: the lock is held across every
 	// migration, and even CREATE TABLE IF NOT EXISTS is not safe to race.
+	migrationLockKey := s.lockKey("schema_migrations")
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
 		return fmt.Errorf("migrate: take lock: %w", err)
 	}
@@ -542,7 +552,7 @@ func (s *pgStore) TryLeader(ctx context.Context, name string) (bool, func(), err
 	if held {
 		return false, noop, nil
 	}
-	key := lockKey("hangar:leader:" + name)
+	key := s.lockKey("leader:" + name)
 	conn, ok, err := s.tryLock(ctx, key)
 	if err != nil {
 		return false, noop, fmt.Errorf("try leader %s: %w", name, err)

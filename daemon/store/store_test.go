@@ -50,11 +50,11 @@ func TestSQLiteReplicas(t *testing.T) {
 func TestPostgres(t *testing.T) {
 	cluster := storetest.StartPostgres(t)
 	t.Run("suite", func(t *testing.T) {
-		storetest.Run(t, func(t *testing.T) store.Store { return openStore(t, storetest.CreateDatabase(t, cluster)) })
+		storetest.Run(t, func(t *testing.T) store.Store { return openStore(t, storetest.CreateSchema(t, cluster)) })
 	})
 	t.Run("replicas", func(t *testing.T) {
 		storetest.RunReplicas(t, func(t *testing.T) (store.Store, store.Store) {
-			dsn := storetest.CreateDatabase(t, cluster)
+			dsn := storetest.CreateSchema(t, cluster)
 			return openStore(t, dsn), openStore(t, dsn)
 		}, true)
 	})
@@ -84,6 +84,36 @@ func TestPostgres(t *testing.T) {
 			}
 			return &r, rows.Err()
 		})
+	})
+	t.Run("schemas_are_separate", func(t *testing.T) {
+		// Two deployments in two schemas of one database: separate data,
+		// separate leader locks.
+		a := openStore(t, storetest.CreateSchema(t, cluster))
+		b := openStore(t, storetest.CreateSchema(t, cluster))
+		ctx := context.Background()
+		if err := a.CreateTenant(ctx, &store.Tenant{Name: "same"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.CreateTenant(ctx, &store.Tenant{Name: "same"}); err != nil {
+			t.Fatalf("a tenant name in one schema blocked it in another: %v", err)
+		}
+		okA, releaseA, err := a.TryLeader(ctx, "reconciler")
+		if err != nil || !okA {
+			t.Fatalf("TryLeader(a) = %v, %v", okA, err)
+		}
+		defer releaseA()
+		okB, releaseB, err := b.TryLeader(ctx, "reconciler")
+		if err != nil || !okB {
+			t.Fatalf("TryLeader(b) in another schema = %v, %v; want granted", okB, err)
+		}
+		releaseB()
+	})
+	t.Run("missing_schema", func(t *testing.T) {
+		dsn := storetest.CreateDatabase(t, cluster) + "&search_path=nope"
+		if s, err := store.Open(context.Background(), dsn); err == nil {
+			s.Close()
+			t.Fatal("Open with a search_path naming no schema succeeded")
+		}
 	})
 	t.Run("open_dsn", func(t *testing.T) {
 		dsn := storetest.CreateDatabase(t, cluster)

@@ -168,6 +168,35 @@ func CreateDatabase(t testing.TB, dsn string) string {
 	return withDatabase(dsn, name)
 }
 
+var schemaSeq atomic.Int64
+
+// CreateSchema creates a fresh, empty schema in the database that dsn
+// points at and returns a DSN whose connections use it (search_path). It is
+// a thousand times cheaper than CreateDatabase; stores in different schemas
+// of one database are fully separate (their advisory locks included).
+func CreateSchema(t testing.TB, dsn string) string {
+	t.Helper()
+	name := fmt.Sprintf("hangar_%d_%d", os.Getpid(), schemaSeq.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("storetest: connect to create a schema: %v", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("storetest: create schema %s: %v", name, err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("storetest: dsn is not a URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", name) // pgx sends unknown parameters as run-time settings
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 func withDatabase(dsn, name string) string {
 	u, err := url.Parse(dsn)
 	if err != nil {
