@@ -57,7 +57,9 @@ func openSQLite(ctx context.Context, path, userQuery string) (*sqliteStore, erro
 	} else if !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
+	if q.Get("_busy_timeout") == "" && q.Get("_timeout") == "" {
+		q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
+	}
 	q.Set("_foreign_keys", "1")
 	q.Set("_synchronous", "NORMAL") // durable across crashes of the process in WAL mode
 	wq := cloneValues(q)

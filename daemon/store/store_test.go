@@ -227,6 +227,46 @@ func TestOpenSQLiteDSNs(t *testing.T) {
 	}
 }
 
+// Another process holding the write lock longer than the busy timeout
+// delays a write; it does not fail it.
+func TestSQLiteRetriesWhenBusy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "busy.db")
+	s := openStore(t, "sqlite://"+path+"?_busy_timeout=20")
+	other, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.SetMaxOpenConns(1)
+	ctx := context.Background()
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT INTO daemons (id, last_seen) VALUES ('other', '2030-01-01T00:00:00.000000Z')`); err != nil {
+		t.Fatal(err)
+	}
+	// The lock is held for many busy timeouts, then committed.
+	committed := make(chan error, 1)
+	time.AfterFunc(300*time.Millisecond, func() {
+		_, err := conn.ExecContext(ctx, `COMMIT`)
+		committed <- err
+	})
+	if err := s.CreateTenant(ctx, &store.Tenant{Name: "patient"}); err != nil {
+		t.Fatalf("CreateTenant while another connection held the lock: %v", err)
+	}
+	if err := <-committed; err != nil {
+		t.Fatalf("commit of the other connection: %v", err)
+	}
+	if dead, err := s.DeadDaemons(ctx, time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil || len(dead) != 1 {
+		t.Fatalf("the other connection's write = %v, %v; want [other]", dead, err)
+	}
+}
+
 func TestSQLiteFileIsPrivate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "private.db")
 	s := openStore(t, path)
