@@ -332,6 +332,7 @@ func (a *Attachment) connectOnce(ctx context.Context, out io.Writer, reconnect b
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	conn, resp, err := websocket.Dial(dctx, a.c.AttachURL(a.id, ticket), &websocket.DialOptions{
 		HTTPHeader:   hdr,
+		HTTPClient:   a.c.http, // its Timeout bounds only the handshake
 		Subprotocols: []string{subproto},
 	})
 	cancel()
