@@ -1,0 +1,437 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hangarhq/hangar/daemon/auth"
+	"github.com/hangarhq/hangar/daemon/store"
+)
+
+type ticket struct {
+	Ticket    string    `json:"ticket"`
+	Role      string    `json:"role"`
+	ExpiresAt time.Time `json:"expires_at"`
+	URL       string    `json:"url"`
+}
+
+// TestTenantIsolation: tenant A can neither see, list, attach to, share nor
+// end tenant B's session; every attempt is refused and B's session lives on.
+func TestTenantIsolation(t *testing.T) {
+	e := newEnv(t, 1, 4)
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	ta, tb := admin.createTenant("tenant-a", nil), admin.createTenant("tenant-b", nil)
+	ua, ub := admin.with(ta.APIKey), admin.with(tb.APIKey)
+
+	var bs session
+	ub.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &bs)
+	bs = ub.waitState(bs.ID, isState("ready", "failed"))
+	var bt ticket
+	ub.json("POST", "/v1/sessions/"+bs.ID+"/tickets", map[string]any{"role": "ro", "ttl": "10m", "uses": 5}, http.StatusCreated, &bt)
+
+	var as session
+	ua.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &as)
+	var at ticket
+	ua.json("POST", "/v1/sessions/"+as.ID+"/tickets", nil, http.StatusCreated, &at)
+
+	base := "/v1/sessions/" + bs.ID
+	for _, c := range []struct {
+		name, method, path string
+		body               any
+		want               int
+	}{
+		{"get", "GET", base, nil, http.StatusNotFound},
+		{"end", "DELETE", base, nil, http.StatusNotFound},
+		{"ticket", "POST", base + "/tickets", map[string]any{"role": "rw"}, http.StatusNotFound},
+		{"events", "GET", base + "/events", nil, http.StatusNotFound},
+		{"admin list tenants", "GET", "/v1/tenants", nil, http.StatusUnauthorized},
+		{"admin rotate B's key", "POST", "/v1/tenants/" + tb.ID + "/keys", nil, http.StatusUnauthorized},
+		{"admin delete B", "DELETE", "/v1/tenants/" + tb.ID, nil, http.StatusUnauthorized},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st, body, _ := ua.do(c.method, c.path, c.body)
+			if st != c.want {
+				t.Fatalf("status %d, want %d: %s", st, c.want, body)
+			}
+		})
+	}
+	t.Run("list", func(t *testing.T) {
+		var list []session
+		ua.json("GET", "/v1/sessions", nil, http.StatusOK, &list)
+		for _, s := range list {
+			if s.ID == bs.ID || s.Tenant != "tenant-a" {
+				t.Fatalf("A's list shows %+v", s)
+			}
+		}
+		if len(list) != 1 {
+			t.Fatalf("A's list: %+v", list)
+		}
+	})
+	attachURL := wsURL(d.URL) + base + "/attach"
+	for _, c := range []struct {
+		name   string
+		url    string
+		header http.Header
+		want   string
+	}{
+		{"attach with A's key", attachURL, bearer(ta.APIKey), "404"},
+		{"attach with A's ticket", attachURL + "?ticket=" + url.QueryEscape(at.Ticket), nil, "401"},
+		{"attach with no credentials", attachURL, nil, "401"},
+		{"attach with a made-up ticket", attachURL + "?ticket=hgt_nope", nil, "401"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := dialAttach(t, c.url, c.header, 0, 0); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want status %s", err, c.want)
+			}
+		})
+	}
+	// B's read-only share link works for whoever holds it, and only read-only.
+	tm, err := dialAttach(t, bt.URL, nil, -1, 0)
+	if err != nil {
+		t.Fatalf("B's share link: %v", err)
+	}
+	if tm.attached.Role != "ro" {
+		t.Fatalf("share link attached as %q", tm.attached.Role)
+	}
+	tm.close()
+	if s := ub.waitState(bs.ID, isState("ready", "ended", "failed")); s.State != "ready" {
+		t.Fatalf("B's session after A's attempts: %+v", s)
+	}
+}
+
+// TestBadInput: clear JSON errors, nothing half-done.
+func TestBadInput(t *testing.T) {
+	e := newEnv(t, 1, 4)
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	tn := admin.createTenant("bad", map[string]any{"max_sessions": 1})
+	u := admin.with(tn.APIKey)
+
+	for _, c := range []struct {
+		name     string
+		body     any
+		want     int
+		code     string
+		contains string
+	}{
+		{"malformed body", `{"pool": "test",`, 400, "bad_request", "malformed JSON"},
+		{"empty body", ``, 400, "bad_request", "empty"},
+		{"wrong type", `{"pool": 42}`, 400, "bad_request", "pool"},
+		{"missing pool", map[string]any{}, 422, "invalid", "pool"},
+		{"unknown pool", map[string]any{"pool": "nope"}, 422, "invalid", "no pool named"},
+		{"unknown tenant image", map[string]any{"pool": testPool, "tenant_image": "other"}, 422, "invalid", "tenant_image"},
+		{"unknown region", map[string]any{"pool": testPool, "region": "ams"}, 422, "invalid", "region"},
+		{"option injection", map[string]any{"pool": testPool, "repo": "--upload-pack=touch /tmp/x"}, 422, "invalid", "repo"},
+		{"ext transport", map[string]any{"pool": testPool, "repo": "ext::sh -c touch% /tmp/pwned"}, 422, "invalid", "repo"},
+		{"file URL", map[string]any{"pool": testPool, "repo": "file:///etc"}, 422, "invalid", "repo"},
+		{"password in URL", map[string]any{"pool": testPool, "repo": "https://u:secretpw@example.com/r.git"}, 422, "invalid", "git_token"},
+		{"bad branch", map[string]any{"pool": testPool, "branch": "-x"}, 422, "invalid", "branch"},
+		{"bad session branch", map[string]any{"pool": testPool, "session_branch": "a..b"}, 422, "invalid", "session_branch"},
+		{"bad mode", map[string]any{"pool": testPool, "mode": "tty"}, 422, "invalid", "mode"},
+		{"credential in env", map[string]any{"pool": testPool, "env": map[string]string{"ANTHROPIC_API_KEY": "sk-x"}}, 422, "invalid", "credentials"},
+		{"reserved env", map[string]any{"pool": testPool, "env": map[string]string{"HANGAR_AGENT_PORT": "1"}}, 422, "invalid", "reserved"},
+		{"huge terminal", map[string]any{"pool": testPool, "cols": 100000}, 422, "invalid", "cols"},
+		{"both credentials", map[string]any{"pool": testPool, "credentials": map[string]string{"anthropic_api_key": "a", "claude_oauth_token": "b"}}, 422, "invalid", "credentials"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st, body, _ := u.do("POST", "/v1/sessions", c.body)
+			var eb struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if st != c.want || json.Unmarshal(body, &eb) != nil || eb.Error.Code != c.code || !strings.Contains(eb.Error.Message, c.contains) {
+				t.Fatalf("status %d body %s; want %d %s containing %q", st, body, c.want, c.code, c.contains)
+			}
+			if strings.Contains(string(body), "secretpw") {
+				t.Fatal("the error echoes a secret")
+			}
+		})
+	}
+	var list []session
+	u.json("GET", "/v1/sessions", nil, http.StatusOK, &list)
+	if len(list) != 0 {
+		t.Fatalf("refused requests left sessions: %+v", list)
+	}
+
+	// Auth failures.
+	for _, key := range []string{"", "hgr_wrong", adminKey} {
+		if st, body, _ := u.with(key).do("GET", "/v1/sessions", nil); st != http.StatusUnauthorized {
+			t.Fatalf("key %.6q: %d %s", key, st, body)
+		}
+	}
+
+	// Over quota: one live session allowed.
+	var s session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"bash", "--norc"}}, http.StatusAccepted, &s)
+	st, body, hdr := u.do("POST", "/v1/sessions", map[string]any{"pool": testPool})
+	if st != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" || !strings.Contains(string(body), "over_quota") {
+		t.Fatalf("over quota: %d %v %s", st, hdr, body)
+	}
+	s = u.waitState(s.ID, isState("ready", "failed"))
+	if s.State != "ready" {
+		t.Fatalf("session: %+v", s)
+	}
+
+	// Tickets: bad fields, single use, expiry.
+	tp := "/v1/sessions/" + s.ID + "/tickets"
+	for _, body := range []any{
+		map[string]any{"role": "admin"}, map[string]any{"ttl": "48h", "role": "ro"},
+		map[string]any{"ttl": "soon"}, map[string]any{"uses": -1}, map[string]any{"ttl": "2h"},
+	} {
+		if st, b, _ := u.do("POST", tp, body); st != http.StatusUnprocessableEntity {
+			t.Fatalf("ticket %v: %d %s", body, st, b)
+		}
+	}
+	var tk ticket
+	u.json("POST", tp, nil, http.StatusCreated, &tk)
+	if tk.Role != "rw" || time.Until(tk.ExpiresAt) > 61*time.Second || !strings.HasPrefix(tk.URL, "ws://") {
+		t.Fatalf("default ticket: %+v", tk)
+	}
+	tm, err := dialAttach(t, tk.URL, nil, -1, 0)
+	if err != nil {
+		t.Fatalf("first use of a ticket: %v", err)
+	}
+	if tm.attached.Role != "rw" {
+		t.Fatalf("rw ticket attached as %q", tm.attached.Role)
+	}
+	tm.close()
+	if _, err := dialAttach(t, tk.URL, nil, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("reused ticket: %v", err)
+	}
+	var short ticket
+	u.json("POST", tp, map[string]any{"ttl": "1s"}, http.StatusCreated, &short)
+	time.Sleep(time.Until(short.ExpiresAt) + 100*time.Millisecond) // real time must pass for a ticket to expire
+	if _, err := dialAttach(t, short.URL, nil, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("expired ticket: %v", err)
+	}
+	// A ticket from another origin is refused; the daemon's own origin passes.
+	var o ticket
+	u.json("POST", tp, map[string]any{"uses": 2}, http.StatusCreated, &o)
+	h := http.Header{}
+	h.Set("Origin", "https://evil.example")
+	if _, err := dialAttach(t, o.URL, h, -1, 0); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("foreign origin: %v", err)
+	}
+	h.Set("Origin", d.URL)
+	if tm, err := dialAttach(t, o.URL, h, -1, 0); err != nil {
+		t.Fatalf("own origin: %v", err)
+	} else {
+		tm.close()
+	}
+
+	// End twice: the second is a conflict; attach to the ended session: 409.
+	u.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
+	u.waitState(s.ID, isState("ended", "failed"))
+	if st, b, _ := u.do("DELETE", "/v1/sessions/"+s.ID, nil); st != http.StatusConflict {
+		t.Fatalf("second end: %d %s", st, b)
+	}
+	if _, err := dialAttach(t, wsURL(d.URL)+"/v1/sessions/"+s.ID+"/attach", bearer(tn.APIKey), 0, 0); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("attach to ended: %v", err)
+	}
+	if st, _, _ := u.do("GET", "/v1/sessions/nope", nil); st != http.StatusNotFound {
+		t.Fatalf("unknown session: %d", st)
+	}
+	if st, _, _ := u.do("GET", "/v1/sessions?state=bogus", nil); st != http.StatusUnprocessableEntity {
+		t.Fatalf("bad state filter: %d", st)
+	}
+}
+
+// TestAdminAndPools covers the tenant admin API, pools, health and metrics.
+func TestAdminAndPools(t *testing.T) {
+	e := newEnv(t, 2, 4)
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	tn := admin.createTenant("ops", map[string]any{"max_session_duration": "30m", "pools": []string{"*"}})
+	if st, _, _ := admin.do("POST", "/v1/tenants", map[string]any{"name": "ops"}); st != http.StatusConflict {
+		t.Fatalf("duplicate tenant: %d", st)
+	}
+	for _, bad := range []any{map[string]any{"name": ""}, map[string]any{"name": "x", "max_session_duration": "long"}, map[string]any{"name": "y", "pools": []string{"Bad Pool"}}} {
+		if st, b, _ := admin.do("POST", "/v1/tenants", bad); st != http.StatusUnprocessableEntity {
+			t.Fatalf("tenant %v: %d %s", bad, st, b)
+		}
+	}
+	var list []tenant
+	admin.json("GET", "/v1/tenants", nil, http.StatusOK, &list)
+	if len(list) != 1 || list[0].APIKey != "" {
+		t.Fatalf("tenants: %+v", list)
+	}
+	var pools []struct {
+		Name    string `json:"name"`
+		AppName string `json:"app_name"`
+		Standby struct {
+			Total int `json:"total"`
+		} `json:"standby"`
+	}
+	admin.with(tn.APIKey).json("GET", "/v1/pools", nil, http.StatusOK, &pools)
+	if len(pools) != 1 || pools[0].Name != testPool || pools[0].AppName != testApp || pools[0].Standby.Total != 2 {
+		t.Fatalf("pools: %+v", pools)
+	}
+	other := admin.createTenant("nopools", map[string]any{"pools": []string{}})
+	admin.with(other.APIKey).json("GET", "/v1/pools", nil, http.StatusOK, &pools)
+	if len(pools) != 0 {
+		t.Fatalf("ungranted pools listed: %+v", pools)
+	}
+	if st, b, _ := admin.with(other.APIKey).do("POST", "/v1/sessions", map[string]any{"pool": testPool}); st != http.StatusUnprocessableEntity || !strings.Contains(string(b), "not granted") {
+		t.Fatalf("ungranted pool: %d %s", st, b)
+	}
+
+	// Rotation: the old key stops working at once.
+	var rotated tenant
+	admin.json("POST", "/v1/tenants/"+tn.ID+"/keys", nil, http.StatusOK, &rotated)
+	if rotated.APIKey == "" || rotated.APIKey == tn.APIKey {
+		t.Fatalf("rotate: %+v", rotated)
+	}
+	if st, _, _ := admin.with(tn.APIKey).do("GET", "/v1/sessions", nil); st != http.StatusUnauthorized {
+		t.Fatalf("old key after rotation: %d", st)
+	}
+	u := admin.with(rotated.APIKey)
+	var s session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+	s = u.waitState(s.ID, isState("ready", "failed"))
+
+	// Events: a stream of the session's changes that closes once it ended.
+	req, _ := http.NewRequest("GET", d.URL+"/v1/sessions/"+s.ID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+rotated.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %v %v", err, resp)
+	}
+	// Deleting the tenant ends its sessions.
+	if st, b, _ := admin.do("DELETE", "/v1/tenants/"+tn.ID, nil); st != http.StatusNoContent {
+		t.Fatalf("delete tenant: %d %s", st, b)
+	}
+	var states []string
+	dec := newSSE(resp)
+	for ev := range dec {
+		var x session
+		json.Unmarshal([]byte(ev), &x)
+		states = append(states, x.State)
+	}
+	if len(states) == 0 || states[0] != "ready" || states[len(states)-1] != "ended" {
+		t.Fatalf("event states %v", states)
+	}
+	assertMachineGone(t, e, s.MachineID)
+	if st, _, _ := admin.do("DELETE", "/v1/tenants/"+tn.ID, nil); st != http.StatusNotFound {
+		t.Fatalf("delete deleted tenant: %d", st)
+	}
+
+	for path, want := range map[string]string{"/healthz": `"ok":true`, "/readyz": `"ok":true`, "/metrics": "hangard_claim_duration_seconds_count", "/v1/openapi.json": `"openapi"`} {
+		st, b, _ := admin.with("").do("GET", path, nil)
+		if st != http.StatusOK || !strings.Contains(string(b), want) {
+			t.Fatalf("%s: %d %.200s", path, st, b)
+		}
+	}
+	st, b, _ := admin.with("").do("GET", "/metrics", nil)
+	for _, m := range []string{"hangard_sessions{", "hangard_fly_api_calls_total{", "hangard_sessions_finished_total{"} {
+		if st != 200 || !strings.Contains(string(b), m) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+	if st, _, _ := admin.with("").do("GET", "/", nil); st != http.StatusOK {
+		t.Fatalf("web terminal: %d", st)
+	}
+}
+
+// newSSE yields the data of each server-sent event until the stream ends.
+func newSSE(resp *http.Response) <-chan string {
+	ch := make(chan string)
+	go func() {
+		defer close(ch)
+		defer resp.Body.Close()
+		buf := make([]byte, 0, 4096)
+		tmp := make([]byte, 4096)
+		for {
+			n, err := resp.Body.Read(tmp)
+			buf = append(buf, tmp[:n]...)
+			for {
+				i := strings.Index(string(buf), "\n\n")
+				if i < 0 {
+					break
+				}
+				for _, line := range strings.Split(string(buf[:i]), "\n") {
+					if strings.HasPrefix(line, "data: ") {
+						ch <- strings.TrimPrefix(line, "data: ")
+					}
+				}
+				buf = buf[i+2:]
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// TestTakeOverDeadReplica: a replica that stopped heartbeating loses its
+// unready claims (failed, with a reason saying so, machines destroyed) and
+// its ready sessions move to a live replica.
+func TestTakeOverDeadReplica(t *testing.T) {
+	e := newEnv(t, 2, 4)
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	tn := admin.createTenant("orphans", nil)
+	u := admin.with(tn.APIKey)
+	var ready session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &ready)
+	ready = u.waitState(ready.ID, isState("ready", "failed"))
+
+	ctx := context.Background()
+	st := d.Store
+	const dead = "d-dead-replica"
+	if err := st.Heartbeat(ctx, dead, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	tnt, err := st.TenantByKeyHash(ctx, auth.Hash(tn.APIKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A claim of the dead replica that had taken a machine: mark a standby
+	// as its session machine, as a claim would.
+	sb := e.standbys[1]
+	orphan := &store.Session{ID: "orphan-claim", TenantID: tnt.ID, Pool: testPool, State: store.StateStarting,
+		AppName: testApp, MachineID: sb, Owner: dead, Mode: "pty", SessionBranch: "hangar/orphan-claim"}
+	if err := st.CreateSession(ctx, orphan); err != nil {
+		t.Fatal(err)
+	}
+	// And hand the ready session to the dead replica.
+	if _, err := st.UpdateSession(ctx, ready.ID, nil, func(s *store.Session) error { s.Owner = dead; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	failed := u.waitState("orphan-claim", isState("failed", "ended"))
+	if failed.State != "failed" || !strings.Contains(failed.Reason, dead) || !strings.Contains(failed.Reason, "stopped before") {
+		t.Fatalf("orphaned claim: %+v", failed)
+	}
+	assertMachineGone(t, e, sb)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := st.GetSession(ctx, ready.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Owner == d.DaemonID && s.State == store.StateReady {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ready session not taken over: %+v", s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ds, _ := st.DeadDaemons(ctx, time.Now()); contains(ds, dead) {
+		t.Fatal("the dead replica is still listed")
+	}
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
