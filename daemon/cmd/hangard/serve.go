@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/hangarhq/hangar/daemon/config"
+	"github.com/hangarhq/hangar/daemon/reconcile"
 	"github.com/hangarhq/hangar/daemon/service"
 )
 
@@ -17,7 +18,7 @@ func init() {
 // backgroundWorkers are the loops every replica runs beside the API (serve
 // and dev alike). The pool reconciler plugs in here.
 func backgroundWorkers() []service.Worker {
-	return nil
+	return []service.Worker{reconcile.Worker()}
 }
 
 func runServe(ctx context.Context, args []string) error {

@@ -1,0 +1,652 @@
+// Package reconcile is the daemon's pool reconciler: the part of "who owns
+// what" (docs/DESIGN.md) that falls to the daemon at run time. On the one
+// leader among replicas it periodically, for every pool of the org:
+//
+//   - trims standbys beyond min_standby per template and region (oldest
+//     first, each under its Fly lease, so a claim in flight is never hit);
+//   - replaces standbys whose hangar_spec differs from their template's
+//     (internal/pool.RollStale: under their leases, destroy before create);
+//   - tops standbys up to min_standby per template and region without taking
+//     the pool past max_machines (every standby and session machine counts,
+//     tenant images included);
+//   - leaves a pool alone whose default template is gone or draining, and a
+//     tenant image whose template is draining;
+//   - reaps session machines that no live session owns (never templates or
+//     standbys).
+//
+// Replicas that stopped heartbeating are handled by the sessions manager
+// (sessions.Manager.TakeOver); the reaper then catches whatever machine that
+// left behind.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/agentapi"
+	"github.com/hangarhq/hangar/internal/fly"
+	"github.com/hangarhq/hangar/internal/pool"
+)
+
+// LeaderName is the store leader lock the reconciler takes for each round.
+const LeaderName = "reconciler"
+
+// Defaults for Config's zero fields.
+const (
+	DefaultInterval    = 5 * time.Second
+	DefaultReapGrace   = 2 * time.Minute
+	DefaultConcurrency = 4
+	// leaseTTL bounds how long the reconciler holds a machine's lease while
+	// it destroys the machine.
+	leaseTTL = 30 * time.Second
+)
+
+// Fly is the part of the Fly Machines API client the reconciler uses.
+type Fly interface {
+	pool.Client
+	ListApps(ctx context.Context, org string) ([]fly.App, error)
+}
+
+var _ Fly = (*fly.Client)(nil)
+
+// Config configures a Reconciler.
+type Config struct {
+	Fly   Fly
+	Org   string
+	Store store.Store
+	// Interval between rounds (default DefaultInterval).
+	Interval time.Duration
+	// ReapGrace is how long a session machine whose session is over (or
+	// unknown) is left alone before it is reaped, so that the daemon
+	// ending or aborting it destroys it itself (default DefaultReapGrace).
+	ReapGrace time.Duration
+	// Concurrency bounds standby creations (and replacements) per template
+	// at once (default DefaultConcurrency).
+	Concurrency int
+	// StandbyTimeout bounds one standby creation (default pool's).
+	StandbyTimeout time.Duration
+	// AgentHTTPClient is used for suspend-mode health probes (default
+	// http.DefaultClient).
+	AgentHTTPClient *http.Client
+	// Metrics, if set, counts what the reconciler does.
+	Metrics *Metrics
+	Logger  hclog.Logger
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Reconciler converges every pool of an org on its declared standby count.
+type Reconciler struct {
+	cfg Config
+	log hclog.Logger
+}
+
+// New returns a reconciler; Run or Round drive it.
+func New(cfg Config) (*Reconciler, error) {
+	if cfg.Fly == nil || cfg.Store == nil {
+		return nil, errors.New("reconcile: Fly and Store are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.ReapGrace <= 0 {
+		cfg.ReapGrace = DefaultReapGrace
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Reconciler{cfg: cfg, log: log}, nil
+}
+
+// Run runs a round every interval until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := r.Round(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("reconcile round", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Report is what one round did, summed over pools.
+type Report struct {
+	// Leader is false when another replica held the reconciler lock (the
+	// round then did nothing).
+	Leader   bool
+	Pools    int
+	Created  int
+	Trimmed  int
+	Replaced int
+	Reaped   int
+}
+
+// Round runs one reconciliation over every pool if this replica is the
+// leader. Errors of single pools or machines are joined; the round goes on
+// with the rest.
+func (r *Reconciler) Round(ctx context.Context) (Report, error) {
+	var rep Report
+	ok, release, err := r.cfg.Store.TryLeader(ctx, LeaderName)
+	if err != nil {
+		r.cfg.Metrics.round("error")
+		return rep, fmt.Errorf("take the reconciler lock: %w", err)
+	}
+	if !ok {
+		r.cfg.Metrics.round("follower")
+		return rep, nil
+	}
+	defer release()
+	rep.Leader = true
+
+	apps, err := r.cfg.Fly.ListApps(ctx, r.cfg.Org)
+	if err != nil {
+		r.cfg.Metrics.round("error")
+		return rep, fmt.Errorf("list apps of org %s: %w", r.cfg.Org, err)
+	}
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	var g errgroup.Group
+	g.SetLimit(4)
+	for _, app := range apps {
+		g.Go(func() error {
+			pr, err := r.reconcileApp(ctx, app.Name)
+			mu.Lock()
+			defer mu.Unlock()
+			if pr.pool {
+				rep.Pools++
+			}
+			rep.Created += pr.Created
+			rep.Trimmed += pr.Trimmed
+			rep.Replaced += pr.Replaced
+			rep.Reaped += pr.Reaped
+			if err != nil {
+				errs = append(errs, err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	err = errors.Join(errs...)
+	if err != nil {
+		r.cfg.Metrics.round("error")
+	} else {
+		r.cfg.Metrics.round("ok")
+	}
+	return rep, err
+}
+
+type appReport struct {
+	Report
+	pool bool
+}
+
+// reconcileApp reconciles one Fly app; apps without hangar machines are skipped.
+func (r *Reconciler) reconcileApp(ctx context.Context, app string) (appReport, error) {
+	var rep appReport
+	st, err := pool.Load(ctx, r.cfg.Fly, app)
+	if errors.Is(err, fly.ErrNotFound) {
+		return rep, nil // deleted meanwhile
+	}
+	if err != nil {
+		return rep, err
+	}
+	if len(st.Templates) == 0 && len(st.Standbys) == 0 && len(st.Sessions) == 0 {
+		return rep, nil
+	}
+	rep.pool = true
+	log := r.log.With("app", app)
+	var errs []error
+
+	n, err := r.reap(ctx, st, log)
+	rep.Reaped = n
+	if err != nil {
+		errs = append(errs, err)
+	}
+
+	def := st.Default()
+	switch {
+	case def == nil:
+		if len(st.Standbys) > 0 {
+			log.Debug("pool has no default template; not refilling")
+		}
+		return rep, errors.Join(errs...)
+	case def.Spec.Draining:
+		log.Debug("pool is draining; not refilling", "pool", def.Spec.Pool)
+		return rep, errors.Join(errs...)
+	}
+
+	images := make([]string, 0, len(st.Templates))
+	for name, t := range st.Templates {
+		if !t.Spec.Draining {
+			images = append(images, name)
+		}
+	}
+	sort.Strings(images)
+
+	for _, ti := range images {
+		n, err := r.trim(ctx, st, ti, log)
+		rep.Trimmed += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, ti := range images {
+		if len(st.Stale(ti)) == 0 {
+			continue
+		}
+		res, err := pool.RollStale(ctx, r.cfg.Fly, st, ti, r.cfg.Concurrency, r.standbyOptions(st.Templates[ti]))
+		rep.Replaced += res.Replaced
+		r.cfg.Metrics.add(kindReplaced, st, ti, res.Replaced)
+		if res.Replaced > 0 {
+			log.Info("replaced stale standbys", "tenant_image", ti, "replaced", res.Replaced, "skipped", res.Skipped)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if rep.Trimmed == 0 && rep.Replaced == 0 && len(topUpJobs(st, images)) == 0 {
+		return rep, errors.Join(errs...)
+	}
+	// Count and create under the lock claims take to clone a machine for
+	// this pool (cluster-wide with Postgres), so that the two together
+	// never pass max_machines; count from what Fly says now.
+	release, ok, err := r.cloneLock(ctx, def.Spec.Pool)
+	if err != nil || !ok {
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return rep, errors.Join(errs...)
+	}
+	defer release()
+	if st, err = pool.Load(ctx, r.cfg.Fly, app); err != nil {
+		return rep, errors.Join(append(errs, err)...)
+	}
+	if def = st.Default(); def == nil || def.Spec.Draining {
+		return rep, errors.Join(errs...)
+	}
+	images = images[:0]
+	for name, t := range st.Templates {
+		if !t.Spec.Draining {
+			images = append(images, name)
+		}
+	}
+	sort.Strings(images)
+	n, err = r.topUp(ctx, st, images, log)
+	rep.Created = n
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return rep, errors.Join(errs...)
+}
+
+// cloneLock takes the store lock "clone:<pool>" that claims hold while they
+// count a pool's machines and clone a new one, retrying for a moment; ok is
+// false if claims kept it (the next round tries again).
+func (r *Reconciler) cloneLock(ctx context.Context, poolName string) (func(), bool, error) {
+	for i := 0; i < 40; i++ {
+		ok, release, err := r.cfg.Store.TryLeader(ctx, "clone:"+poolName)
+		if err != nil {
+			return nil, false, fmt.Errorf("take the clone lock of pool %s: %w", poolName, err)
+		}
+		if ok {
+			return release, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil, false, nil
+}
+
+// standbyOptions are the CreateStandby options for a template: in suspend
+// mode, the agent must answer its health check before the suspend.
+func (r *Reconciler) standbyOptions(t *pool.Template) pool.StandbyOptions {
+	opts := pool.StandbyOptions{Timeout: r.cfg.StandbyTimeout}
+	if t != nil && t.Spec.StandbyMode == pool.StandbySuspend {
+		port := t.Spec.AgentPort
+		opts.Probe = func(ctx context.Context, m *fly.Machine) error {
+			return r.waitAgentHealthy(ctx, m, port)
+		}
+	}
+	return opts
+}
+
+// waitAgentHealthy polls the agent's GET /v1/health on the machine's
+// private IP until it answers ok or ctx ends.
+func (r *Reconciler) waitAgentHealthy(ctx context.Context, m *fly.Machine, port int) error {
+	if m.Config != nil {
+		if v, err := strconv.Atoi(m.Config.Env[pool.EnvAgentPort]); err == nil && v > 0 {
+			port = v
+		}
+	}
+	c := agentapi.NewClient(agentapi.BaseURL(m.PrivateIP, port), nil, m.ID)
+	c.HTTPClient = r.cfg.AgentHTTPClient
+	delay := 50 * time.Millisecond
+	for {
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		h, err := c.Health(hctx)
+		cancel()
+		if err == nil && h.OK {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("agent reports state %q", h.State)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("agent on %s not healthy: %w", m.ID, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// trim destroys standbys beyond min_standby per region of one template
+// (all of them in regions the template no longer lists), oldest first.
+// Only standbys at rest (created, stopped, suspended) are candidates: one
+// being started is being claimed or set up.
+func (r *Reconciler) trim(ctx context.Context, st *pool.State, ti string, log hclog.Logger) (int, error) {
+	t := st.Templates[ti]
+	want := map[string]int{}
+	for _, reg := range t.Spec.Regions {
+		want[reg] = t.Spec.MinStandby
+	}
+	byRegion := map[string][]*fly.Machine{}
+	for _, m := range st.StandbysOf(ti) {
+		byRegion[m.Region] = append(byRegion[m.Region], m)
+	}
+	var (
+		n    int
+		errs []error
+	)
+	for region, ms := range byRegion {
+		extra := len(ms) - want[region]
+		for _, m := range ms { // oldest first (pool.Load sorts by creation)
+			if extra <= 0 {
+				break
+			}
+			if !atRest(m) {
+				continue
+			}
+			done, err := r.destroyLeased(ctx, st.App, m, pool.IsStandby, "hangar: trim standby")
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if done {
+				extra--
+				n++
+				r.cfg.Metrics.add(kindTrimmed, st, ti, 1)
+				log.Info("trimmed standby", "tenant_image", ti, "machine", m.ID, "region", region)
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+func atRest(m *fly.Machine) bool {
+	switch m.State {
+	case fly.StateCreated, fly.StateStopped, fly.StateSuspended:
+		return true
+	}
+	return false
+}
+
+type job struct {
+	ti, region string
+}
+
+// topUpJobs lists the standbys each template lacks per region, sharing the
+// pool's max_machines room among templates in the order of images.
+func topUpJobs(st *pool.State, images []string) []job {
+	maxM := st.Default().Spec.MaxMachines
+	room := maxM - st.Machines()
+	var jobs []job
+	for _, ti := range images { // "" sorts first
+		t := st.Templates[ti]
+		for _, reg := range t.Spec.Regions {
+			need := t.Spec.MinStandby - len(st.StandbysIn(ti, reg))
+			if maxM > 0 {
+				need = min(need, room)
+			}
+			for range max(need, 0) {
+				jobs = append(jobs, job{ti, reg})
+				room--
+			}
+		}
+	}
+	return jobs
+}
+
+// topUp creates the standbys each template lacks per region, sharing the
+// pool's max_machines room among templates (default template first).
+func (r *Reconciler) topUp(ctx context.Context, st *pool.State, images []string, log hclog.Logger) (int, error) {
+	jobs := topUpJobs(st, images)
+	if len(jobs) == 0 {
+		return 0, nil
+	}
+	var (
+		mu   sync.Mutex
+		n    int
+		errs []error
+	)
+	var g errgroup.Group
+	g.SetLimit(r.cfg.Concurrency)
+	for _, j := range jobs {
+		g.Go(func() error {
+			t := st.Templates[j.ti]
+			m, err := pool.CreateStandby(ctx, r.cfg.Fly, st.App, t.Machine, j.region, r.standbyOptions(t))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("top up %s/%s: %w", st.App, j.region, err))
+				return nil
+			}
+			n++
+			r.cfg.Metrics.add(kindCreated, st, j.ti, 1)
+			log.Info("created standby", "tenant_image", j.ti, "machine", m.ID, "region", j.region, "state", m.State)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return n, errors.Join(errs...)
+}
+
+// reap destroys session machines that no live session owns: their session
+// is unknown, over (ended, failed), or live on another machine. Claims in
+// flight are safe: a claim records the session as claiming before the
+// machine carries its id, and the grace period gives the daemon that ends
+// or aborts a session the time to destroy its machine itself.
+func (r *Reconciler) reap(ctx context.Context, st *pool.State, log hclog.Logger) (int, error) {
+	var (
+		n    int
+		errs []error
+	)
+	now := r.cfg.Now()
+	for _, m := range st.Sessions {
+		sid := pool.MetadataOf(m)[pool.KeySession]
+		why := ""
+		if sid == "" {
+			why = "no session id"
+			if !olderThan(m, now, r.cfg.ReapGrace) {
+				continue
+			}
+		} else {
+			s, err := r.cfg.Store.GetSession(ctx, sid)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				if !olderThan(m, now, r.cfg.ReapGrace) {
+					continue
+				}
+				why = "unknown session"
+			case err != nil:
+				errs = append(errs, fmt.Errorf("read session %s of machine %s: %w", sid, m.ID, err))
+				continue
+			case !s.State.Live():
+				if now.Sub(s.UpdatedAt) < r.cfg.ReapGrace {
+					continue
+				}
+				why = "session " + string(s.State)
+			case s.State == store.StatePending || s.State == store.StateClaiming:
+				continue // mid-claim: the machine may be about to be recorded
+			case s.MachineID != m.ID:
+				if now.Sub(s.UpdatedAt) < r.cfg.ReapGrace || !olderThan(m, now, r.cfg.ReapGrace) {
+					continue
+				}
+				why = "session runs on machine " + s.MachineID
+			default:
+				continue // owned by a live session
+			}
+		}
+		done, err := r.destroyLeased(ctx, st.App, m, pool.IsSession, "hangar: reap orphan session machine")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if done {
+			n++
+			r.cfg.Metrics.add(kindReaped, st, pool.TenantImageOf(m), 1)
+			log.Info("reaped session machine", "machine", m.ID, "session", sid, "why", why)
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// olderThan reports whether the machine was created and last updated more
+// than d before now (unparseable times count as old: Fly always sets them).
+func olderThan(m *fly.Machine, now time.Time, d time.Duration) bool {
+	for _, s := range []string{m.CreatedAt, m.UpdatedAt} {
+		if s == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err == nil && now.Sub(t) < d {
+			return false
+		}
+	}
+	return true
+}
+
+// destroyLeased destroys machine m under its Fly lease after checking,
+// under the lease, that it still has the expected role (ok). A lease held
+// by someone else, or a machine gone or changed meanwhile, is not an error:
+// it reports false.
+func (r *Reconciler) destroyLeased(ctx context.Context, app string, m *fly.Machine, ok func(*fly.Machine) bool, why string) (bool, error) {
+	lease, err := r.cfg.Fly.AcquireLease(ctx, app, m.ID, leaseTTL, why)
+	if errors.Is(err, fly.ErrConflict) || errors.Is(err, fly.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lease machine %s: %w", m.ID, err)
+	}
+	nonce := lease.Nonce()
+	cur, err := r.cfg.Fly.GetMachine(ctx, app, m.ID)
+	if err != nil || !ok(cur) || pool.MetadataOf(cur)[pool.KeySession] != pool.MetadataOf(m)[pool.KeySession] ||
+		cur.State == fly.StateDestroyed || cur.State == fly.StateDestroying {
+		_ = r.cfg.Fly.ReleaseLease(context.WithoutCancel(ctx), app, m.ID, nonce)
+		if err != nil && !errors.Is(err, fly.ErrNotFound) {
+			return false, fmt.Errorf("read machine %s: %w", m.ID, err)
+		}
+		return false, nil
+	}
+	if err := r.cfg.Fly.DestroyMachine(ctx, app, m.ID, true, nonce); err != nil {
+		if errors.Is(err, fly.ErrNotFound) {
+			return false, nil
+		}
+		_ = r.cfg.Fly.ReleaseLease(context.WithoutCancel(ctx), app, m.ID, nonce)
+		return false, fmt.Errorf("destroy machine %s: %w", m.ID, err)
+	}
+	return true, nil
+}
+
+// Metrics count what reconcilers do. A nil *Metrics counts nothing.
+type Metrics struct {
+	created, trimmed, replaced, reaped *prometheus.CounterVec
+	rounds                             *prometheus.CounterVec
+}
+
+// NewMetrics makes the reconciler's metrics and registers them on reg
+// (nil: not registered). Metrics already registered there are reused.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	labels := []string{"pool", "tenant_image"}
+	m := &Metrics{
+		created: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",
+			Name: "standbys_created_total", Help: "Standbys the reconciler created to reach min_standby."}, labels),
+		trimmed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",
+			Name: "standbys_destroyed_total", Help: "Standbys the reconciler destroyed beyond min_standby."}, labels),
+		replaced: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",
+			Name: "standbys_replaced_total", Help: "Stale standbys the reconciler replaced."}, labels),
+		reaped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",
+			Name: "machines_reaped_total", Help: "Session machines no live session owned, destroyed by the reaper."}, labels),
+		rounds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",
+			Name: "rounds_total", Help: "Reconciler rounds by outcome (ok, error, follower)."}, []string{"outcome"}),
+	}
+	if reg != nil {
+		for _, c := range []**prometheus.CounterVec{&m.created, &m.trimmed, &m.replaced, &m.reaped, &m.rounds} {
+			if err := reg.Register(*c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if errors.As(err, &are) {
+					if ex, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+						*c = ex
+					}
+				}
+			}
+		}
+	}
+	return m
+}
+
+type kind int
+
+const (
+	kindCreated kind = iota
+	kindTrimmed
+	kindReplaced
+	kindReaped
+)
+
+func (m *Metrics) add(k kind, st *pool.State, ti string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	c := [...]*prometheus.CounterVec{m.created, m.trimmed, m.replaced, m.reaped}[k]
+	name := st.App
+	if d := st.Default(); d != nil {
+		name = d.Spec.Pool
+	}
+	c.WithLabelValues(name, ti).Add(float64(n))
+}
+
+func (m *Metrics) round(outcome string) {
+	if m == nil {
+		return
+	}
+	m.rounds.WithLabelValues(outcome).Inc()
+}

@@ -1,0 +1,55 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hangarhq/hangar/daemon/service"
+)
+
+// Environment overrides of the reconciler's timing (Go durations), read when
+// the replica starts.
+const (
+	EnvInterval  = "HANGARD_RECONCILE_INTERVAL"
+	EnvReapGrace = "HANGARD_REAP_GRACE"
+)
+
+// Worker is the reconciler as a replica's background worker: every replica
+// runs it, and the store's leader lock lets one act at a time.
+func Worker() service.Worker {
+	return service.Worker{Name: "reconciler", Run: func(ctx context.Context, d *service.Deps) error {
+		cfg := Config{
+			Fly: d.Fly, Org: d.Config.FlyOrg, Store: d.Store,
+			Logger: d.Logger.Named("reconciler"),
+		}
+		var err error
+		if cfg.Interval, err = envDuration(EnvInterval); err != nil {
+			return err
+		}
+		if cfg.ReapGrace, err = envDuration(EnvReapGrace); err != nil {
+			return err
+		}
+		if d.Metrics != nil {
+			cfg.Metrics = NewMetrics(d.Metrics.Registry)
+		}
+		r, err := New(cfg)
+		if err != nil {
+			return err
+		}
+		return r.Run(ctx)
+	}}
+}
+
+func envDuration(name string) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s: want a positive Go duration, got %q", name, v)
+	}
+	return d, nil
+}
