@@ -37,8 +37,8 @@ func TestEndToEnd(t *testing.T) {
 	var s session
 	ua.json("POST", "/v1/sessions", map[string]any{
 		"pool": testPool, "repo": repo, "command": []string{"bash", "--norc", "--noprofile"},
-		"env":        map[string]string{"PS1": "$ "},
-		"git_author": map[string]string{"name": "E2E Tester", "email": "e2e@example.com"},
+		"env":         map[string]string{"PS1": "$ "},
+		"git_author":  map[string]string{"name": "E2E Tester", "email": "e2e@example.com"},
 		"credentials": map[string]string{"anthropic_api_key": apiKey, "git_token": git.Token},
 	}, http.StatusAccepted, &s)
 	if s.State != "pending" || s.Tenant != "acme" || s.SessionBranch != "hangar/"+s.ID {

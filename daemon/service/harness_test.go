@@ -83,8 +83,8 @@ func newEnv(t *testing.T, standbys, maxMachines int) *env {
 	}
 	spec := pool.Spec{
 		Pool: testPool, App: testApp, Regions: []string{region}, Image: "hangar-worker:test",
-		Guest: pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 1024},
-		Env:   map[string]string{"HANGAR_WORKSPACE": "workspace"},
+		Guest:      pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 1024},
+		Env:        map[string]string{"HANGAR_WORKSPACE": "workspace"},
 		MinStandby: 1, MaxMachines: maxMachines, StandbyMode: pool.StandbyStop,
 		IdleTimeout: time.Hour, SessionTTL: time.Hour, AgentPort: pool.DefaultAgentPort,
 		BrokerPublicKeys: []string{agentauth.EncodePublicKey(agentauth.NewSigner(k).PublicKey())},

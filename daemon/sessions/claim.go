@@ -91,7 +91,7 @@ func (m *Manager) dispatch(ctx context.Context) {
 			return
 		}
 		if time.Since(s.CreatedAt) > m.cfg.ReadyTimeout {
-			m.fail(ctx, s, nil, "", fmt.Sprintf("no machine became available within %v", m.cfg.ReadyTimeout))
+			m.failFrom(ctx, s, []store.SessionState{store.StatePending}, nil, "", fmt.Sprintf("no machine became available within %v", m.cfg.ReadyTimeout))
 			continue
 		}
 		m.mu.Lock()
@@ -545,10 +545,19 @@ func (m *Manager) destroy(app, id, nonce string) {
 // fail marks a live session failed with reason and destroys its machine.
 // mach may be nil; then s.MachineID is destroyed, if any.
 func (m *Manager) fail(ctx context.Context, s *store.Session, mach *fly.Machine, nonce, reason string) {
+	m.failFrom(ctx, s, liveStates, mach, nonce, reason)
+}
+
+// failFrom is fail, but only while the session is in one of from and still
+// has the owner s had when it was read: a replica working from a stale read
+// must not fail a session another replica took over or is ending.
+func (m *Manager) failFrom(ctx context.Context, s *store.Session, from []store.SessionState, mach *fly.Machine, nonce, reason string) {
 	now := time.Now()
-	live := []store.SessionState{store.StatePending, store.StateClaiming, store.StateStarting, store.StateReady, store.StateEnding}
-	s2, err := m.store.UpdateSession(ctx, s.ID, live, func(s *store.Session) error {
-		s.State, s.Reason, s.EndedAt = store.StateFailed, reason, &now
+	s2, err := m.store.UpdateSession(ctx, s.ID, from, func(cur *store.Session) error {
+		if cur.Owner != s.Owner {
+			return store.ErrStateChanged
+		}
+		cur.State, cur.Reason, cur.EndedAt = store.StateFailed, reason, &now
 		return nil
 	})
 	m.dropCreds(s.ID)
@@ -559,7 +568,12 @@ func (m *Manager) fail(ctx context.Context, s *store.Session, mach *fly.Machine,
 	if err == nil {
 		id = firstNonEmpty(id, s2.MachineID)
 	}
-	m.destroy(firstNonEmpty(s.AppName, appOf(s2)), id, nonce)
+	// Only the one that failed the session may destroy its machine (unless
+	// the caller holds the machine itself): a lost race means someone else
+	// owns it now.
+	if err == nil || mach != nil {
+		m.destroy(firstNonEmpty(s.AppName, appOf(s2)), id, nonce)
+	}
 	if err == nil {
 		m.log.Warn("session failed", "session", s.ID, "reason", reason)
 		m.finished(s2)

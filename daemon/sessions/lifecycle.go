@@ -149,7 +149,7 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 		if err == nil {
 			state = mach.State
 		}
-		m.fail(ctx, s, nil, "", fmt.Sprintf("the session's machine %s is %s", s.MachineID, state))
+		m.failFrom(ctx, s, []store.SessionState{store.StateReady}, nil, "", fmt.Sprintf("the session's machine %s is %s", s.MachineID, state))
 		return
 	}
 	if err != nil {
@@ -228,7 +228,7 @@ func (m *Manager) TakeOver(ctx context.Context) {
 		for _, s := range ss {
 			switch s.State {
 			case store.StatePending, store.StateClaiming, store.StateStarting:
-				m.fail(ctx, s, nil, "", fmt.Sprintf("the daemon replica %s that accepted this session stopped before the session was ready; its credentials were held only there; create a new session", d))
+				m.failFrom(ctx, s, []store.SessionState{store.StatePending, store.StateClaiming, store.StateStarting}, nil, "", fmt.Sprintf("the daemon replica %s that accepted this session stopped before the session was ready; its credentials were held only there; create a new session", d))
 			case store.StateReady, store.StateEnding:
 				s2, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateReady, store.StateEnding}, func(x *store.Session) error {
 					if x.Owner != d {
