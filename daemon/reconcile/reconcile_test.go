@@ -67,8 +67,8 @@ func (e *env) spec(name string, minStandby, maxMachines int, mode pool.StandbyMo
 	}
 	return pool.Spec{
 		Pool: name, App: "hangar-" + name, Regions: regions, Image: "hangar-worker:test",
-		Guest: pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 1024},
-		Env:   map[string]string{"HANGAR_WORKSPACE": "workspace"},
+		Guest:      pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 1024},
+		Env:        map[string]string{"HANGAR_WORKSPACE": "workspace"},
 		MinStandby: minStandby, MaxMachines: maxMachines, StandbyMode: mode,
 		IdleTimeout: time.Hour, SessionTTL: time.Hour, AgentPort: pool.DefaultAgentPort,
 		BrokerPublicKeys: []string{e.key},
@@ -125,7 +125,6 @@ func (e *env) sessionMachine(app string, tmpl *fly.Machine, sid string) *fly.Mac
 	}
 	return m
 }
-
 
 // session stores a session in state s owning machine mid.
 func (e *env) session(id string, s store.SessionState, app, mid string) {
