@@ -435,3 +435,79 @@ func contains(list []string, v string) bool {
 	}
 	return false
 }
+
+// TestRestartKeepsSessions: a replica that shuts down leaves its running
+// sessions running in their VMs; the next replica takes them over and
+// serves attaches to them, output intact.
+func TestRestartKeepsSessions(t *testing.T) {
+	e := newEnv(t, 1, 4)
+	dsn := "sqlite://" + t.TempDir() + "/hangard.db"
+	d1 := e.start(t, dsn)
+	admin := newAPI(t, d1.URL, adminKey)
+	tn := admin.createTenant("restart", nil)
+	u := admin.with(tn.APIKey)
+	var s session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"bash", "--norc", "--noprofile"}}, http.StatusAccepted, &s)
+	tm, err := dialAttach(t, wsURL(d1.URL)+"/v1/sessions/"+s.ID+"/attach", bearer(tn.APIKey), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.send("echo before-$((1+1))\n")
+	tm.readUntil("before-2")
+	before := append([]byte(nil), tm.out...)
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.fly.GetMachine(context.Background(), testApp, u.waitState2(t, d1, s.ID).MachineID)
+	if err != nil || m.State != "started" {
+		t.Fatalf("machine after the replica stopped: %v %+v", err, m)
+	}
+
+	d2 := e.start(t, dsn)
+	u2 := newAPI(t, d2.URL, tn.APIKey)
+	tm2, err := dialAttach(t, wsURL(d2.URL)+"/v1/sessions/"+s.ID+"/attach", bearer(tn.APIKey), 0, int64(len("echo before-$((1+1))\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm2.readUntil("before-2")
+	if !strings.HasPrefix(string(tm2.out), string(before)) {
+		t.Fatalf("output after restart:\n%q\nwant prefix\n%q", tm2.out, before)
+	}
+	tm2.close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cur, err := d2.Store.GetSession(context.Background(), s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.Owner == d2.DaemonID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session not taken over: owner %s", cur.Owner)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	u2.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
+	if got := u2.waitState(s.ID, isState("ended", "failed")); got.State != "ended" {
+		t.Fatalf("end after restart: %+v", got)
+	}
+}
+
+// waitState2 reads a session straight from a stopped replica's store.
+func (a *api) waitState2(t *testing.T, d *replica, id string) *store.Session {
+	t.Helper()
+	dd, err := store.Open(context.Background(), d.Config.StoreDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dd.Close()
+	s, err := dd.GetSession(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.State != store.StateReady {
+		t.Fatalf("session after the replica stopped: %s (%s)", s.State, s.Reason)
+	}
+	return s
+}

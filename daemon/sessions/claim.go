@@ -527,7 +527,9 @@ func (m *Manager) settleEnding(ctx context.Context, id string, push *store.Push)
 	return true
 }
 
-// destroy force-destroys a machine, ignoring one that is already gone.
+// destroy force-destroys a machine, ignoring one that is already gone. A
+// machine still leased by someone else (a claim of a replica that died) is
+// retried in the background until the lease has expired.
 func (m *Manager) destroy(app, id, nonce string) {
 	if app == "" || id == "" {
 		return
@@ -535,11 +537,34 @@ func (m *Manager) destroy(app, id, nonce string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := m.fly.DestroyMachine(ctx, app, id, true, nonce)
-	if err != nil && !errors.Is(err, fly.ErrNotFound) {
+	switch {
+	case err == nil || errors.Is(err, fly.ErrNotFound):
+		m.log.Debug("destroyed machine", "machine", id)
+	case errors.Is(err, fly.ErrConflict):
+		m.work.Add(1)
+		go func() {
+			defer m.work.Done()
+			deadline := time.Now().Add(leaseTTL + 15*time.Second)
+			for time.Now().Before(deadline) {
+				select {
+				case <-m.workCtx.Done():
+					return
+				case <-time.After(5 * time.Second):
+				}
+				err := m.fly.DestroyMachine(m.workCtx, app, id, true, "")
+				if err == nil || errors.Is(err, fly.ErrNotFound) {
+					m.log.Debug("destroyed machine after its lease expired", "machine", id)
+					return
+				}
+				if !errors.Is(err, fly.ErrConflict) {
+					m.log.Warn("destroy machine", "machine", id, "error", err)
+					return
+				}
+			}
+		}()
+	default:
 		m.log.Warn("destroy machine", "machine", id, "error", err)
-		return
 	}
-	m.log.Debug("destroyed machine", "machine", id)
 }
 
 // fail marks a live session failed with reason and destroys its machine.
