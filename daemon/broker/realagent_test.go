@@ -394,3 +394,51 @@ func readAgentLog(t *testing.T, a *realAgent, signer *agentauth.Signer) []byte {
 		}
 	}
 }
+
+// TestRealAgentRefusals: the agent's HTTP refusals of the upgrade become
+// the client's error frame and close, without retries.
+func TestRealAgentRefusals(t *testing.T) {
+	signer := newSigner(t)
+	agent := startRealAgent(t, signer, &agentapi.InitRequest{
+		SessionID: "sess-refusals",
+		Mode:      agentapi.ModePTY,
+		Command:   []string{"bash", "--noprofile", "--norc"},
+	})
+	b := New(Config{Signer: signer, Logger: testLogger(t), ReconnectTimeout: 20 * time.Second})
+	for _, tc := range []struct {
+		name    string
+		proto   string
+		session string
+		code    websocket.StatusCode
+		errCode string
+	}{
+		{"wrong subprotocol", wire.SubprotocolJSONL, agent.session, websocket.StatusPolicyViolation, wire.ErrCodeBadRequest},
+		{"another session", wire.SubprotocolPTY, "sess-other", wire.CloseSessionGone, wire.ErrCodeSessionGone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := Endpoint{AgentURL: agent.url, MachineID: agent.machineID, SessionID: tc.session}
+			done := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer close(done)
+				b.Accept(w, r, ReadyTarget(ep, "rw"), nil)
+			}))
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{Subprotocols: []string{tc.proto}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			tc2 := &testClient{t: t, c: c}
+			tc2.send(&wire.Attach{From: 0})
+			if e := expect[*wire.Error](tc2); e.Code != tc.errCode || e.Message == "" {
+				t.Fatalf("error = %+v, want %s", e, tc.errCode)
+			}
+			if code := tc2.expectClose(); code != tc.code {
+				t.Fatalf("close = %d, want %d", code, tc.code)
+			}
+			<-done
+		})
+	}
+}

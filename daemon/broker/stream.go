@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
@@ -754,6 +756,9 @@ func (s *stream) handshake(ctx context.Context, ep Endpoint, first bool) (*webso
 	})
 	if err != nil {
 		if resp != nil {
+			if cr := refusalClose(resp); cr != nil {
+				return nil, cr
+			}
 			return nil, fmt.Errorf("dial agent: HTTP %d: %w", resp.StatusCode, err)
 		}
 		return nil, fmt.Errorf("dial agent: %w", err)
@@ -818,6 +823,14 @@ func (s *stream) handshake(ctx context.Context, ep Endpoint, first bool) (*webso
 			}
 		case wire.TypeError:
 			errFrame = b
+		case wire.TypeState:
+			// An agent still initialising reports progress; only the
+			// client's first attachment may show it.
+			if first {
+				if err := s.writeClient(websocket.MessageText, b); err != nil {
+					return nil, err
+				}
+			}
 		case wire.TypeGap:
 			if len(stash) < 4 {
 				stash = append(stash, b)
@@ -845,6 +858,32 @@ func (s *stream) handshake(ctx context.Context, ep Endpoint, first bool) (*webso
 	}
 	ok = true
 	return conn, nil
+}
+
+// refusalClose maps an agent's HTTP refusal of the upgrade to the client's
+// close, or nil when a retry may help (401: the next dial signs a new
+// token; 5xx; anything unexpected).
+func refusalClose(resp *http.Response) *closeReq {
+	var body agentapi.ErrorBody
+	if resp.Body != nil {
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1024)).Decode(&body)
+	}
+	msg := body.Error.Message
+	switch resp.StatusCode {
+	case http.StatusNotFound, http.StatusConflict, http.StatusGone:
+		// Another session, not initialised (the VM lost its state), ended or failed.
+		if msg == "" {
+			msg = "the session has ended"
+		}
+		return errorClose(wire.CloseSessionGone, wire.ErrCodeSessionGone, msg, 0)
+	case http.StatusBadRequest:
+		// A subprotocol the session's mode does not speak.
+		if msg == "" {
+			msg = "the agent refused the attachment"
+		}
+		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeBadRequest, msg, 0)
+	}
+	return nil
 }
 
 // resume reconciles a re-attachment with what the client has seen: it
