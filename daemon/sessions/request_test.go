@@ -1,0 +1,87 @@
+package sessions
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/pool"
+)
+
+func TestValidateRepoURL(t *testing.T) {
+	for _, c := range []struct {
+		url       string
+		allowFile bool
+		ok        bool
+	}{
+		{"https://github.com/o/r.git", false, true},
+		{"http://127.0.0.1:3000/r.git", false, true},
+		{"ssh://git@github.com/o/r.git", false, true},
+		{"git@github.com:o/r.git", false, true},
+		{"file:///srv/r.git", true, true},
+		{"file:///srv/r.git", false, false},
+		{"--upload-pack=touch /tmp/x", false, false},
+		{"-oProxyCommand=x", false, false},
+		{"ext::sh -c touch% /tmp/pwned", false, false},
+		{"fd::17", false, false},
+		{"https://user:pw@github.com/o/r.git", false, false},
+		{"https://github.com/o/r.git\n--upload-pack=x", false, false},
+		{"ftp://x/r.git", false, false},
+		{"https://-x/r", false, false},
+		{"", false, false},
+	} {
+		err := ValidateRepoURL(c.url, c.allowFile)
+		if (err == nil) != c.ok {
+			t.Errorf("%q (file %v): %v, want ok=%v", c.url, c.allowFile, err, c.ok)
+		}
+	}
+}
+
+func TestValidateBranch(t *testing.T) {
+	for _, b := range []string{"main", "hangar/01abc", "feature/x-1", "v1.2"} {
+		if err := ValidateBranch(b); err != nil {
+			t.Errorf("%q: %v", b, err)
+		}
+	}
+	for _, b := range []string{"", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "/a", "a/", "a.lock", "a/.b", "@", "a@{1}", "a//b", "a.", "x\x01"} {
+		if err := ValidateBranch(b); err == nil {
+			t.Errorf("%q accepted", b)
+		}
+	}
+}
+
+func TestRequestValidateKeepsSecretsOutOfErrors(t *testing.T) {
+	secret := "sk-ant-very-secret value"
+	r := &Request{Pool: "p", Credentials: &Credentials{AnthropicAPIKey: secret}}
+	err := r.Validate(false)
+	if err == nil || strings.Contains(err.Error(), secret) || strings.Contains(fmt.Sprintf("%+v", r), secret) {
+		t.Fatalf("err %v / request %+v", err, r)
+	}
+	ok := &Request{Pool: "p"}
+	if err := ok.Validate(false); err != nil || ok.Mode != "pty" {
+		t.Fatalf("defaults: %v %q", err, ok.Mode)
+	}
+}
+
+func TestEffectiveTTLAndPrice(t *testing.T) {
+	if got := EffectiveTTL(4*time.Hour, &store.Tenant{MaxSessionDuration: time.Hour}); got != time.Hour {
+		t.Errorf("capped TTL %v", got)
+	}
+	if got := EffectiveTTL(time.Hour, &store.Tenant{MaxSessionDuration: 4 * time.Hour}); got != time.Hour {
+		t.Errorf("pool TTL %v", got)
+	}
+	if got := EffectiveTTL(0, &store.Tenant{MaxSessionDuration: 2 * time.Hour}); got != 2*time.Hour {
+		t.Errorf("tenant-only TTL %v", got)
+	}
+	small := PricePerSecond(pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 256})
+	big := PricePerSecond(pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 2048})
+	perf := PricePerSecond(pool.Guest{CPUKind: "performance", CPUs: 1, MemoryMB: 2048})
+	if small != sharedCPUPerSecond || big <= small || perf != performanceCPUPerSecond {
+		t.Errorf("prices %v %v %v", small, big, perf)
+	}
+	if !Granted(&store.Tenant{Pools: []string{"*"}}, "any") || Granted(&store.Tenant{Pools: []string{"a"}}, "b") || Granted(&store.Tenant{}, "a") {
+		t.Error("Granted")
+	}
+}
