@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/flyemu"
 )
@@ -970,7 +972,9 @@ image "example/worker" {
 	m4 := e2.create(t, app2, fly.CreateMachineRequest{Config: &fly.MachineConfig{Image: "registry.example/hangar-worker:1",
 		Init: &fly.Init{Cmd: []string{"--flag"}}}})
 	e2.wait(t, app2, m4.ID, fly.StateStarted)
-	eventually(t, "agent output", func() bool { return readFile(filepath.Join(e2.srv.MachineDir(app2, m4.ID), "ws")) == "workspace --flag" })
+	eventually(t, "agent output", func() bool {
+		return readFile(filepath.Join(e2.srv.MachineDir(app2, m4.ID), "ws")) == "workspace --flag"
+	})
 }
 
 func TestFaultInjectionBatch(t *testing.T) {
@@ -1104,4 +1108,43 @@ func TestCloseLeavesNoProcess(t *testing.T) {
 func ready(t *testing.T, dir, want string) {
 	t.Helper()
 	eventually(t, "machine script to be ready", func() bool { return readFile(filepath.Join(dir, "ready")) == want })
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestProcessOutput(t *testing.T) {
+	var logs syncBuffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	e := start(t, flyemu.Config{Logger: logger, LogProcessOutput: true})
+	app := e.app(t, "out")
+	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("echo hello-stdout; echo hello-stderr >&2; exec sleep 1000")})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	logFile := filepath.Join(e.srv.MachineDir(app, m.ID), "machine.log")
+	eventually(t, "output in machine.log and the logger", func() bool {
+		f, l := readFile(logFile), logs.String()
+		return strings.Contains(f, "hello-stdout") && strings.Contains(f, "hello-stderr") &&
+			strings.Contains(l, "hello-stdout") && strings.Contains(l, "hello-stderr") && strings.Contains(l, m.ID)
+	})
+	if got, ok := e.srv.Machine(app, m.ID); !ok || got.State != fly.StateStarted || got.ID != m.ID {
+		t.Errorf("Machine lookup = %+v, %v", got, ok)
+	}
+	if _, ok := e.srv.Machine(app, "nope"); ok {
+		t.Error("Machine lookup found an unknown machine")
+	}
 }
