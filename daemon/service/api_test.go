@@ -11,6 +11,7 @@ import (
 
 	"github.com/hangarhq/hangar/daemon/auth"
 	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/pool"
 )
 
 type ticket struct {
@@ -510,4 +511,58 @@ func (a *api) waitState2(t *testing.T, d *replica, id string) *store.Session {
 		t.Fatalf("session after the replica stopped: %s (%s)", s.State, s.Reason)
 	}
 	return s
+}
+
+// TestQueueAndSuspendedStandby: with the pool at max_machines a claim waits
+// in line (queue_position, state frames on attach) and gets a machine once
+// one is freed; a suspended standby is resumed on claim.
+func TestQueueAndSuspendedStandby(t *testing.T) {
+	e := newEnvMode(t, 1, 1, pool.StandbySuspend)
+	if m, err := e.fly.GetMachine(context.Background(), testApp, e.standbys[0]); err != nil || m.State != "suspended" {
+		t.Fatalf("standby: %v %+v", err, m)
+	}
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	tn := admin.createTenant("queue", nil)
+	u := admin.with(tn.APIKey)
+	var first, second session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"bash", "--norc", "--noprofile"}}, http.StatusAccepted, &first)
+	first = u.waitState(first.ID, isState("ready", "failed"))
+	if first.State != "ready" || first.MachineID != e.standbys[0] {
+		t.Fatalf("first session: %+v", first)
+	}
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"bash", "--norc", "--noprofile"}}, http.StatusAccepted, &second)
+	if second.State != "pending" || second.QueuePosition != 1 {
+		t.Fatalf("second session: %+v", second)
+	}
+	// Attach while it waits: state frames first, then the terminal.
+	type result struct {
+		tm  *term
+		err error
+	}
+	attached := make(chan result, 1)
+	go func() {
+		tm, err := dialAttach(t, wsURL(d.URL)+"/v1/sessions/"+second.ID+"/attach", bearer(tn.APIKey), 0, 0)
+		attached <- result{tm, err}
+	}()
+	u.waitState(second.ID, func(s session) bool {
+		if s.State != "pending" {
+			t.Fatalf("second session left the line while the pool is full: %+v", s)
+		}
+		return true
+	})
+	u.json("DELETE", "/v1/sessions/"+first.ID, nil, http.StatusAccepted, nil)
+	r := <-attached
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.tm.states) == 0 || r.tm.states[0].State != "pending" || r.tm.states[0].QueuePosition != 1 {
+		t.Fatalf("state frames before attached: %+v", r.tm.states)
+	}
+	r.tm.send("echo queued-$((2*3))\n")
+	r.tm.readUntil("queued-6")
+	r.tm.close()
+	if s := u.waitState(second.ID, isState("ready", "failed")); s.State != "ready" {
+		t.Fatalf("second session: %+v", s)
+	}
 }

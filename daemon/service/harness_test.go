@@ -66,6 +66,10 @@ type env struct {
 }
 
 func newEnv(t *testing.T, standbys, maxMachines int) *env {
+	return newEnvMode(t, standbys, maxMachines, pool.StandbyStop)
+}
+
+func newEnvMode(t *testing.T, standbys, maxMachines int, mode pool.StandbyMode) *env {
 	t.Helper()
 	emu := flyemutest.Start(t, flyemu.Config{AgentBinary: testbin.Path(t, testbin.Agent), Org: "personal", Region: region})
 	c, err := fly.New(fly.Options{BaseURL: emu.URL})
@@ -85,7 +89,7 @@ func newEnv(t *testing.T, standbys, maxMachines int) *env {
 		Pool: testPool, App: testApp, Regions: []string{region}, Image: "hangar-worker:test",
 		Guest:      pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 1024},
 		Env:        map[string]string{"HANGAR_WORKSPACE": "workspace"},
-		MinStandby: 1, MaxMachines: maxMachines, StandbyMode: pool.StandbyStop,
+		MinStandby: 1, MaxMachines: maxMachines, StandbyMode: mode,
 		IdleTimeout: time.Hour, SessionTTL: time.Hour, AgentPort: pool.DefaultAgentPort,
 		BrokerPublicKeys: []string{agentauth.EncodePublicKey(agentauth.NewSigner(k).PublicKey())},
 	}
