@@ -49,7 +49,7 @@
 // auto_destroy (which also destroys after a requested stop); destroy refuses
 // a running machine without force (412) and kills it with force. When a
 // machine's main process exits, the rest of its group is killed, as a VM's
-// processes die with it. Close kills every group and waits for them.
+// processes die with it. Close kills every machine and waits for them.
 //
 // Knobs: per-call Latency; FaultRate/FaultSeed inject 429s, 500s and dropped
 // connections, always before the call is acted on (so a retry is safe);
@@ -66,8 +66,11 @@
 // the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
 // and mounts, files, processes[] and containers, exec/ps/versions/memory
 // endpoints, org-wide machine lists, certificates and IP assignments,
-// multiple hosts and migrations, and GraphQL. Processes that leave their
-// process group (setsid) escape the group kill. The package targets Linux;
-// elsewhere it builds, with a small window in which a reused process group
-// id could be signalled.
+// multiple hosts and migrations, and GraphQL. A process that left the
+// machine's process group (setsid, as a PTY child does) is signalled with the
+// machine as long as it descends from the main process; once the main process
+// has exited such orphans are no longer found (a PTY child usually ends on
+// the SIGHUP of its terminal closing). The package targets Linux; elsewhere
+// it builds, signals process groups only, and has a small window in which a
+// reused process group id could be signalled.
 package flyemu

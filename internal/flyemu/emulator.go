@@ -93,7 +93,8 @@ type Emulator struct {
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
 
-	procWG sync.WaitGroup // process waiters and output copiers
+	procWG sync.WaitGroup // process waiters and dir removals
+	copyWG sync.WaitGroup // output copiers (LogProcessOutput)
 
 	mu       sync.Mutex
 	closed   bool
@@ -186,6 +187,15 @@ func (e *Emulator) Close() error {
 	}
 	e.mu.Unlock()
 	e.procWG.Wait()
+	// Output copiers end when the last writer is gone; a process that left
+	// the machine (and its ancestry) may hold the pipe, so don't wait forever.
+	copied := make(chan struct{})
+	go func() { e.copyWG.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-time.After(2 * time.Second):
+		e.log.Warn("machine output still open after close; not waiting for it")
+	}
 	e.ips.close()
 	if e.tempDir {
 		if err := os.RemoveAll(e.cfg.DataDir); err != nil {

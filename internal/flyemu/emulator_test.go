@@ -1148,3 +1148,38 @@ func TestProcessOutput(t *testing.T) {
 		t.Error("Machine lookup found an unknown machine")
 	}
 }
+
+// TestEscapedDescendants: a child that started its own session (as a PTY
+// child does) is frozen, resumed and killed with its machine.
+func TestEscapedDescendants(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, flyemu.Config{})
+	c := ctx(t)
+	app := e.app(t, "escape")
+	cfg := shell(`"$SELF" & echo $! > child; wait`)
+	cfg.Env = map[string]string{"SELF": self, helperEnv: "setsid-sleep"}
+	m := e.create(t, app, fly.CreateMachineRequest{Config: cfg})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	childFile := filepath.Join(e.srv.MachineDir(app, m.ID), "child")
+	eventually(t, "child pid", func() bool { _, ok := readInt(childFile); return ok })
+	child, _ := readInt(childFile)
+	state := func() string { return groupMembers(child)[child] }
+	eventually(t, "child in its own group", func() bool { return state() != "" })
+
+	if err := e.c.SuspendMachine(c, app, m.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "escaped child to be stopped", func() bool { s := state(); return s == "T" || s == "t" })
+	if _, err := e.c.StartMachine(c, app, m.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "escaped child to run again", func() bool { s := state(); return s == "S" || s == "R" })
+	if err := e.c.DestroyMachine(c, app, m.ID, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.wait(t, app, m.ID, fly.StateDestroyed)
+	waitGroupGone(t, child)
+}

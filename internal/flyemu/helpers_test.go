@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +23,26 @@ import (
 	"github.com/hangarhq/hangar/internal/flyemu/flyemutest"
 	"github.com/hangarhq/hangar/internal/flyspec"
 )
+
+// helperEnv makes the test binary act as a helper program instead of
+// running tests (see TestMain).
+const helperEnv = "FLYEMU_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(helperEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "setsid-sleep":
+		// Leave the machine's process group, as a PTY child does, and idle.
+		if _, err := syscall.Setsid(); err != nil {
+			os.Exit(3)
+		}
+		time.Sleep(time.Hour)
+		os.Exit(0)
+	default:
+		os.Exit(2)
+	}
+}
 
 // env is an emulator plus a real client whose every exchange is checked
 // against Fly's OpenAPI document.

@@ -67,7 +67,7 @@ func (e *Emulator) launchLocked(m *machine, typ, source string, req *fly.Machine
 	spec, err := e.processSpec(m)
 	var p *process
 	if err == nil {
-		p, err = startProcess(spec, &e.procWG, func(x exitInfo) {
+		p, err = startProcess(spec, &e.procWG, &e.copyWG, func(x exitInfo) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			e.exitedLocked(m, p, x)

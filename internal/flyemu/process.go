@@ -44,8 +44,9 @@ type process struct {
 
 // startProcess launches spec. onExit runs (in its own goroutine) once the
 // process has exited and its whole group was killed; wg tracks that goroutine
-// and the output copier so that the emulator can wait for them on close.
-func startProcess(spec processSpec, wg *sync.WaitGroup, onExit func(exitInfo)) (*process, error) {
+// and copiers the output copier (which lasts as long as anything holds the
+// output pipe open), so that the emulator can wait for them on close.
+func startProcess(spec processSpec, wg, copiers *sync.WaitGroup, onExit func(exitInfo)) (*process, error) {
 	if len(spec.argv) == 0 {
 		return nil, errors.New("no command to run")
 	}
@@ -83,9 +84,9 @@ func startProcess(spec processSpec, wg *sync.WaitGroup, onExit func(exitInfo)) (
 	p := &process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
 	if pw != nil {
 		pw.Close()
-		wg.Add(1)
+		copiers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer copiers.Done()
 			defer pr.Close()
 			copyLines(pr, logFile, spec.tee, p.pid)
 			logFile.Close()
@@ -113,7 +114,14 @@ func (p *process) signal(sig syscall.Signal) {
 	if p.reaped {
 		return
 	}
+	// Processes that started their own session (a PTY child, for one) left
+	// the group but are still part of the "VM": find them before the group
+	// is signalled, while they still descend from the leader.
+	outside := descendantsOutsideGroup(p.pid)
 	_ = syscall.Kill(-p.pid, sig)
+	for _, pid := range outside {
+		_ = syscall.Kill(pid, sig)
+	}
 }
 
 // killGroupLocked kills what is left of the group once the leader has exited

@@ -18,3 +18,7 @@ func reap(p *process) error {
 	p.mu.Unlock()
 	return err
 }
+
+// descendantsOutsideGroup is not tracked outside Linux: only the group is
+// signalled.
+func descendantsOutsideGroup(int) []int { return nil }
