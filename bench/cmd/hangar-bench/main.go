@@ -1,0 +1,81 @@
+// Command hangar-bench is hangar's benchmark program (make bench): it starts
+// `hangard dev` on loopback and prints, side by side, echo latency and bulk
+// throughput through the daemon and straight to the agent, session-ready
+// latency from stopped and suspended standbys, and the daemon's cost per
+// attached idle stream. `hangar-bench pty-echo` is the sessions' command.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hangarhq/hangar/bench"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == bench.EchoCommand {
+		if err := bench.EchoMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "pty-echo:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "hangar-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fs := flag.NewFlagSet("hangar-bench", flag.ContinueOnError)
+	hangard := fs.String("hangard", filepath.Join(filepath.Dir(self), "hangard"), "hangard binary (hangar-agent beside it or on PATH)")
+	data := fs.String("data", "", "hangard dev data directory (default: a temporary one, removed afterwards)")
+	samples := fs.Int("samples", 2000, "keystroke echo samples per path")
+	bursts := fs.Int("bursts", 8, "bulk output bursts per path")
+	burstSize := fs.Int("burst-size", 4<<20, "bytes per bulk burst (at most 6 MiB: below the agent's ring)")
+	ready := fs.Int("ready-samples", 5, "session-ready samples per standby mode")
+	streams := fs.Int("streams", 1000, "idle read-only viewers attached through the daemon (0 skips)")
+	streamSessions := fs.Int("stream-sessions", 4, "sessions the viewers are spread over")
+	bootDelay := fs.Duration("boot-delay", 100*time.Millisecond, "emulated machine boot delay")
+	timeout := fs.Duration("timeout", 10*time.Minute, "stop the run after this long")
+	logs := fs.String("daemon-log", "", "write hangard's log here (default: discarded)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if _, err := exec.LookPath(*hangard); err != nil {
+		return fmt.Errorf("hangard binary: %w (build it with make build)", err)
+	}
+	opts := bench.Options{
+		Hangard: *hangard, Self: self, DataDir: *data, Samples: *samples, Bursts: *bursts,
+		BurstSize: *burstSize, ReadySamples: *ready, Streams: *streams, StreamSessions: *streamSessions,
+		BootDelay: *bootDelay, Out: os.Stdout,
+	}
+	if *logs != "" {
+		f, err := os.Create(*logs)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		opts.Logs = f
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	_, err = bench.Run(ctx, opts)
+	return err
+}
