@@ -7,12 +7,36 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/hangar-demo-test.XXXXXX")"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 0)"
-fail() { echo "demo-test: FAIL: $*" >&2; echo "--- demo output"; cat "$DIR/demo.out" >&2 || true; echo "--- hangard log"; tail -40 "$DIR/hangard.log" >&2 || true; echo "0 passed, 1 failed"; exit 1; }
+fail() { echo "demo-test: FAIL: $*" >&2; echo "--- demo output" >&2; cat "$DIR/demo.out" >&2 || true; echo "--- hangard log" >&2; tail -40 "$DIR/hangard.log" >&2 || true; echo "0 passed, 1 failed"; exit 1; }
 
+# ours lists the processes whose working directory or command line lies in
+# the demo's state directory (nothing else lives there).
+ours() {
+  local p q cwd
+  for p in /proc/[0-9]*; do
+    q="${p#/proc/}"
+    [ "$q" = "$$" ] && continue
+    cwd="$(readlink "$p/cwd" 2>/dev/null || true)"
+    if [[ "$cwd" == "$DIR"* ]] || tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$DIR/"; then
+      printf ' %s' "$q"
+    fi
+  done
+}
+
+# Job control gives the demo its own process group that does not ignore
+# SIGINT (a non-interactive shell's background jobs otherwise would), just as
+# when a user runs it in the foreground of a terminal.
+set -m
 HANGAR_DEMO_CLAUDE=0 HANGAR_DEMO_DIR="$DIR" HANGAR_DEMO_LISTEN="127.0.0.1:$port" \
-  setsid "$ROOT/scripts/demo.sh" >"$DIR/demo.out" 2>&1 </dev/null &
+  "$ROOT/scripts/demo.sh" >"$DIR/demo.out" 2>&1 </dev/null &
 pid=$!
-cleanup() { kill -KILL -- "-$pid" 2>/dev/null || true; }
+set +m
+cleanup() {
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  local left
+  left="$(ours)"
+  [ -n "$left" ] && kill -KILL $left 2>/dev/null || true
+}
 trap cleanup EXIT
 
 for _ in $(seq 1 1800); do
@@ -24,22 +48,14 @@ done
 sid="$(sed -n 's/^demo ready: //p' "$DIR/ready")"
 grep -q "hangar --env-file .* attach $sid" "$DIR/demo.out" || fail "the demo did not print the attach command"
 grep -q "/#key=" "$DIR/demo.out" || fail "the demo did not print the web terminal URL"
-"$ROOT/bin/hangar" --env-file "$DIR/data" sessions show "$sid" | grep -q 'state:.*ready' || fail "session $sid is not ready"
+"${HANGAR_BIN_DIR:-$ROOT/bin}/hangar" --env-file "$DIR/data" sessions show "$sid" | grep -q 'state:.*ready' || fail "session $sid is not ready"
 echo "demo-test: demo ready with session $sid; sending Ctrl-C"
 
 kill -INT -- "-$pid"
 for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$pid" 2>/dev/null && fail "the demo did not stop within 60 s of Ctrl-C"
 
-left=""
-for p in /proc/[0-9]*; do
-  q="${p#/proc/}"
-  [ "$q" = "$$" ] && continue
-  cwd="$(readlink "$p/cwd" 2>/dev/null || true)"
-  if [[ "$cwd" == "$DIR"* ]] || tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$DIR/"; then
-    left+=" $q"
-  fi
-done
+left="$(ours)"
 if [ -n "$left" ]; then
   ps -o pid,pgid,sid,args -p ${left// /,} >&2 || true
   fail "processes left behind after Ctrl-C:$left"

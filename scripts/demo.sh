@@ -63,7 +63,7 @@ reap_dir() {
       pid="${p#/proc/}"
       [ "$pid" = "$$" ] && continue
       cwd="$(readlink "$p/cwd" 2>/dev/null || true)"
-      if [[ "$cwd" == "$dir"* ]] || tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+      if [[ "$cwd" == "$dir"* ]] || tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$dir/"; then
         left+=" $pid"
       fi
     done
@@ -145,7 +145,7 @@ curl -fsS "$HANGAR_URL/healthz" >/dev/null 2>&1 || die "hangard at $HANGAR_URL d
 # --- terraform apply examples/quickstart against the emulator ---------------
 say "terraform apply examples/quickstart (pool '$POOL') against the embedded Fly emulator…"
 mkdir -p "$DEMO/tf"
-cp "$ROOT"/examples/quickstart/*.tf "$DEMO/tf/"
+cp "${HANGAR_DEMO_TF_DIR:-$ROOT/examples/quickstart}"/*.tf "$DEMO/tf/"
 printf 'provider_installation {\n  dev_overrides {\n    "hangarhq/hangar" = "%s"\n  }\n  direct {}\n}\n' "$BIN" >"$DEMO/terraform.rc"
 export TF_CLI_CONFIG_FILE="$DEMO/terraform.rc" TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
 export TF_VAR_broker_public_key="$HANGAR_BROKER_PUBLIC_KEY"
