@@ -1183,3 +1183,21 @@ func TestEscapedDescendants(t *testing.T) {
 	e.wait(t, app, m.ID, fly.StateDestroyed)
 	waitGroupGone(t, child)
 }
+
+func TestRegionFull(t *testing.T) {
+	e := start(t, flyemu.Config{})
+	c := ctx(t)
+	app := e.app(t, "full")
+	e.srv.SetRegionFull("syd", true)
+	_, err := e.c.CreateMachine(c, app, fly.CreateMachineRequest{Config: shell("exit 0"), Region: "syd", SkipLaunch: true})
+	if !errors.Is(err, fly.ErrInsufficientCapacity) {
+		t.Errorf("create in a full region: %v, want insufficient capacity", err)
+	}
+	if _, err := e.c.CreateMachine(c, app, fly.CreateMachineRequest{Config: shell("exit 0"), Region: "nrt", SkipLaunch: true}); err != nil {
+		t.Errorf("create in another region: %v", err)
+	}
+	e.srv.SetRegionFull("syd", false)
+	if _, err := e.c.CreateMachine(c, app, fly.CreateMachineRequest{Config: shell("exit 0"), Region: "syd", SkipLaunch: true}); err != nil {
+		t.Errorf("create after the region has room again: %v", err)
+	}
+}
