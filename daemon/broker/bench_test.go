@@ -75,4 +75,3 @@ func BenchmarkIdleStreams(b *testing.B) {
 		b.ReportMetric(float64(bg-dg)/n, "goroutines/stream")
 	}
 }
-

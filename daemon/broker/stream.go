@@ -39,6 +39,11 @@ type stream struct {
 
 	ctx    context.Context // ends with the stream, the parent, or the client
 	cancel context.CancelFunc
+	// cctx bounds client writes. It is not s.ctx: cancelling a context
+	// closes a coder/websocket connection if a write with it has not quite
+	// returned, which would cut the graceful close that follows a shutdown.
+	cctx    context.Context
+	ccancel context.CancelFunc
 
 	att wire.Attach // the client's attach, role forced
 
@@ -130,6 +135,8 @@ func (s *stream) run(parent context.Context) {
 	}
 	s.ctx, s.cancel = context.WithCancel(parent)
 	defer s.cancel()
+	s.cctx, s.ccancel = context.WithCancel(context.Background())
+	defer s.ccancel()
 
 	if cr := s.readAttach(); cr != nil {
 		s.closeClient(cr)
@@ -154,9 +161,14 @@ func (s *stream) run(parent context.Context) {
 	}()
 	stopAfter := context.AfterFunc(s.ctx, func() {
 		// The parent ended or the client left: end the agent hop so that run,
-		// blocked reading it, returns.
+		// blocked reading it, returns; a client write that blocks run for
+		// long is cut off.
+		t := time.AfterFunc(5*time.Second, s.ccancel)
 		if c := s.agent.Load(); c != nil {
 			_ = c.Close(websocket.StatusNormalClosure, "detached")
+		}
+		if s.done.Load() {
+			t.Stop()
 		}
 	})
 	s.timer.Store(time.AfterFunc(s.b.cfg.PingInterval, s.keepalive))
@@ -361,7 +373,7 @@ func validateAttach(a *wire.Attach) string {
 // progress forwards WaitReady's updates as state frames.
 func (s *stream) progress(state, detail string, queuePosition int) {
 	b := wire.MustEncode(&wire.State{State: state, Detail: detail, QueuePosition: queuePosition})
-	if err := s.client.Write(s.ctx, websocket.MessageText, b); err == nil {
+	if err := s.client.Write(s.cctx, websocket.MessageText, b); err == nil {
 		s.hookBytes(true, len(b))
 	}
 }
@@ -370,7 +382,7 @@ func (s *stream) progress(state, detail string, queuePosition int) {
 // slow, which stops the agent-hop reads (backpressure through TCP).
 func (s *stream) writeClient(typ websocket.MessageType, b []byte) error {
 	s.writing.Add(1)
-	err := s.client.Write(s.ctx, typ, b)
+	err := s.client.Write(s.cctx, typ, b)
 	s.writing.Add(-1)
 	if err != nil {
 		s.clientGone.Store(true)
@@ -569,14 +581,14 @@ func (s *stream) handleClientFrame(typ websocket.MessageType, b []byte) bool {
 			case wire.TypePing:
 				var p wire.Ping
 				if decodeInto(b, &p) {
-					_ = s.client.Write(s.ctx, websocket.MessageText, wire.MustEncode(&wire.Pong{TS: p.TS}))
+					_ = s.client.Write(s.cctx, websocket.MessageText, wire.MustEncode(&wire.Pong{TS: p.TS}))
 				}
 				return true
 			case wire.TypePong:
 				return true
 			case wire.TypeAttach:
 				e := wire.MustEncode(&wire.Error{Code: wire.ErrCodeBadRequest, Message: "already attached"})
-				_ = s.client.Write(s.ctx, websocket.MessageText, e)
+				_ = s.client.Write(s.cctx, websocket.MessageText, e)
 				return true
 			case wire.TypeResize:
 				var r wire.Resize
@@ -626,7 +638,7 @@ func (s *stream) keepalive() {
 	// client's data would only hold this timer goroutine.
 	// A client that cannot take a small frame for two intervals is gone.
 	if s.writing.Load() == 0 {
-		ctx, cancel := context.WithTimeout(s.ctx, 2*s.b.cfg.PingInterval)
+		ctx, cancel := context.WithTimeout(s.cctx, 2*s.b.cfg.PingInterval)
 		_ = s.client.Write(ctx, websocket.MessageText, ping)
 		cancel()
 	}
