@@ -113,7 +113,7 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := &wsClient{t: t, a: a, conn: conn}
+	bad := newWSClient(t, a, conn)
 	bad.input("typing before attach")
 	bad.waitError(wire.ErrCodeAttachRequired)
 	if code := bad.waitClosed(); code != websocket.StatusPolicyViolation {
@@ -123,7 +123,7 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad = &wsClient{t: t, a: a, conn: conn}
+	bad = newWSClient(t, a, conn)
 	bad.send(&wire.Attach{Role: "admin"})
 	bad.waitError(wire.ErrCodeBadRequest)
 	bad.waitClosed()

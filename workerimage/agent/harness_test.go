@@ -256,6 +256,27 @@ type wsClient struct {
 	lines    [][]byte       // binary frames received (jsonl)
 	ctrl     []wire.Message // control frames received after attached
 	closed   error
+	frames   chan frame // filled by a background reader
+}
+
+type frame struct {
+	typ  websocket.MessageType
+	data []byte
+	err  error
+}
+
+func newWSClient(t *testing.T, a *agentProc, conn *websocket.Conn) *wsClient {
+	c := &wsClient{t: t, a: a, conn: conn, frames: make(chan frame, 1024)}
+	go func() {
+		for {
+			typ, data, err := conn.Read(context.Background())
+			c.frames <- frame{typ, data, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return c
 }
 
 func (a *agentProc) dial(session, proto string) (*websocket.Conn, *http.Response, error) {
@@ -286,7 +307,7 @@ func (a *agentProc) attach(session, proto string, req wire.Attach) *wsClient {
 	if err != nil {
 		a.t.Fatalf("dial: %v", err)
 	}
-	c := &wsClient{t: a.t, a: a, conn: conn}
+	c := newWSClient(a.t, a, conn)
 	c.send(&req)
 	for c.attached == nil {
 		typ, data, err := c.read(10 * time.Second)
@@ -332,14 +353,25 @@ func (c *wsClient) sendRaw(typ websocket.MessageType, b []byte) {
 
 func (c *wsClient) input(s string) { c.sendRaw(websocket.MessageBinary, []byte(s)) }
 
+// errTimeout is returned by read when no frame came in time (the
+// connection stays open).
+var errTimeout = errors.New("no frame in time")
+
 func (c *wsClient) read(d time.Duration) (websocket.MessageType, []byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	typ, data, err := c.conn.Read(ctx)
-	if err == nil {
-		c.a.record(string(data))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case f := <-c.frames:
+		if f.err != nil {
+			// Keep reporting the error to later reads.
+			c.frames <- f
+			return 0, nil, f.err
+		}
+		c.a.record(string(f.data))
+		return f.typ, f.data, nil
+	case <-t.C:
+		return 0, nil, errTimeout
 	}
-	return typ, data, err
 }
 
 // pump reads one frame into the client's state; false once closed.
@@ -420,7 +452,7 @@ func (c *wsClient) waitClosed() websocket.StatusCode {
 	deadline := time.Now().Add(20 * time.Second)
 	for c.pump(time.Until(deadline)) {
 	}
-	if errors.Is(c.closed, context.DeadlineExceeded) {
+	if errors.Is(c.closed, errTimeout) {
 		c.t.Fatal("connection did not close")
 	}
 	return websocket.CloseStatus(c.closed)
