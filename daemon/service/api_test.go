@@ -566,3 +566,31 @@ func TestQueueAndSuspendedStandby(t *testing.T) {
 		t.Fatalf("second session: %+v", s)
 	}
 }
+
+// TestSessionsEndThemselves: a session ends when its process exits and when
+// it reaches its tenant's maximum duration; both record why and destroy the
+// machine.
+func TestSessionsEndThemselves(t *testing.T) {
+	e := newEnv(t, 2, 4)
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	quick := admin.with(admin.createTenant("quick", map[string]any{"max_session_duration": "2s"}).APIKey)
+	plain := admin.with(admin.createTenant("plain", nil).APIKey)
+
+	var exits, long session
+	plain.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sh", "-c", "sleep 0.5; exit 3"}}, http.StatusAccepted, &exits)
+	quick.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &long)
+	for _, c := range []struct {
+		u      *api
+		s      session
+		reason string
+	}{{plain, exits, "exited with code 3"}, {quick, long, "maximum duration of 2s"}} {
+		got := c.u.waitState(c.s.ID, isState("ended", "failed"))
+		if got.State != "ended" || !strings.Contains(got.Reason, c.reason) {
+			t.Errorf("session %s: %s (%s), want ended: %s", got.ID, got.State, got.Reason, c.reason)
+		}
+		if got.MachineID != "" {
+			assertMachineGone(t, e, got.MachineID)
+		}
+	}
+}

@@ -86,10 +86,19 @@ func (m *Manager) dispatch(ctx context.Context) {
 		}
 		return
 	}
+	seen := map[string]bool{}
 	for _, s := range pending {
 		if ctx.Err() != nil {
 			return
 		}
+		line := s.Pool + "/" + s.TenantImage
+		m.mu.Lock()
+		waiting := m.waiting[line]
+		m.mu.Unlock()
+		if waiting && seen[line] {
+			continue // only the head of a full pool's line tries
+		}
+		seen[line] = true
 		if time.Since(s.CreatedAt) > m.cfg.ReadyTimeout {
 			m.failFrom(ctx, s, []store.SessionState{store.StatePending}, nil, "", fmt.Sprintf("no machine became available within %v", m.cfg.ReadyTimeout))
 			continue
@@ -109,7 +118,7 @@ func (m *Manager) dispatch(ctx context.Context) {
 		m.inflight[s.ID] = true
 		m.mu.Unlock()
 		m.work.Add(1)
-		go func(id string) {
+		go func(id, line string) {
 			defer m.work.Done()
 			defer func() {
 				<-m.sem
@@ -117,11 +126,18 @@ func (m *Manager) dispatch(ctx context.Context) {
 				delete(m.inflight, id)
 				m.mu.Unlock()
 			}()
-			if err := m.claim(m.workCtx, id); errors.Is(err, errWait) {
-				return
+			err := m.claim(m.workCtx, id)
+			m.mu.Lock()
+			if errors.Is(err, errWait) {
+				m.waiting[line] = true
+			} else {
+				delete(m.waiting, line)
 			}
-			m.wake()
-		}(s.ID)
+			m.mu.Unlock()
+			if !errors.Is(err, errWait) {
+				m.wake()
+			}
+		}(s.ID, line)
 	}
 }
 

@@ -101,6 +101,7 @@ type Manager struct {
 	mu       sync.Mutex
 	creds    map[string]*Credentials // by session id, until init
 	inflight map[string]bool         // claims being worked on here
+	waiting  map[string]bool         // pool/tenant-image lines whose last claim found no capacity
 	ending   map[string]bool         // ends being worked on here
 	kick     chan struct{}
 	cloneMu  map[string]*sync.Mutex
@@ -142,7 +143,7 @@ func New(cfg Config) *Manager {
 	workCtx, stop := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
-		creds: map[string]*Credentials{}, inflight: map[string]bool{}, ending: map[string]bool{},
+		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{},
 		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{},
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
