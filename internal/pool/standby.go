@@ -2,6 +2,8 @@ package pool
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -68,7 +70,10 @@ func CreateStandby(ctx context.Context, c Client, app string, template *fly.Mach
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	m, err := c.CreateMachine(ctx, app, fly.CreateMachineRequest{Config: cfg, Region: region, SkipLaunch: true})
+	// A unique name lets the client re-send the create safely after an
+	// ambiguous failure (it looks the name up first).
+	name := "standby-" + region + "-" + randomHex(4)
+	m, err := c.CreateMachine(ctx, app, fly.CreateMachineRequest{Config: cfg, Region: region, Name: name, SkipLaunch: true})
 	if err != nil {
 		return nil, fmt.Errorf("create standby in %s/%s: %w", app, region, err)
 	}
@@ -79,6 +84,8 @@ func CreateStandby(ctx context.Context, c Client, app string, template *fly.Mach
 		if derr := c.DestroyMachine(cctx, app, m.ID, true, ""); derr != nil && !errors.Is(derr, fly.ErrNotFound) {
 			return nil, fmt.Errorf("%w (and destroying standby %s failed: %v)", err, m.ID, derr)
 		}
+		// Best effort: return once the VM is really gone.
+		_, _ = c.WaitMachine(cctx, app, m.ID, fly.WaitOptions{States: []string{fly.StateDestroyed}, Timeout: 30 * time.Second})
 		return nil, err
 	}
 	switch mode {
@@ -120,6 +127,12 @@ func CreateStandby(ctx context.Context, c Client, app string, template *fly.Mach
 	default:
 		return fail(fmt.Errorf("create standby %s: unknown standby mode %q", m.ID, mode))
 	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
 }
 
 func deadlineOf(ctx context.Context) time.Time {
