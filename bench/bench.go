@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coder/websocket"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hangarhq/hangar/daemon/devenv"
@@ -54,9 +55,10 @@ type Options struct {
 
 // Results are a run's figures.
 type Results struct {
-	EchoDaemon, EchoDirect         []time.Duration
-	LiveDaemon, LiveDirect         throughput
-	ReplayDaemon, ReplayDirect     throughput
+	// Paths holds the echo and bulk figures by path: "daemon" (through
+	// hangard), "direct" (straight to the agent) and "relay" (through the
+	// bare reference relay, the floor of any extra hop on this machine).
+	Paths                          map[string]*PathResults
 	ReadyStopped, ReadySuspended   []time.Duration
 	ObservedStopped, ObservedSusp  []time.Duration
 	BootDelay                      time.Duration
@@ -64,6 +66,24 @@ type Results struct {
 	Before, After                  procStatus
 	GoroutinesBefore, GoroutinesAt float64
 	HeapBefore, HeapAt             float64 // go heap + stacks in use, bytes
+}
+
+// PathResults are the echo and bulk figures of one path.
+type PathResults struct {
+	Echo         []time.Duration
+	Live, Replay throughput
+}
+
+func (r *Results) path(name string) *PathResults {
+	if r.Paths == nil {
+		r.Paths = map[string]*PathResults{}
+	}
+	p := r.Paths[name]
+	if p == nil {
+		p = &PathResults{}
+		r.Paths[name] = p
+	}
+	return p
 }
 
 type throughput struct {
@@ -155,12 +175,20 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	if err != nil {
 		return nil, err
 	}
+	relay, err := startRelay(opts.Self)
+	if err != nil {
+		return nil, err
+	}
+	defer relay.stop()
+	dp := direct.(*directPath)
+	ref := newRelayPath(relay.addr, dp.base, dp.machine, sess.ID, r.dev.key, r.hc)
+	all := []path{daemon, direct, ref}
 	r.logf("echo latency: %d samples per path", opts.Samples)
-	if err := r.echo(ctx, daemon, direct); err != nil {
+	if err := r.echo(ctx, all); err != nil {
 		return nil, fmt.Errorf("echo: %w", err)
 	}
 	r.logf("bulk output: %d bursts of %d bytes per path", opts.Bursts, opts.BurstSize)
-	if err := r.bulk(ctx, daemon, direct); err != nil {
+	if err := r.bulk(ctx, all); err != nil {
 		return nil, fmt.Errorf("bulk: %w", err)
 	}
 	r.logf("session ready: %d samples per standby mode", opts.ReadySamples)
@@ -281,23 +309,20 @@ type writer struct {
 	sent int64
 }
 
-// echo measures keystroke echo latency in alternating blocks through the
-// daemon and straight to the agent, one writer attachment at a time.
-func (r *run) echo(ctx context.Context, daemon, direct path) error {
+// echo measures keystroke echo latency in alternating blocks over every
+// path, one writer attachment at a time.
+func (r *run) echo(ctx context.Context, paths []path) error {
 	var w writer
 	const blocks = 10
 	per := max(r.opts.Samples/blocks, 1)
 	for b := 0; b < blocks; b++ {
-		for _, p := range []path{daemon, direct} {
+		for _, p := range paths {
 			lat, err := w.echoBlock(ctx, p, per, b == 0)
 			if err != nil {
 				return err
 			}
-			if p == daemon {
-				r.res.EchoDaemon = append(r.res.EchoDaemon, lat...)
-			} else {
-				r.res.EchoDirect = append(r.res.EchoDirect, lat...)
-			}
+			pr := r.res.path(p.name())
+			pr.Echo = append(pr.Echo, lat...)
 		}
 	}
 	return nil
@@ -316,7 +341,7 @@ func (w *writer) echoBlock(ctx context.Context, p path, n int, warm bool) ([]tim
 	for i := 0; i < n; i++ {
 		key := []byte{byte('a' + i%26)}
 		t0 := time.Now()
-		if err := s.c.Write(ctx, 2 /* binary */, key); err != nil {
+		if err := s.c.Write(ctx, websocket.MessageBinary, key); err != nil {
 			return nil, fmt.Errorf("send key (%s): %w", p.name(), err)
 		}
 		w.sent++
@@ -336,22 +361,19 @@ func (w *writer) echoBlock(ctx context.Context, p path, n int, warm bool) ([]tim
 }
 
 // bulk measures output throughput: live (the program writes a burst into
-// its PTY, the client reads it) alternating between paths, and replay (the
-// same burst read again from the agent's ring) through both paths.
-func (r *run) bulk(ctx context.Context, daemon, direct path) error {
+// its PTY, the client reads it) with the paths taking turns, and replay
+// (the same burst read again from the agent's ring) over every path.
+func (r *run) bulk(ctx context.Context, paths []path) error {
 	var w writer
-	// The echo phase's input count is unknown here: ask the agent.
-	s, err := attach(ctx, direct, wire.RoleReader, -1, 0)
+	// The echo phase's input count: ask the agent.
+	s, err := attach(ctx, paths[1], wire.RoleReader, -1, 0)
 	if err != nil {
 		return err
 	}
 	w.sent = s.attached.InputApplied
 	s.close()
-	for b := 0; b < 2*r.opts.Bursts; b++ {
-		p := daemon
-		if b%2 == 1 {
-			p = direct
-		}
+	for b := 0; b < len(paths)*r.opts.Bursts; b++ {
+		p := paths[b%len(paths)]
 		ws, err := attach(ctx, p, wire.RoleWriter, -1, w.sent)
 		if err != nil {
 			return err
@@ -359,7 +381,7 @@ func (r *run) bulk(ctx context.Context, daemon, direct path) error {
 		start := ws.off
 		end := start + int64(r.opts.BurstSize)
 		t0 := time.Now()
-		if err := ws.c.Write(ctx, 2, []byte{BurstByte}); err != nil {
+		if err := ws.c.Write(ctx, websocket.MessageBinary, []byte{BurstByte}); err != nil {
 			ws.close()
 			return fmt.Errorf("ask for a burst (%s): %w", p.name(), err)
 		}
@@ -371,27 +393,17 @@ func (r *run) bulk(ctx context.Context, daemon, direct path) error {
 		if err != nil {
 			return fmt.Errorf("read burst (%s): %w", p.name(), err)
 		}
-		t := throughput{bytes: end - start - lost, dur: d, lost: lost}
-		if p == daemon {
-			r.res.LiveDaemon = r.res.LiveDaemon.add(t)
-		} else {
-			r.res.LiveDirect = r.res.LiveDirect.add(t)
-		}
-		// Replay the burst from the ring through both paths, in turns.
-		order := []path{daemon, direct}
-		if b%2 == 1 {
-			order = []path{direct, daemon}
-		}
-		for _, rp := range order {
+		pr := r.res.path(p.name())
+		pr.Live = pr.Live.add(throughput{bytes: end - start - lost, dur: d, lost: lost})
+		// Replay the burst from the ring over every path, in turns.
+		for i := range paths {
+			rp := paths[(b+i)%len(paths)]
 			t, err := replay(ctx, rp, start, end)
 			if err != nil {
 				return err
 			}
-			if rp == daemon {
-				r.res.ReplayDaemon = r.res.ReplayDaemon.add(t)
-			} else {
-				r.res.ReplayDirect = r.res.ReplayDirect.add(t)
-			}
+			pr := r.res.path(rp.name())
+			pr.Replay = pr.Replay.add(t)
 		}
 	}
 	return nil

@@ -37,13 +37,33 @@ func verdict(ok bool) string {
 	return "MISSED"
 }
 
-// EchoRatio is daemon p50 / direct p50 (and p99).
+// EchoRatio is the daemon's echo latency percentile p over the direct one.
 func (r *Results) EchoRatio(p float64) float64 {
-	d := percentile(r.EchoDirect, p)
+	return r.echoRatio("daemon", p)
+}
+
+func (r *Results) echoRatio(name string, p float64) float64 {
+	d := percentile(r.path("direct").Echo, p)
 	if d == 0 {
 		return 0
 	}
-	return float64(percentile(r.EchoDaemon, p)) / float64(d)
+	return float64(percentile(r.path(name).Echo, p)) / float64(d)
+}
+
+// ThroughputRatio is the daemon's live or replay throughput over the direct one.
+func (r *Results) ThroughputRatio(replay bool) float64 {
+	return r.throughputRatio("daemon", replay)
+}
+
+func (r *Results) throughputRatio(name string, replay bool) float64 {
+	a, b := r.path(name).Live, r.path("direct").Live
+	if replay {
+		a, b = r.path(name).Replay, r.path("direct").Replay
+	}
+	if b.mbps() == 0 {
+		return 0
+	}
+	return a.mbps() / b.mbps()
 }
 
 // PerStreamBytes is the daemon's RSS growth per attached idle stream.
@@ -66,27 +86,33 @@ func report(w io.Writer, r *Results) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("hangar bench: hangard dev on loopback, %d CPUs, %s/%s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
 	p("")
-	p("%-40s %14s %14s %8s  %s", "", "daemon", "direct", "ratio", "bar")
+	p("%-34s %12s %12s %12s %9s %9s  %s", "", "daemon", "direct", "bare relay", "daemon/", "relay/", "bar (daemon/direct)")
+	p("%-34s %12s %12s %12s %9s %9s", "", "", "", "", "direct", "direct")
+	dm, di, re := r.path("daemon"), r.path("direct"), r.path("relay")
 	for _, q := range []struct {
 		name string
 		p    float64
 	}{{"keystroke echo p50", 0.50}, {"keystroke echo p99", 0.99}} {
 		ratio := r.EchoRatio(q.p)
-		bar := fmt.Sprintf("< %.2f %s", BarEchoRatio, verdict(ratio < BarEchoRatio))
-		p("%-40s %14s %14s %8.2f  %s", fmt.Sprintf("%s (n=%d)", q.name, len(r.EchoDaemon)),
-			ms(percentile(r.EchoDaemon, q.p)), ms(percentile(r.EchoDirect, q.p)), ratio, bar)
+		p("%-34s %12s %12s %12s %9.2f %9.2f  < %.2f %s", fmt.Sprintf("%s (n=%d)", q.name, len(dm.Echo)),
+			ms(percentile(dm.Echo, q.p)), ms(percentile(di.Echo, q.p)), ms(percentile(re.Echo, q.p)),
+			ratio, r.echoRatio("relay", q.p), BarEchoRatio, verdict(ratio < BarEchoRatio))
 	}
 	for _, t := range []struct {
-		name           string
-		daemon, direct throughput
-	}{{"bulk output, live PTY (MB/s)", r.LiveDaemon, r.LiveDirect}, {"bulk output, ring replay (MB/s)", r.ReplayDaemon, r.ReplayDirect}} {
-		ratio := 0.0
-		if t.direct.mbps() > 0 {
-			ratio = t.daemon.mbps() / t.direct.mbps()
+		name   string
+		replay bool
+	}{{"bulk output, live PTY (MB/s)", false}, {"bulk output, ring replay (MB/s)", true}} {
+		get := func(pr *PathResults) throughput {
+			if t.replay {
+				return pr.Replay
+			}
+			return pr.Live
 		}
-		p("%-40s %14.1f %14.1f %8.2f  >= %.2f %s", t.name, t.daemon.mbps(), t.direct.mbps(), ratio, BarThroughputRatio, verdict(ratio >= BarThroughputRatio))
-		if t.daemon.lost+t.direct.lost > 0 {
-			p("%-40s %14d %14d", "  bytes skipped by gaps", t.daemon.lost, t.direct.lost)
+		ratio := r.ThroughputRatio(t.replay)
+		p("%-34s %12.1f %12.1f %12.1f %9.2f %9.2f  >= %.2f %s", t.name, get(dm).mbps(), get(di).mbps(), get(re).mbps(),
+			ratio, r.throughputRatio("relay", t.replay), BarThroughputRatio, verdict(ratio >= BarThroughputRatio))
+		if get(dm).lost+get(di).lost+get(re).lost > 0 {
+			p("%-34s %12d %12d %12d", "  bytes skipped by gaps", get(dm).lost, get(di).lost, get(re).lost)
 		}
 	}
 	p("")

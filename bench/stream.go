@@ -57,13 +57,15 @@ func (d *daemonPath) dial(ctx context.Context, role wire.Role) (*websocket.Conn,
 // directPath attaches to the agent itself with a token signed by the broker key.
 type directPath struct {
 	agent   *agentapi.Client
+	base    string
+	machine string
 	session string
 }
 
 func newDirectPath(agentURL, machineID, session string, signer *agentauth.Signer, hc *http.Client) *directPath {
 	c := agentapi.NewClient(agentURL, signer, machineID)
 	c.HTTPClient = hc
-	return &directPath{agent: c, session: session}
+	return &directPath{agent: c, base: agentURL, machine: machineID, session: session}
 }
 
 func (d *directPath) name() string { return "direct" }

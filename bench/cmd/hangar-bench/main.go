@@ -2,7 +2,8 @@
 // `hangard dev` on loopback and prints, side by side, echo latency and bulk
 // throughput through the daemon and straight to the agent, session-ready
 // latency from stopped and suspended standbys, and the daemon's cost per
-// attached idle stream. `hangar-bench pty-echo` is the sessions' command.
+// attached idle stream. `hangar-bench pty-echo` is the sessions' command;
+// `hangar-bench relay` the bare reference relay the daemon hop is set against.
 package main
 
 import (
@@ -23,6 +24,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == bench.EchoCommand {
 		if err := bench.EchoMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "pty-echo:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == bench.RelayCommand {
+		if err := bench.RelayMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "relay:", err)
 			os.Exit(1)
 		}
 		return
