@@ -6,7 +6,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/hangar-demo-test.XXXXXX")"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 0)"
+port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})' 2>/dev/null ||
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 fail() { echo "demo-test: FAIL: $*" >&2; echo "--- demo output" >&2; cat "$DIR/demo.out" >&2 || true; echo "--- hangard log" >&2; tail -40 "$DIR/hangard.log" >&2 || true; echo "0 passed, 1 failed"; exit 1; }
 
 # ours lists the processes whose working directory or command line lies in

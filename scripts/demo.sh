@@ -136,11 +136,12 @@ set -a
 # shellcheck disable=SC1091
 . "$DATA/dev.env"
 set +a
+HANGAR=("$BIN/hangar" --env-file "$DATA")
 for _ in $(seq 1 300); do
-  curl -fsS "$HANGAR_URL/readyz" >/dev/null 2>&1 && break
+  "${HANGAR[@]}" pools ls >/dev/null 2>&1 && break
   sleep 0.1
 done
-curl -fsS "$HANGAR_URL/healthz" >/dev/null 2>&1 || die "hangard at $HANGAR_URL does not answer /healthz (log: $DEMO/hangard.log)"
+"${HANGAR[@]}" pools ls >/dev/null || die "hangard at $HANGAR_URL does not answer (log: $DEMO/hangard.log)"
 
 # --- terraform apply examples/quickstart against the emulator ---------------
 say "terraform apply examples/quickstart (pool '$POOL') against the embedded Fly emulator…"
@@ -153,7 +154,6 @@ terraform -chdir="$DEMO/tf" apply -auto-approve -input=false -no-color >"$DEMO/t
   { tail -30 "$DEMO/terraform.log" >&2; die "terraform apply failed (log: $DEMO/terraform.log)"; }
 
 # --- a session on the demo repository ----------------------------------------
-HANGAR=("$BIN/hangar" --env-file "$DATA")
 for _ in $(seq 1 100); do
   "${HANGAR[@]}" pools ls --output json 2>/dev/null | grep -q "\"name\": \"$POOL\"" && break
   sleep 0.2
