@@ -66,7 +66,7 @@ func md(s string) (string, string) { return stripMarkdown(s), s }
 func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	attrs := map[string]schema.Attribute{}
 	add := func(name string, a schema.Attribute) { attrs[name] = a }
-	d, m := md("The pool name (the `name` already used as `pool` by `hangar_tenant_image` and by API clients in `POST /v1/sessions`). Lowercase letters, digits and dashes. Changing it replaces the pool. It is also the import ID.")
+	d, m := md("The pool name, referenced as `pool` by `hangar_tenant_image` and by API clients in `POST /v1/sessions`. Lowercase letters, digits and dashes. Changing it replaces the pool. It is also the import ID.")
 	add("name", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
 		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 		Validators:    []validator.String{nameValidator{}}})
@@ -83,7 +83,7 @@ func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 	add("network", schema.StringAttribute{Optional: true, Description: d, MarkdownDescription: m,
 		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 		Validators:    []validator.String{nameValidator{}}})
-	d, m = md("Fly regions to keep standby machines in, for example `[\"iad\", \"ams\"]` (three-letter region codes). Sessions start in the first region with a standby, in this order. The template machine lives in the first region.")
+	d, m = md("Fly regions to keep standby machines in, for example `[\"iad\", \"ams\"]` (three-letter region codes). When a region has no capacity, a claim tries the next one in this order. The template machine lives in the first region.")
 	add("regions", schema.ListAttribute{Required: true, ElementType: types.StringType, Description: d, MarkdownDescription: m,
 		Validators: []validator.List{listvalidator.SizeAtLeast(1), listvalidator.UniqueValues(), listvalidator.ValueStringsAre(regionValidator{})}})
 	d, m = md("Default worker image, for example `registry.fly.io/hangar-worker:1.0.0`. It must run `hangar-agent` (see `workerimage/`). Changing it rolls the standbys onto the new image.")
