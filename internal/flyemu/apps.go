@@ -43,6 +43,7 @@ func (e *Emulator) routes() {
 	e.handle("POST /v1/apps/{app}/machines/{id}/signal", "machine_signal", e.signalMachine)
 	e.handle("POST /v1/apps/{app}/machines/{id}/cordon", "machine_cordon", e.cordon(true))
 	e.handle("POST /v1/apps/{app}/machines/{id}/uncordon", "machine_cordon", e.cordon(false))
+	e.handle("POST /v1/apps/{app}/machines/{id}/exec", "machine_exec", e.execMachine)
 	e.handle("GET /v1/apps/{app}/machines/{id}/wait", "machine_wait", e.waitMachine)
 	e.handle("GET /v1/apps/{app}/machines/{id}/events", "machine_events", e.listEvents)
 	e.handle("GET /v1/apps/{app}/machines/{id}/lease", "lease_get", e.getLease)

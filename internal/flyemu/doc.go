@@ -15,7 +15,8 @@
 //     (metadata.KEY=VALUE, include_deleted, region, state, summary), update
 //     (full replace, current_version check, restart of a running machine,
 //     skip_launch), start, stop (signal, timeout), suspend, restart, signal,
-//     cordon/uncordon, destroy (force or kill), wait (repeatable or comma
+//     cordon/uncordon, exec (a command run in the machine's directory with its
+//     environment), destroy (force or kill), wait (repeatable or comma
 //     separated states including settled, timeout ≤ 60 s, 408 on timeout,
 //     version, from_event_id), events (newest first, ms timestamps);
 //   - leases: get, acquire (TTL in the body or ?ttl=), refresh (same nonce),
@@ -64,7 +65,7 @@
 // emulator's user, with the host's filesystem: the machine directory is not a
 // fresh rootfs and survives stops), 6PN IPv6 addresses and .internal DNS,
 // the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
-// and mounts, files, processes[] and containers, exec/ps/versions/memory
+// and mounts, files, processes[] and containers, ps/versions/memory
 // endpoints, org-wide machine lists, certificates and IP assignments,
 // multiple hosts and migrations, and GraphQL. A process that left the
 // machine's process group (setsid, as a PTY child does) is signalled with the

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/flyemu"
+	"github.com/hangarhq/hangar/internal/flyspec"
 )
 
 func TestApps(t *testing.T) {
@@ -1199,5 +1200,49 @@ func TestRegionFull(t *testing.T) {
 	e.srv.SetRegionFull("syd", false)
 	if _, err := e.c.CreateMachine(c, app, fly.CreateMachineRequest{Config: shell("exit 0"), Region: "syd", SkipLaunch: true}); err != nil {
 		t.Errorf("create after the region has room again: %v", err)
+	}
+}
+
+func TestExec(t *testing.T) {
+	e := start(t, flyemu.Config{})
+	app := e.app(t, "exec")
+	cfg := shell("exec sleep 1000")
+	cfg.Env = map[string]string{"WHO": "machine"}
+	m := e.create(t, app, fly.CreateMachineRequest{Config: cfg})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	// Exec has no client method; send it through the spec-checking transport.
+	hc := flyspec.CheckingClient(t)
+	url := e.srv.URL + "/v1/apps/exec/machines/" + m.ID + "/exec"
+	post := func(body string) (int, map[string]any) {
+		t.Helper()
+		resp, err := hc.Post(url, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	code, out := post(`{"command":["sh","-c","cat; echo \"$WHO $FLY_MACHINE_ID\"; pwd; echo oops >&2; exit 4"],"stdin":"in:"}`)
+	want := "in:machine " + m.ID + "\n" + e.srv.MachineDir(app, m.ID) + "\n"
+	if code != http.StatusOK || out["stdout"] != want || out["stderr"] != "oops\n" || out["exit_code"] != float64(4) {
+		t.Errorf("exec = %d %v, want stdout %q", code, out, want)
+	}
+	if code, out := post(`{"cmd":"true"}`); code != http.StatusOK || out["exit_code"] != float64(0) {
+		t.Errorf("exec with cmd = %d %v", code, out)
+	}
+	if code, out := post(`{"command":["sleep","5"],"timeout":1}`); code != http.StatusRequestTimeout {
+		t.Errorf("exec past its timeout = %d %v", code, out)
+	}
+	if code, out := post(`{"command":["/nonexistent/tool"]}`); code != http.StatusBadRequest {
+		t.Errorf("exec of a missing program = %d %v", code, out)
+	}
+	if err := e.c.StopMachine(ctx(t), app, m.ID, fly.StopRequest{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.wait(t, app, m.ID, fly.StateStopped)
+	if code, out := post(`{"command":["true"]}`); code != http.StatusPreconditionFailed {
+		t.Errorf("exec on a stopped machine = %d %v", code, out)
 	}
 }
