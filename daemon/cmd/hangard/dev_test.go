@@ -143,8 +143,16 @@ func TestDev(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("hangard dev did not stop")
 	}
-	if left := processesUnder(dir); len(left) > 0 {
-		t.Fatalf("processes left running in %s: %v", dir, left)
+	// Session processes run in their own terminal session: they end on the
+	// hangup that follows their agent's death, a moment after it.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		left := processesUnder(dir)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left running in %s: %v", dir, left)
+		}
 	}
 
 	// A restart keeps the keys and the tenant.
