@@ -161,15 +161,8 @@ done
 CMD=()
 [ "$WANT_CLAUDE" = 0 ] && CMD=(-- bash -i)
 say "creating a session in pool '$POOL' on file://$REPO${ANTHROPIC_API_KEY:+ (with your ANTHROPIC_API_KEY)}…"
-SID="$("${HANGAR[@]}" sessions create --pool "$POOL" --repo "file://$REPO" --branch main --output json "${CMD[@]}" |
-  sed -n 's/^  "id": "\(.*\)",$/\1/p' | head -1)"
-[ -n "$SID" ] || die "could not create a session"
-"${HANGAR[@]}" sessions show "$SID" >/dev/null
-for _ in $(seq 1 600); do
-  state="$("${HANGAR[@]}" sessions show "$SID" --output json | sed -n 's/^  "state": "\(.*\)",$/\1/p')"
-  case "$state" in ready) break ;; failed|ended) die "session $SID $state: $("${HANGAR[@]}" sessions show "$SID" | grep reason)" ;; esac
-  sleep 0.2
-done
+SID="$("${HANGAR[@]}" sessions create --pool "$POOL" --repo "file://$REPO" --branch main --wait "${CMD[@]}" | cut -f1)" ||
+  die "the demo session did not become ready (log: $DEMO/hangard.log)"
 
 cat >&2 <<EOF
 

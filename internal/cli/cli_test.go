@@ -348,3 +348,25 @@ func TestEscapeFilter(t *testing.T) {
 		})
 	}
 }
+
+func TestSessionsCreateWait(t *testing.T) {
+	_, env := startFake(t, map[string]answer{
+		"POST /v1/sessions": {status: 202, body: sessionJSON},
+		"GET /v1/sessions/s1": {seq: []string{
+			`{"id":"s1","state":"claiming"}`,
+			`{"id":"s1","state":"ready","region":"iad"}`,
+		}},
+	})
+	r := runCLI(t, env, "sessions", "create", "--pool", "dev", "--wait")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "s1\tready" {
+		t.Fatalf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	_, env2 := startFake(t, map[string]answer{
+		"POST /v1/sessions":   {status: 202, body: sessionJSON},
+		"GET /v1/sessions/s1": {body: `{"id":"s1","state":"failed","reason":"no capacity"}`},
+	})
+	r = runCLI(t, env2, "sessions", "create", "--pool", "dev", "--wait")
+	if r.code != 1 || !strings.Contains(r.stderr, "session s1 failed: no capacity") {
+		t.Fatalf("failed session: exit %d stderr %q", r.code, r.stderr)
+	}
+}

@@ -53,7 +53,7 @@ func sessionsCreate(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("sessions create")
 	var req client.CreateSessionRequest
 	envs := keyValues{}
-	var attach, noCreds bool
+	var attach, noCreds, wait bool
 	var author string
 	fs.StringVar(&req.Pool, "pool", "", "pool to run on (required)")
 	fs.StringVar(&req.Repo, "repo", "", "git repository URL to clone (https, ssh or file)")
@@ -65,6 +65,7 @@ func sessionsCreate(ctx context.Context, e *env, args []string) error {
 	fs.Var(envs, "env", "extra environment KEY=VALUE for the command (repeatable)")
 	fs.StringVar(&author, "git-author", "", `author of the final commit, "Name <email>"`)
 	fs.BoolVar(&attach, "attach", false, "attach this terminal to the session at once")
+	fs.BoolVar(&wait, "wait", false, "wait until the session is ready (or failed) before printing it")
 	fs.BoolVar(&noCreds, "no-credentials", false, "send no Claude credential even if one is set in the environment")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), createHelp); fs.PrintDefaults() }
 	_, tail, err := e.parse(fs, args, 0, 0)
@@ -113,6 +114,20 @@ func sessionsCreate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if !attach {
+		if wait && !client.Terminal(s.State) && s.State != client.StateReady {
+			s, err = c.WaitSession(ctx, s.ID, 200*time.Millisecond, func(s *client.Session) bool {
+				return s.State == client.StateReady || client.Terminal(s.State)
+			})
+			if err != nil {
+				return err
+			}
+			if s.State != client.StateReady {
+				if e.json() {
+					_ = e.printJSON(s)
+				}
+				return fmt.Errorf("session %s %s: %s", s.ID, s.State, s.Reason)
+			}
+		}
 		if e.json() {
 			return e.printJSON(s)
 		}

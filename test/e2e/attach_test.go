@@ -188,6 +188,13 @@ func TestAttachSurvivesCutConnections(t *testing.T) {
 		t.Errorf("wrote %d bytes but the output offset is %d", out.Len(), a.Offset())
 	}
 
+	// Bulk output through a small credit window: acks keep it flowing.
+	a.Write([]byte("seq 1 100000; echo BULK-$((2*2))\r"))
+	waitFor(t, out, "BULK-4", 2*time.Minute)
+	if got := lines(out.String(), regexp.MustCompile(`^(99999|100000)$`)); len(got) != 2 {
+		t.Errorf("bulk output incomplete: %v", got)
+	}
+
 	// The process's exit ends Run with its status.
 	a.Write([]byte("exit 3\r"))
 	select {
