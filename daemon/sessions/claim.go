@@ -143,9 +143,10 @@ func (m *Manager) dispatch(ctx context.Context) {
 
 // claimed is a machine a claim holds.
 type claimed struct {
-	app   string
-	mach  *fly.Machine
-	nonce string // Fly lease nonce while held
+	app      string
+	mach     *fly.Machine
+	nonce    string // Fly lease nonce while held
+	launched bool   // created to boot at once (a clone): no start call
 }
 
 // claim takes one pending session to ready (or failed). errWait leaves it pending.
@@ -358,7 +359,7 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 			}
 			break
 		}
-		c := &claimed{app: p.App, mach: mach, nonce: mach.Nonce}
+		c := &claimed{app: p.App, mach: mach, nonce: mach.Nonce, launched: true}
 		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
 			s.MachineID, s.Region = mach.ID, mach.Region
 			return nil
@@ -421,6 +422,9 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	}
 	switch c.mach.State {
 	case fly.StateCreated, fly.StateStopped, fly.StateSuspended:
+		if c.launched {
+			break
+		}
 		if _, err := m.fly.StartMachine(ctx, c.app, c.mach.ID, c.nonce); err != nil {
 			return fmt.Errorf("start machine %s: %w", c.mach.ID, err)
 		}
