@@ -138,7 +138,9 @@ func (s *stream) run(parent context.Context) {
 	s.cctx, s.ccancel = context.WithCancel(context.Background())
 	defer s.ccancel()
 
-	if cr := s.readAttach(); cr != nil {
+	var cr *closeReq
+	aside(func() { cr = s.readAttach() })
+	if cr != nil {
 		s.closeClient(cr)
 		return
 	}
@@ -183,7 +185,7 @@ func (s *stream) run(parent context.Context) {
 		<-pumpDone
 	}()
 
-	cr := s.serve(unlock)
+	cr = s.serve(unlock)
 	switch {
 	case s.clientGone.Load():
 		_ = s.client.CloseNow()
@@ -197,7 +199,9 @@ func (s *stream) run(parent context.Context) {
 // serve runs the stream from WaitReady to its end and says how to close the
 // client (nil: the parent context ended or the client left).
 func (s *stream) serve(unlock func()) *closeReq {
-	ep, err := s.t.WaitReady(s.ctx, s.progress)
+	var ep Endpoint
+	var err error
+	aside(func() { ep, err = s.t.WaitReady(s.ctx, s.progress) })
 	if err != nil {
 		if s.ctx.Err() != nil {
 			return nil
@@ -205,7 +209,7 @@ func (s *stream) serve(unlock func()) *closeReq {
 		s.log.Info("session not ready", "error", err)
 		return waitError(err)
 	}
-	conn, cr := s.connect(&ep, true)
+	conn, cr := s.connectAside(&ep, true)
 	unlock()
 	if cr != nil {
 		return cr
@@ -687,7 +691,27 @@ func (s *stream) reconnect(old *websocket.Conn) (*websocket.Conn, *closeReq) {
 	s.inMu.Lock()
 	defer s.inMu.Unlock()
 	s.agent.CompareAndSwap(old, nil)
-	return s.connect(nil, false)
+	return s.connectAside(nil, false)
+}
+
+// connectAside runs connect aside (see aside).
+func (s *stream) connectAside(ep *Endpoint, first bool) (conn *websocket.Conn, cr *closeReq) {
+	aside(func() { conn, cr = s.connect(ep, first) })
+	return conn, cr
+}
+
+// aside runs f on a short-lived goroutine and waits for it. Deep one-off work
+// (dialling through net/http, JSON, WaitReady's store and API calls) would
+// otherwise grow the stack of the goroutine that then idles for the stream's
+// lifetime; a parked goroutine's stack only shrinks while it uses less than
+// a quarter of it, so keeping the long-lived ones shallow keeps them small.
+func aside(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
 }
 
 // connect dials the agent until an attachment is up or the reconnect budget
