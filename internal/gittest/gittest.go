@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -76,6 +77,9 @@ func Start(t testing.TB, opts ...Options) *Server {
 			"HOME=" + s.Root,
 		},
 		InheritEnv: []string{"PATH"},
+		// http-backend's complaints (e.g. an unknown repository) are
+		// answered to the client; keep them out of the test output.
+		Stderr: io.Discard,
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)

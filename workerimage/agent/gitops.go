@@ -110,7 +110,7 @@ func validateRepoURL(s string) error {
 			return errors.New("repo URL contains whitespace or control characters")
 		}
 	}
-	if strings.Contains(s, "::") {
+	if transportHelper.MatchString(s) {
 		return errors.New("repo URL must not name a transport helper (\"transport::address\")")
 	}
 	if !strings.Contains(s, "://") {
@@ -149,6 +149,9 @@ func validateRepoURL(s string) error {
 	}
 	return nil
 }
+
+// transportHelper matches git's "<transport>::<address>" syntax (ext::, fd::, …).
+var transportHelper = regexp.MustCompile(`^[A-Za-z0-9+.-]*::`)
 
 var scpLike = regexp.MustCompile(`^(?:[A-Za-z0-9._~-]+@)?([A-Za-z0-9][A-Za-z0-9.-]*):([^:]+)$`)
 
