@@ -71,7 +71,7 @@ type Results struct {
 // PathResults are the echo and bulk figures of one path.
 type PathResults struct {
 	Echo         []time.Duration
-	Live, Replay throughput
+	Live, Replay Throughput
 }
 
 func (r *Results) path(name string) *PathResults {
@@ -86,13 +86,20 @@ func (r *Results) path(name string) *PathResults {
 	return p
 }
 
-type throughput struct {
+// Throughput is bytes received over the time they took.
+type Throughput struct {
 	bytes int64
 	dur   time.Duration
 	lost  int64
 }
 
-func (t throughput) mbps() float64 {
+// Bytes is the number of output bytes received.
+func (t Throughput) Bytes() int64 { return t.bytes }
+
+// MBps is the throughput in MB/s.
+func (t Throughput) MBps() float64 { return t.mbps() }
+
+func (t Throughput) mbps() float64 {
 	if t.dur <= 0 {
 		return 0
 	}
@@ -394,7 +401,7 @@ func (r *run) bulk(ctx context.Context, paths []path) error {
 			return fmt.Errorf("read burst (%s): %w", p.name(), err)
 		}
 		pr := r.res.path(p.name())
-		pr.Live = pr.Live.add(throughput{bytes: end - start - lost, dur: d, lost: lost})
+		pr.Live = pr.Live.add(Throughput{bytes: end - start - lost, dur: d, lost: lost})
 		// Replay the burst from the ring over every path, in turns.
 		for i := range paths {
 			rp := paths[(b+i)%len(paths)]
@@ -409,21 +416,21 @@ func (r *run) bulk(ctx context.Context, paths []path) error {
 	return nil
 }
 
-func replay(ctx context.Context, p path, start, end int64) (throughput, error) {
+func replay(ctx context.Context, p path, start, end int64) (Throughput, error) {
 	s, err := attach(ctx, p, wire.RoleReader, start, 0)
 	if err != nil {
-		return throughput{}, err
+		return Throughput{}, err
 	}
 	defer s.close()
 	t0 := time.Now()
 	if err := s.readUntil(ctx, end); err != nil {
-		return throughput{}, fmt.Errorf("replay (%s): %w", p.name(), err)
+		return Throughput{}, fmt.Errorf("replay (%s): %w", p.name(), err)
 	}
-	return throughput{bytes: end - start - s.lost, dur: time.Since(t0), lost: s.lost}, nil
+	return Throughput{bytes: end - start - s.lost, dur: time.Since(t0), lost: s.lost}, nil
 }
 
-func (t throughput) add(u throughput) throughput {
-	return throughput{bytes: t.bytes + u.bytes, dur: t.dur + u.dur, lost: t.lost + u.lost}
+func (t Throughput) add(u Throughput) Throughput {
+	return Throughput{bytes: t.bytes + u.bytes, dur: t.dur + u.dur, lost: t.lost + u.lost}
 }
 
 // ready measures session-ready latency from standbys of one pool: for each

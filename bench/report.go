@@ -12,7 +12,7 @@ import (
 const (
 	// BarEchoRatio: the daemon hop adds under 20% to echo latency.
 	BarEchoRatio = 1.20
-	// BarThroughputRatio: the daemon keeps at least 90% of direct throughput.
+	// BarThroughputRatio: the daemon keeps at least 90% of direct Throughput.
 	BarThroughputRatio = 0.90
 	// BarStreamBytes: an attached idle stream costs at most 16 KiB.
 	BarStreamBytes = 16 << 10
@@ -50,7 +50,7 @@ func (r *Results) echoRatio(name string, p float64) float64 {
 	return float64(percentile(r.path(name).Echo, p)) / float64(d)
 }
 
-// ThroughputRatio is the daemon's live or replay throughput over the direct one.
+// ThroughputRatio is the daemon's live or replay Throughput over the direct one.
 func (r *Results) ThroughputRatio(replay bool) float64 {
 	return r.throughputRatio("daemon", replay)
 }
@@ -102,7 +102,7 @@ func report(w io.Writer, r *Results) {
 		name   string
 		replay bool
 	}{{"bulk output, live PTY (MB/s)", false}, {"bulk output, ring replay (MB/s)", true}} {
-		get := func(pr *PathResults) throughput {
+		get := func(pr *PathResults) Throughput {
 			if t.replay {
 				return pr.Replay
 			}
