@@ -293,6 +293,7 @@ function updateStatus() {
   if (s.state === 'ended' || s.state === 'failed') {
     $('end').disabled = true;
     $('share').disabled = true;
+    $('paste').disabled = true;
     let text = `Session ${s.state}${s.reason ? `: ${s.reason}` : ''}.`;
     if (s.push && s.push.ref) {
       text += s.push.ok ? ` Work pushed to branch ${s.push.ref}.` : ` The push failed: ${s.push.message || ''}`;
@@ -327,6 +328,7 @@ function openTerminal(id, opts) {
   $('back').hidden = !app.api;
   $('end').disabled = false;
   $('share').disabled = false;
+  $('paste').disabled = false;
   $('share-box').hidden = true;
   $('st-push').textContent = '';
   $('jsonl-form').hidden = mode !== 'jsonl' || role === 'ro';

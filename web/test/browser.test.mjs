@@ -6,7 +6,7 @@
 // test-artifacts/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, rm, writeFile, chmod } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
@@ -26,6 +26,7 @@ let daemon;
 let daemonLog = '';
 let env;
 let context;
+let repoURL;
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -66,6 +67,18 @@ before(async () => {
   await mkdir(tools);
   await writeFile(path.join(tools, 'claude'), '#!/bin/sh\nexec bash --norc --noprofile -i\n');
   await chmod(path.join(tools, 'claude'), 0o755);
+  // A repository for the session to clone and push its work to.
+  const repo = path.join(tmp, 'repo.git');
+  const seed = path.join(tmp, 'seed');
+  execFileSync('git', ['init', '-q', '--bare', '-b', 'main', repo]);
+  await mkdir(seed);
+  await writeFile(path.join(seed, 'README.md'), '# browser test\n');
+  const git = (...a) => execFileSync('git', ['-C', seed, '-c', 'user.name=t', '-c', 'user.email=t@t.invalid', ...a]);
+  git('init', '-q', '-b', 'main');
+  git('add', '-A');
+  git('commit', '-q', '-m', 'seed');
+  git('push', '-q', repo, 'main');
+  repoURL = `file://${repo}`;
   const data = path.join(tmp, 'data');
   const port = await freePort();
   daemon = spawn(path.join(binDir, 'hangard'), ['dev', '--data', data, '--listen', `127.0.0.1:${port}`], {
@@ -132,13 +145,15 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
     // Create a session in the dev pool (it shows claim progress, then the terminal).
     await page.locator('#create-pool option[value="dev"]').waitFor({ state: 'attached' });
     await page.locator('#create-pool').selectOption('dev');
+    await page.locator('#create-repo').fill(repoURL);
+    await page.locator('#create-branch').fill('main');
     await page.locator('#create-submit').click();
     await page.locator('#term-view').waitFor();
     await page.locator('#st-link[data-link="attached"]').waitFor({ timeout: 90000 });
     await waitFor('a prompt', async () => /[$#] ?$/m.test(await screen(page)), 30000);
 
-    // Type a command, see its output.
-    await typeLine(page, 'echo hello-$((6*7))');
+    // Type a command, see its output (and leave work to push).
+    await typeLine(page, 'echo hello-$((6*7)) | tee greeting.txt');
     await waitFor('command output', async () => (await screen(page)).includes('hello-42'), 30000);
 
     // The terminal's size reached the PTY.
@@ -184,6 +199,13 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
     await page.locator('#end').click();
     await page.locator('#st-state[data-state="ended"]').waitFor({ timeout: 120000 });
     await page.locator('#overlay-text').filter({ hasText: 'Session ended' }).waitFor();
+    // It shows the branch the work was pushed to, and the commit is there.
+    await page.locator('#overlay-text').filter({ hasText: /Work pushed to branch \S*hangar\// }).waitFor();
+    const pushed = await page.locator('#st-push').innerText();
+    assert.match(pushed, /^pushed \S*hangar\/\S+ @ [0-9a-f]{12}$/);
+    const sid = await page.evaluate(() => location.hash.replace('#/s/', ''));
+    const shown = execFileSync('git', ['--git-dir', path.join(tmp, 'repo.git'), 'show', `hangar/${sid}:greeting.txt`]).toString();
+    assert.equal(shown.trim(), 'hello-42');
     await page.screenshot({ path: path.join(artifacts, 'web-terminal-ended.png') });
   } catch (err) {
     await page.screenshot({ path: path.join(artifacts, 'web-terminal-failure.png') }).catch(() => {});
