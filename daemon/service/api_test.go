@@ -594,3 +594,35 @@ func TestSessionsEndThemselves(t *testing.T) {
 		}
 	}
 }
+
+// TestCloneTriesNextRegion: with no standby left, a claim clones the
+// template, moving to the pool's next region on insufficient capacity, and
+// waits in line while every region is full.
+func TestCloneTriesNextRegion(t *testing.T) {
+	e := newEnvSpec(t, 0, func(s *pool.Spec) { s.Regions = []string{"iad", "ams"} })
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	u := admin.with(admin.createTenant("regions", nil).APIKey)
+	e.emu.SetRegionFull("iad", true)
+	var s session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+	s = u.waitState(s.ID, isState("ready", "failed"))
+	m, err := e.fly.GetMachine(context.Background(), testApp, s.MachineID)
+	if s.State != "ready" || err != nil || m.Region != "ams" {
+		t.Fatalf("session %+v on machine %+v (%v)", s, m, err)
+	}
+	e.emu.SetRegionFull("ams", true)
+	var waits session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &waits)
+	// Let the claim workers try (and fail) a few rounds; it must stay in line.
+	for i := 0; i < 10; i++ {
+		if got := u.waitState(waits.ID, func(session) bool { return true }); got.State != "pending" || got.QueuePosition != 1 {
+			t.Fatalf("claim with every region full: %+v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.emu.SetRegionFull("iad", false)
+	if got := u.waitState(waits.ID, isState("ready", "failed")); got.State != "ready" {
+		t.Fatalf("claim after capacity came back: %+v", got)
+	}
+}

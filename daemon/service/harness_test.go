@@ -70,6 +70,11 @@ func newEnv(t *testing.T, standbys, maxMachines int) *env {
 }
 
 func newEnvMode(t *testing.T, standbys, maxMachines int, mode pool.StandbyMode) *env {
+	return newEnvSpec(t, standbys, func(s *pool.Spec) { s.MaxMachines, s.StandbyMode = maxMachines, mode })
+}
+
+// newEnvSpec makes the emulator and the pool; tune adjusts the pool's spec.
+func newEnvSpec(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 	t.Helper()
 	emu := flyemutest.Start(t, flyemu.Config{AgentBinary: testbin.Path(t, testbin.Agent), Org: "personal", Region: region})
 	c, err := fly.New(fly.Options{BaseURL: emu.URL})
@@ -89,10 +94,11 @@ func newEnvMode(t *testing.T, standbys, maxMachines int, mode pool.StandbyMode) 
 		Pool: testPool, App: testApp, Regions: []string{region}, Image: "hangar-worker:test",
 		Guest:      pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 1024},
 		Env:        map[string]string{"HANGAR_WORKSPACE": "workspace"},
-		MinStandby: 1, MaxMachines: maxMachines, StandbyMode: mode,
+		MinStandby: 1, MaxMachines: 4, StandbyMode: pool.StandbyStop,
 		IdleTimeout: time.Hour, SessionTTL: time.Hour, AgentPort: pool.DefaultAgentPort,
 		BrokerPublicKeys: []string{agentauth.EncodePublicKey(agentauth.NewSigner(k).PublicKey())},
 	}
+	tune(&spec)
 	if err := spec.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -197,7 +197,11 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 		if errors.Is(err, store.ErrStateChanged) {
 			return nil // ended meanwhile; nothing was taken
 		}
-		m.log.Warn("claim: no machine", "session", id, "error", err)
+		if permanent(err) {
+			m.fail(ctx, s, nil, "", "cannot get a machine: "+err.Error())
+			return nil
+		}
+		m.log.Warn("claim: no machine yet", "session", id, "error", err)
 		return errWait
 	}
 	m.log.Info("claimed machine", "session", id, "machine", c.mach.ID, "source", source, "region", c.mach.Region)
@@ -341,13 +345,8 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 	if err != nil {
 		return nil, fmt.Errorf("clone template: %w", err)
 	}
-	// Claim first, so that a session ended meanwhile creates nothing.
-	if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StatePending}, func(s *store.Session) error {
-		s.State, s.AppName = store.StateClaiming, p.App
-		return nil
-	}); err != nil {
-		return nil, err
-	}
+	// The session stays pending (in line) until a machine exists: a failed
+	// attempt leaves no trace in its state.
 	var lastErr error
 	for _, region := range regions {
 		mach, err := m.fly.CreateMachine(ctx, p.App, fly.CreateMachineRequest{Config: cfg, Region: region, LeaseTTL: int(leaseTTL / time.Second)})
@@ -360,31 +359,27 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 			break
 		}
 		c := &claimed{app: p.App, mach: mach, nonce: mach.Nonce, launched: true}
-		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
-			s.MachineID, s.Region = mach.ID, mach.Region
+		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StatePending}, func(s *store.Session) error {
+			s.State, s.AppName, s.MachineID, s.Region = store.StateClaiming, p.App, mach.ID, mach.Region
 			return nil
 		}); err != nil {
+			// Ended while the machine was being made: it has no use.
 			m.destroy(c.app, mach.ID, c.nonce)
-			if errors.Is(err, store.ErrStateChanged) {
-				m.settleEnding(context.Background(), s.ID, nil)
-				return nil, err
-			}
 			return nil, err
 		}
 		return c, nil
-	}
-	// Back in line; a later round may find capacity.
-	if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
-		s.State = store.StatePending
-		return nil
-	}); errors.Is(err, store.ErrStateChanged) {
-		m.settleEnding(context.Background(), s.ID, nil)
-		return nil, err
 	}
 	if errors.Is(lastErr, fly.ErrInsufficientCapacity) {
 		return nil, errWait
 	}
 	return nil, fmt.Errorf("create session machine: %w", lastErr)
+}
+
+// permanent reports whether a Fly error will not go away by retrying (a
+// 4xx other than timeouts, conflicts and rate limits).
+func permanent(err error) bool {
+	st := fly.StatusCode(err)
+	return st >= 400 && st < 500 && st != 408 && st != 409 && st != 429
 }
 
 // leaderLock takes a store-wide named lock, retrying briefly.
