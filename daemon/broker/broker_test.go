@@ -315,10 +315,18 @@ func TestExitAfterDropCloses1000(t *testing.T) {
 	expect[*wire.Replayed](c)
 	h.agent.emit([]byte("bye"))
 	c.readOutput(3)
-	// The process exits while the hop is down: the re-attach replays nothing
-	// new, then exit and 1000.
+	// The hop drops and the process exits meanwhile: the re-attach replays
+	// nothing new (its replayed is swallowed), then exit and 1000.
+	h.agent.mu.Lock()
+	h.agent.refuse = &refusal{code: int(websocket.StatusTryAgainLater)}
+	h.agent.mu.Unlock()
+	h.agent.dropAll()
+	waitFor(t, "a refused re-attach", func() bool { a, _, _ := h.agent.snapshot(); return len(a) >= 2 })
 	h.agent.exit(3)
-	if e := expect[*wire.Exit](c); e.Code != 3 {
+	h.agent.mu.Lock()
+	h.agent.refuse = nil
+	h.agent.mu.Unlock()
+	if e := expect[*wire.Exit](c); e.Code != 3 || e.At != 3 {
 		t.Fatalf("exit = %+v", e)
 	}
 	if code := c.expectClose(); code != websocket.StatusNormalClosure {
@@ -534,6 +542,35 @@ func TestReconnectGivesUp(t *testing.T) {
 	}
 }
 
+// TestInputLogOverflowFallsBack: when input the agent never applied is no
+// longer in the bounded log, the client is told to re-attach (4503) rather
+// than losing keystrokes silently.
+func TestInputLogOverflowFallsBack(t *testing.T) {
+	h := newHarness(t, false, func(c *Config) { c.InputLogBytes = 8 })
+	c := h.dial(wire.SubprotocolPTY)
+	c.send(&wire.Attach{From: 0})
+	expect[*wire.Attached](c)
+	expect[*wire.Replayed](c)
+	h.agent.mu.Lock()
+	h.agent.stallIn = true
+	h.agent.mu.Unlock()
+	for i := 0; i < 10; i++ {
+		if err := c.sendRaw(websocket.MessageBinary, bytes.Repeat([]byte{'a' + byte(i)}, 5000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.send(&wire.Ack{Offset: 0}) // a marker: everything before it reached the agent
+	waitFor(t, "input at the agent", func() bool { return len(h.agent.controlFrames()) == 1 })
+	h.agent.dropAll()
+	e := expect[*wire.Error](c)
+	if e.Code != wire.ErrCodeUnavailable {
+		t.Fatalf("error = %+v", e)
+	}
+	if code := c.expectClose(); code != wire.CloseUnavailable {
+		t.Fatalf("close = %d, want 4503", code)
+	}
+}
+
 func TestReconnectSessionGone(t *testing.T) {
 	h := newHarness(t, false, nil)
 	var mu sync.Mutex
@@ -636,9 +673,10 @@ func TestKeepalive(t *testing.T) {
 	c.send(&wire.Attach{From: 0})
 	expect[*wire.Attached](c)
 	expect[*wire.Replayed](c)
-	// The broker pings the client; the agent's own pings never reach it.
-	pings := 0
-	for pings < 3 {
+	// The agent's pings are answered by the broker and never reach the client.
+	h.agent.pingAll(777)
+	// The broker pings the client (which answers) and the agent.
+	for pings := 0; pings < 3; {
 		m := c.next()
 		p, ok := m.(*wire.Ping)
 		if !ok {
@@ -647,11 +685,15 @@ func TestKeepalive(t *testing.T) {
 		c.send(&wire.Pong{TS: p.TS})
 		pings++
 	}
-	// The agent is kept alive too: it got pings (no pong arrives at the
-	// agent from the client, and no ping crosses the broker).
+	waitFor(t, "the broker's pong and pings at the agent", func() bool {
+		h.agent.mu.Lock()
+		defer h.agent.mu.Unlock()
+		return len(h.agent.pongs) > 0 && h.agent.pongs[0] == 777 && h.agent.pings >= 2
+	})
+	// Client pongs are not forwarded, and the hop stayed up.
 	atts, _, _ := h.agent.snapshot()
-	if len(atts) != 1 {
-		t.Fatalf("agent saw %d attaches", len(atts))
+	if len(atts) != 1 || len(h.agent.controlFrames()) != 0 {
+		t.Fatalf("agent saw %d attaches and control frames %v", len(atts), h.agent.controlFrames())
 	}
 }
 

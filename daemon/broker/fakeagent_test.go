@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -46,9 +45,12 @@ type fakeAgent struct {
 	rows     int
 	attaches []wire.Attach
 	controls []wire.Message // ack, resize, signal frames received
+	pings    int            // pings received
+	pongs    []int64        // pong timestamps received
 	sent     int64          // output units written to connections
 	refuse   *refusal       // answer attaches with an error and a close
 	badToken int            // dials refused with 401
+	stallIn  bool           // read input but never apply it (lost in flight)
 	// intercept, if set, may take over a dial (return true when it did).
 	intercept func(w http.ResponseWriter, r *http.Request) bool
 }
@@ -302,7 +304,7 @@ func (f *fakeAgent) readLoop(c *fakeConn) {
 		}
 		if typ == websocket.MessageBinary {
 			f.mu.Lock()
-			if f.writer == c && !f.exited {
+			if f.writer == c && !f.exited && !f.stallIn {
 				if f.jsonl {
 					f.inLines = append(f.inLines, data)
 					if f.echo {
@@ -328,8 +330,14 @@ func (f *fakeAgent) readLoop(c *fakeConn) {
 		}
 		switch v := m.(type) {
 		case *wire.Ping:
+			f.mu.Lock()
+			f.pings++
+			f.mu.Unlock()
 			_ = c.ws.Write(c.ctx, websocket.MessageText, wire.MustEncode(&wire.Pong{TS: v.TS}))
 		case *wire.Pong:
+			f.mu.Lock()
+			f.pongs = append(f.pongs, v.TS)
+			f.mu.Unlock()
 		default:
 			f.mu.Lock()
 			f.controls = append(f.controls, m)
@@ -409,4 +417,15 @@ func (f *fakeAgent) writeLoop(c *fakeConn, cursor, replayEnd int64) {
 	}
 }
 
-var errTimeout = errors.New("timeout")
+// pingAll sends a ping with ts on every connection.
+func (f *fakeAgent) pingAll(ts int64) {
+	f.mu.Lock()
+	cs := make([]*fakeConn, 0, len(f.conns))
+	for c := range f.conns {
+		cs = append(cs, c)
+	}
+	f.mu.Unlock()
+	for _, c := range cs {
+		_ = c.ws.Write(c.ctx, websocket.MessageText, wire.MustEncode(&wire.Ping{TS: ts}))
+	}
+}
