@@ -118,17 +118,18 @@ func (a *Agent) shutdownSession() {
 	if s == nil {
 		return
 	}
-	select {
-	case <-s.stop:
+	a.mu.Lock()
+	st := a.state
+	a.mu.Unlock()
+	if st == agentapi.StateFinishing || st == agentapi.StateFinished {
 		return
-	default:
 	}
 	if s.repo != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s.doCheckpoint(ctx)
 		cancel()
 	}
-	close(s.stop)
+	s.halt()
 	s.proc.stop(time.Second)
 }
 

@@ -172,3 +172,25 @@ func TestExitGraceFinishes(t *testing.T) {
 		t.Fatal("work not pushed by the grace finish")
 	}
 }
+
+// TestStopSignalCheckpoints: Fly stops a machine with SIGINT; the agent
+// pushes a checkpoint of the work in progress, stops the command and exits.
+func TestStopSignalCheckpoints(t *testing.T) {
+	git := gittest.Start(t)
+	repoURL := git.CreateRepo(t, "team/s", nil)
+	a := startAgent(t, agentOpts{})
+	a.init(&agentapi.InitRequest{SessionID: "sig", Repo: repoURL, Command: []string{a.fake},
+		Credentials: &agentapi.Credentials{GitToken: git.Token}})
+	c := a.attach("sig", wire.SubprotocolPTY, wire.Attach{From: 0})
+	c.input("/write wip.txt unsaved\r")
+	c.waitOutput("wrote wip.txt")
+	if err := a.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := a.waitExit(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if content, ok := git.ReadFile(t, "team/s", "refs/hangar/checkpoints/sig", "wip.txt"); !ok || content != "unsaved\n" {
+		t.Fatal("no checkpoint on stop")
+	}
+}

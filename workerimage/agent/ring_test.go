@@ -143,3 +143,20 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestListenAddr(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"HANGAR_AGENT_ADDR": "127.0.0.1:9", "FLY_PRIVATE_IP": "fdaa::2"}, "127.0.0.1:9"},
+		{map[string]string{"FLY_PRIVATE_IP": "fdaa::2", "HANGAR_AGENT_PORT": "9000"}, "[fdaa::2]:9000"},
+		{map[string]string{"FLY_PRIVATE_IP": "127.0.0.5"}, "127.0.0.5:8080"},
+		{map[string]string{}, "0.0.0.0:8080"},
+	}
+	for _, c := range cases {
+		if got := listenAddr(func(k string) string { return c.env[k] }); got != c.want {
+			t.Errorf("%v: %s, want %s", c.env, got, c.want)
+		}
+	}
+}

@@ -49,7 +49,8 @@ type session struct {
 	lastTree    string
 
 	flow chan struct{} // jsonl: wakes the stdout pump (acks, writer changes)
-	stop chan struct{} // closed when finishing: stops pumps' waits and checkpoints
+	stop     chan struct{} // closed by halt: stops the pump's waits and checkpoints
+	stopOnce sync.Once
 
 	inMu         sync.Mutex
 	inputApplied int64
@@ -533,8 +534,11 @@ func (s *session) doCheckpoint(ctx context.Context) {
 
 // finish stops the command, commits and pushes. It never fails: problems
 // are in the response.
+// halt marks the session as stopping (finish or agent shutdown).
+func (s *session) halt() { s.stopOnce.Do(func() { close(s.stop) }) }
+
 func (s *session) finish(ctx context.Context, req *agentapi.FinishRequest) *agentapi.FinishResponse {
-	close(s.stop)
+	s.halt()
 	s.proc.stop(stopGrace)
 	s.gitMu.Lock()
 	defer s.gitMu.Unlock()
