@@ -48,7 +48,7 @@ type session struct {
 	checkpoint  *agentapi.CheckpointStatus
 	lastTree    string
 
-	flow chan struct{} // jsonl: wakes the stdout pump (acks, writer changes)
+	flow     chan struct{} // jsonl: wakes the stdout pump (acks, writer changes)
 	stop     chan struct{} // closed by halt: stops the pump's waits and checkpoints
 	stopOnce sync.Once
 
