@@ -47,6 +47,9 @@ const (
 	DefaultInterval    = 5 * time.Second
 	DefaultReapGrace   = 2 * time.Minute
 	DefaultConcurrency = 4
+	// DefaultStuckAfter must exceed pool.DefaultStandbyTimeout: a suspend-mode
+	// standby is "started" while it is being set up.
+	DefaultStuckAfter = 15 * time.Minute
 	// leaseTTL bounds how long the reconciler holds a machine's lease while
 	// it destroys the machine.
 	leaseTTL = 30 * time.Second
@@ -71,6 +74,11 @@ type Config struct {
 	// unknown) is left alone before it is reaped, so that the daemon
 	// ending or aborting it destroys it itself (default DefaultReapGrace).
 	ReapGrace time.Duration
+	// StuckAfter is how long a standby may sit in a state it cannot be
+	// claimed from (started, stopping, ...: a setup that was interrupted)
+	// before it is destroyed and replaced; failed standbys go at once
+	// (default DefaultStuckAfter).
+	StuckAfter time.Duration
 	// Concurrency bounds standby creations (and replacements) per template
 	// at once (default DefaultConcurrency).
 	Concurrency int
@@ -106,6 +114,9 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
+	if cfg.StuckAfter <= 0 {
+		cfg.StuckAfter = DefaultStuckAfter
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -136,10 +147,12 @@ func (r *Reconciler) Run(ctx context.Context) error {
 type Report struct {
 	// Leader is false when another replica held the reconciler lock (the
 	// round then did nothing).
-	Leader   bool
-	Pools    int
-	Created  int
-	Trimmed  int
+	Leader  bool
+	Pools   int
+	Created int
+	Trimmed int
+	// Cleared counts failed or stuck standbys destroyed (and so replaced).
+	Cleared  int
 	Replaced int
 	Reaped   int
 }
@@ -182,6 +195,7 @@ func (r *Reconciler) Round(ctx context.Context) (Report, error) {
 			}
 			rep.Created += pr.Created
 			rep.Trimmed += pr.Trimmed
+			rep.Cleared += pr.Cleared
 			rep.Replaced += pr.Replaced
 			rep.Reaped += pr.Reaped
 			if err != nil {
@@ -226,6 +240,17 @@ func (r *Reconciler) reconcileApp(ctx context.Context, app string) (appReport, e
 	rep.Reaped = n
 	if err != nil {
 		errs = append(errs, err)
+	}
+
+	n, err = r.clearStuck(ctx, st, log)
+	rep.Cleared = n
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if n > 0 {
+		if st, err = pool.Load(ctx, r.cfg.Fly, app); err != nil {
+			return rep, errors.Join(append(errs, err)...)
+		}
 	}
 
 	def := st.Default()
@@ -406,6 +431,35 @@ func (r *Reconciler) trim(ctx context.Context, st *pool.State, ti string, log hc
 				r.cfg.Metrics.add(kindTrimmed, st, ti, 1)
 				log.Info("trimmed standby", "tenant_image", ti, "machine", m.ID, "region", region)
 			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// clearStuck destroys standbys that will never be claimable: failed ones,
+// and ones left in another state than at rest for StuckAfter (a suspend-mode
+// setup interrupted by a crash). Those count as standbys, so without this
+// they would hold their template's min_standby and max_machines room forever.
+func (r *Reconciler) clearStuck(ctx context.Context, st *pool.State, log hclog.Logger) (int, error) {
+	var (
+		n    int
+		errs []error
+	)
+	now := r.cfg.Now()
+	for _, m := range st.Standbys {
+		if atRest(m) || (m.State != fly.StateFailed && !olderThan(m, now, r.cfg.StuckAfter)) {
+			continue
+		}
+		stuck := func(c *fly.Machine) bool { return pool.IsStandby(c) && !atRest(c) }
+		done, err := r.destroyLeased(ctx, st.App, m, stuck, "hangar: clear stuck standby")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if done {
+			n++
+			r.cfg.Metrics.add(kindTrimmed, st, pool.TenantImageOf(m), 1)
+			log.Warn("destroyed a standby that cannot be claimed", "machine", m.ID, "state", m.State, "updated_at", m.UpdatedAt)
 		}
 	}
 	return n, errors.Join(errs...)
@@ -600,7 +654,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",
 			Name: "standbys_created_total", Help: "Standbys the reconciler created to reach min_standby."}, labels),
 		trimmed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",
-			Name: "standbys_destroyed_total", Help: "Standbys the reconciler destroyed beyond min_standby."}, labels),
+			Name: "standbys_destroyed_total", Help: "Standbys the reconciler destroyed: beyond min_standby, failed or stuck."}, labels),
 		replaced: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",
 			Name: "standbys_replaced_total", Help: "Stale standbys the reconciler replaced."}, labels),
 		reaped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hangard", Subsystem: "reconciler",

@@ -295,6 +295,35 @@ func TestSuspendModeStandbysAreHealthChecked(t *testing.T) {
 	}
 }
 
+func TestStuckStandbysCleared(t *testing.T) {
+	e := newEnv(t, true)
+	spec := e.spec("stuck", 1, 5, pool.StandbyStop)
+	tmpl := e.createPool(spec)
+	ctx := context.Background()
+	// A standby whose setup stopped half-way: started, never suspended.
+	sb := e.standby(spec.App, tmpl, region)
+	if _, err := e.fly.StartMachine(ctx, spec.App, sb.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.fly.WaitMachine(ctx, spec.App, sb.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Timeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	// Young, it may be a setup in progress: left alone.
+	r := e.reconciler(reconcile.Config{StuckAfter: time.Hour})
+	if rep := round(t, r); rep.Cleared != 0 || rep.Created != 0 {
+		t.Fatalf("young started standby touched: %+v", rep)
+	}
+	r = e.reconciler(reconcile.Config{StuckAfter: time.Hour, Now: func() time.Time { return time.Now().Add(2 * time.Hour) }})
+	rep := round(t, r)
+	if rep.Cleared != 1 || rep.Created != 1 {
+		t.Fatalf("round: %+v, want the stuck standby cleared and replaced", rep)
+	}
+	st := e.state(spec.App)
+	if len(st.Standbys) != 1 || st.Standbys[0].ID == sb.ID || st.Standbys[0].State != fly.StateCreated {
+		t.Errorf("standbys: %v", ids(st.Standbys))
+	}
+}
+
 func TestStaleStandbysReplaced(t *testing.T) {
 	e := newEnv(t, false)
 	spec := e.spec("stale", 3, 10, pool.StandbyStop)
