@@ -34,12 +34,13 @@ type Target struct {
 	// every attach to ro; an "rw" target lets the client choose.
 	Role string
 	// WaitReady blocks until the session is ready and returns its agent,
-	// calling progress with state updates meanwhile (progress may be nil-safe
-	// to call any number of times, never after WaitReady returns). If the
-	// session never gets ready it returns an error wrapping ErrGone (close
-	// 4004), ErrUnavailable (4503) or a *CloseError. The broker calls it
-	// again (with a no-op progress) before each agent re-dial, so it should
-	// be cheap for a ready session.
+	// calling progress (never nil; it sends a state frame to the client and
+	// may block while the client is slow) with state updates meanwhile, and
+	// never after it returned. If the session never gets ready it returns an
+	// error wrapping ErrGone (close 4004), ErrUnavailable (4503) or a
+	// *CloseError; the error's text goes to the client in the error frame
+	// for ErrGone. The broker calls it again (with a no-op progress) before
+	// each agent re-dial, so it should be cheap for a ready session.
 	WaitReady func(ctx context.Context, progress func(state, detail string, queuePosition int)) (Endpoint, error)
 }
 
@@ -211,6 +212,15 @@ func (b *Broker) Accept(w http.ResponseWriter, r *http.Request, t Target, opts *
 		return
 	}
 	b.Serve(r.Context(), c, t)
+}
+
+// Handler returns an http.Handler that attaches every request to t (with
+// Accept): the broker as a stand-alone attach endpoint in front of one agent,
+// e.g. httptest.NewServer(b.Handler(ReadyTarget(ep, "rw"))) in a benchmark.
+func (b *Broker) Handler(t Target) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.Accept(w, r, t, nil)
+	})
 }
 
 // attachURL is the agent's attach endpoint for its base URL.

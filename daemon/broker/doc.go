@@ -72,17 +72,24 @@
 // its own unacknowledged input, then re-attaches itself with its offsets, so
 // even the fallback loses nothing.
 //
-// Known limit: a writer re-attaching after a drop takes the writer role
+// Known limits: a writer re-attaching after a drop takes the writer role
 // again, superseding any writer that attached elsewhere during the outage.
+// The agent counts a re-attachment's credit window from its from offset,
+// while the client may not have acked all output before it yet: right after
+// a reconnect up to one extra window can be in flight to the client.
 //
 // # Footprint
 //
 // An idle stream is two goroutines (the caller's, reading the agent, and one
-// reading the client), both parked in the netpoller, two WebSocket
-// connections (coder/websocket keeps a 4 KiB read and write buffer on each),
-// and a timer; message buffers come from a sync.Pool only while a frame is in
-// flight, and the input log only holds what a writer typed recently.
+// reading the client), both parked in the netpoller (no OS thread of their
+// own), two WebSocket connections (coder/websocket and net/http keep a 4 KiB
+// read and a 4 KiB write buffer on each), and a timer. Message buffers come
+// from a sync.Pool only while a frame is in flight, and the input log only
+// holds what a writer typed recently. One-off deep work (decoding the attach,
+// WaitReady, dialling) runs on short-lived goroutines so that the two
+// long-lived ones keep small stacks. BenchmarkIdleStreams measures the cost
+// per stream beyond the same number of direct client-agent connections.
 //
-// Broker.Accept and ReadyTarget run the broker in-process against any agent
-// URL, e.g. for benchmarks.
+// Broker.Handler (or Broker.Accept) with ReadyTarget runs the broker
+// in-process in front of any agent URL, e.g. for benchmarks.
 package broker

@@ -196,10 +196,11 @@ func TestRealAgentThroughBroker(t *testing.T) {
 	b := New(Config{Signer: signer, Logger: testLogger(t), ReconnectTimeout: 20 * time.Second})
 	ep := Endpoint{AgentURL: proxy.url(), MachineID: agent.machineID, SessionID: agent.session}
 	var serves sync.WaitGroup
+	handler := b.Handler(ReadyTarget(ep, "rw"))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		serves.Add(1)
 		defer serves.Done()
-		b.Accept(w, r, ReadyTarget(ep, "rw"), nil)
+		handler.ServeHTTP(w, r)
 	}))
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
