@@ -31,9 +31,32 @@ func TestCredentialsRedacted(t *testing.T) {
 			}
 		}
 	}
-	b, _ := json.Marshal(c)
-	if !strings.Contains(string(b), "sk-secret-1") {
-		t.Error("JSON must carry the credential to the agent")
+	var jb strings.Builder
+	hl := slog.New(slog.NewJSONHandler(&jb, nil))
+	hl.Info("x", "creds", c, "req", req)
+	for _, v := range []any{c, &c, req, &req} {
+		b, _ := json.Marshal(v)
+		jb.Write(b)
+	}
+	for _, s := range c.Secrets() {
+		if strings.Contains(jb.String(), s) {
+			t.Errorf("secret in JSON %s", jb.String())
+		}
+	}
+	if !strings.Contains(jb.String(), `"git_token":"[REDACTED]"`) {
+		t.Errorf("redacted JSON %s", jb.String())
+	}
+	// The init body carries them, and decodes back.
+	b, err := EncodeInitRequest(&InitRequest{SessionID: "s", Mode: ModePTY, Credentials: &c, Cols: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back InitRequest
+	if err := json.Unmarshal(b, &back); err != nil || *back.Credentials != c || back.SessionID != "s" || back.Cols != 3 || back.Mode != ModePTY {
+		t.Fatalf("init body %s: %v %+v", b, err, back)
+	}
+	if b, _ := EncodeInitRequest(&InitRequest{SessionID: "s"}); strings.Contains(string(b), "credentials") {
+		t.Errorf("nil credentials encoded: %s", b)
 	}
 }
 

@@ -173,7 +173,13 @@ func (c *Client) Finish(ctx context.Context, sessionID string, req *FinishReques
 func (c *Client) do(ctx context.Context, method, path, sessionID string, in, out any) error {
 	var body io.Reader
 	if in != nil {
-		b, err := json.Marshal(in)
+		var b []byte
+		var err error
+		if ir, ok := in.(*InitRequest); ok {
+			b, err = EncodeInitRequest(ir)
+		} else {
+			b, err = json.Marshal(in)
+		}
 		if err != nil {
 			return fmt.Errorf("agent %s %s: encode: %w", method, path, err)
 		}

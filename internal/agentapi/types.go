@@ -82,6 +82,41 @@ func (c Credentials) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(c.St
 // LogValue redacts for log/slog.
 func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
+// MarshalJSON redacts too, so that a Credentials marshalled anywhere (a JSON
+// log line, a stored record, a response) shows only which secrets are set.
+// The real values travel only in the init call, encoded by EncodeInitRequest
+// (which Client.Init uses). Decoding is the ordinary one.
+func (c Credentials) MarshalJSON() ([]byte, error) {
+	m := map[string]string{}
+	for k, v := range map[string]string{"anthropic_api_key": c.AnthropicAPIKey, "claude_oauth_token": c.ClaudeOAuthToken, "git_token": c.GitToken} {
+		if v != "" {
+			m[k] = "[REDACTED]"
+		}
+	}
+	return json.Marshal(m)
+}
+
+// wireCredentials is Credentials without the redaction, for the init call only.
+type wireCredentials struct {
+	AnthropicAPIKey  string `json:"anthropic_api_key,omitempty"`
+	ClaudeOAuthToken string `json:"claude_oauth_token,omitempty"`
+	GitToken         string `json:"git_token,omitempty"`
+}
+
+// EncodeInitRequest is the JSON body of POST /v1/init, credentials included.
+func EncodeInitRequest(r *InitRequest) ([]byte, error) {
+	type plain InitRequest // no methods
+	w := struct {
+		*plain
+		// Shallower than plain's field of the same name, so it wins.
+		Credentials *wireCredentials `json:"credentials,omitempty"`
+	}{plain: (*plain)(r)}
+	if c := r.Credentials; c != nil {
+		w.Credentials = &wireCredentials{c.AnthropicAPIKey, c.ClaudeOAuthToken, c.GitToken}
+	}
+	return json.Marshal(w)
+}
+
 // Empty reports whether no credential is set.
 func (c *Credentials) Empty() bool {
 	return c == nil || (c.AnthropicAPIKey == "" && c.ClaudeOAuthToken == "" && c.GitToken == "")

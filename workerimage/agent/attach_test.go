@@ -108,9 +108,10 @@ func TestWriterTakeoverAndViewers(t *testing.T) {
 	// Still attached and watching.
 	w2.input("after refusals\r")
 	v.waitOutput("you said: after refusals")
-	if st := a.status("tk"); st.Attachments != 2 || !st.Writer {
-		t.Fatalf("status %+v", st)
-	}
+	eventually(t, "two attachments, one writer", func() bool {
+		st := a.status("tk")
+		return st.Attachments == 2 && st.Writer
+	})
 	// A viewer that keeps typing is closed with 4003.
 	for i := 0; i < 20; i++ {
 		if v.conn.Write(t.Context(), websocket.MessageBinary, []byte("x")) != nil {

@@ -353,14 +353,15 @@ func (s *session) waitExit(pumpDone <-chan struct{}) {
 	<-pumpDone
 	code, sig := s.proc.exitCode()
 	_, head := s.out.bounds()
+	s.a.log.Info("command exited", "session", s.id, "code", code, "signal", sig, "output", head)
+	// The agent's state changes before any client can see the exit frame.
+	s.a.commandExited(s)
 	s.mu.Lock()
 	s.exit = &wire.Exit{Code: code, Signal: sig, At: head}
 	close(s.exited)
 	s.mu.Unlock()
 	s.proc.closeFiles()
 	s.out.close()
-	s.a.log.Info("command exited", "session", s.id, "code", code, "signal", sig, "output", head)
-	s.a.commandExited(s)
 }
 
 // writeInput applies input from a writer. Returns the error to report.
