@@ -626,3 +626,59 @@ func TestCloneTriesNextRegion(t *testing.T) {
 		t.Fatalf("claim after capacity came back: %+v", got)
 	}
 }
+
+// TestIdleTimeout: a session with no input or output for the pool's idle
+// timeout ends by itself.
+func TestIdleTimeout(t *testing.T) {
+	e := newEnvSpec(t, 1, func(s *pool.Spec) { s.IdleTimeout = time.Second })
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	u := admin.with(admin.createTenant("idle", nil).APIKey)
+	var s session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+	got := u.waitState(s.ID, isState("ended", "failed"))
+	if got.State != "ended" || !strings.Contains(got.Reason, "idle") {
+		t.Fatalf("idle session: %+v", got)
+	}
+	assertMachineGone(t, e, got.MachineID)
+}
+
+// TestTenantImages: a tenant image serves only the tenant it names.
+func TestTenantImages(t *testing.T) {
+	e := newEnv(t, 0, 4)
+	spec, err := pool.FromTemplate(testApp, e.template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti := spec.ForTenantImage("b-image", "tenant-b", "hangar-worker:b", 0, nil, map[string]string{"IMAGE_OF": "b"})
+	if _, err := e.fly.CreateMachine(context.Background(), testApp, ti.CreateTemplateRequest()); err != nil {
+		t.Fatal(err)
+	}
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	ua := admin.with(admin.createTenant("tenant-a", nil).APIKey)
+	ub := admin.with(admin.createTenant("tenant-b", nil).APIKey)
+	if st, b, _ := ua.do("POST", "/v1/sessions", map[string]any{"pool": testPool, "tenant_image": "b-image"}); st != http.StatusUnprocessableEntity {
+		t.Fatalf("A using B's image: %d %s", st, b)
+	}
+	var s session
+	ub.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "tenant_image": "b-image", "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+	s = ub.waitState(s.ID, isState("ready", "failed"))
+	m, err := e.fly.GetMachine(context.Background(), testApp, s.MachineID)
+	if s.State != "ready" || err != nil || pool.TenantImageOf(m) != "b-image" || m.Config.Env["IMAGE_OF"] != "b" {
+		t.Fatalf("B's session %+v on %+v (%v)", s, m, err)
+	}
+	var pools []struct {
+		TenantImages []struct {
+			Name string `json:"name"`
+		} `json:"tenant_images"`
+	}
+	ua.json("GET", "/v1/pools", nil, http.StatusOK, &pools)
+	if len(pools) != 1 || len(pools[0].TenantImages) != 0 {
+		t.Fatalf("A sees tenant images: %+v", pools)
+	}
+	ub.json("GET", "/v1/pools", nil, http.StatusOK, &pools)
+	if len(pools) != 1 || len(pools[0].TenantImages) != 1 {
+		t.Fatalf("B's tenant images: %+v", pools)
+	}
+}
