@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"golang.org/x/term"
 
@@ -171,23 +169,16 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 	}
 	defer t.cooked()
 
-	// SIGWINCH: follow the window size.
+	// Follow the window size (SIGWINCH where there is one).
 	if role == wire.RoleWriter && t.out != nil {
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-winch:
-					if w, h := t.size(); w > 0 {
-						a.Resize(w, h)
-					}
-				}
+		lastW, lastH := cols, rows
+		stop := watchResize(ctx, func() {
+			if w, h := t.size(); w > 0 && (w != lastW || h != lastH) {
+				lastW, lastH = w, h
+				a.Resize(w, h)
 			}
-		}()
+		})
+		defer stop()
 	}
 
 	detached := make(chan struct{})
