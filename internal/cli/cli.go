@@ -132,11 +132,12 @@ func run(ctx context.Context, args []string, stdio *IO) error {
 		return usagef("%v", err)
 	}
 	rest := fs.Args()
-	if len(rest) == 0 || rest[0] == "help" {
+	if len(rest) == 0 {
+		printUsage(stdio.Err)
+		return &exitError{2}
+	}
+	if rest[0] == "help" {
 		printUsage(stdio.Out)
-		if len(rest) == 0 {
-			return &exitError{2}
-		}
 		return nil
 	}
 	for _, c := range commands {
@@ -339,11 +340,12 @@ func fmtTime(t *time.Time) string {
 
 // dispatch runs the subcommand named by args[0] of a command group.
 func dispatch(ctx context.Context, e *env, group string, args []string, subs map[string]func(context.Context, *env, []string) error, usage string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		fmt.Fprint(e.io.Err, usage)
+		return &exitError{2}
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(e.io.Out, usage)
-		if len(args) == 0 {
-			return &exitError{2}
-		}
 		return nil
 	}
 	run, ok := subs[args[0]]
