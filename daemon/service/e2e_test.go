@@ -251,4 +251,34 @@ func TestTwoReplicasPostgres(t *testing.T) {
 			t.Errorf("machine %s (%s, %v) left behind", m.ID, m.State, pool.MetadataOf(&m)[pool.KeyRole])
 		}
 	}
+
+	// A tenant limit holds across replicas under concurrent requests.
+	capped := newAPI(t, d1.URL, "").createTenant("capped", map[string]any{"max_sessions": 3})
+	c1, c2 := newAPI(t, d1.URL, capped.APIKey), newAPI(t, d2.URL, capped.APIKey)
+	statuses := make([]int, 10)
+	for i := range statuses {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			u := c1
+			if i%2 == 1 {
+				u = c2
+			}
+			statuses[i], _, _ = u.do("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}})
+		}(i)
+	}
+	wg.Wait()
+	accepted := 0
+	for _, st := range statuses {
+		switch st {
+		case http.StatusAccepted:
+			accepted++
+		case http.StatusTooManyRequests:
+		default:
+			t.Errorf("status %d", st)
+		}
+	}
+	if accepted != 3 {
+		t.Fatalf("%d sessions accepted with max_sessions 3: %v", accepted, statuses)
+	}
 }

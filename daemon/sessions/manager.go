@@ -201,6 +201,17 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *Request) (*s
 		return nil, invalid("region", "pool %q does not run in %q (regions: %s)", req.Pool, req.Region, strings.Join(tmpl.Spec.Regions, ", "))
 	}
 	if t.MaxSessions > 0 {
+		// Count and create under the tenant's lock (in-process and, with
+		// Postgres, across replicas) so that concurrent requests cannot
+		// overshoot the limit.
+		l := m.poolLock("tenant:" + t.ID)
+		l.Lock()
+		defer l.Unlock()
+		release, err := m.leaderLock(ctx, "tenant:"+t.ID)
+		if err != nil {
+			return nil, fmt.Errorf("lock tenant %s: %w", t.Name, err)
+		}
+		defer release()
 		n, err := m.store.CountLiveSessions(ctx, t.ID)
 		if err != nil {
 			return nil, fmt.Errorf("count sessions: %w", err)
