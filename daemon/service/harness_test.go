@@ -435,6 +435,22 @@ func (tm *term) readUntil(want string) {
 	}
 }
 
+// readAtLeast reads until the output holds at least n bytes.
+func (tm *term) readAtLeast(n int) {
+	tm.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for len(tm.out) < n {
+		typ, data, err := tm.c.Read(ctx)
+		if err != nil {
+			tm.t.Fatalf("waiting for %d bytes: %v; have %d", n, err, len(tm.out))
+		}
+		if typ == websocket.MessageBinary {
+			tm.out = append(tm.out, data...)
+		}
+	}
+}
+
 func (tm *term) close() { tm.c.Close(websocket.StatusNormalClosure, "bye") }
 
 func bearer(key string) http.Header {
