@@ -37,6 +37,7 @@ func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration,
 	// Refill standbys fast between session-ready samples.
 	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL=200ms")
 	cmd.Stderr = logs
+	dieWithParent(cmd, syscall.SIGINT)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

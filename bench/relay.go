@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -116,6 +117,7 @@ type relayProc struct {
 func startRelay(self string) (*relayProc, error) {
 	cmd := exec.Command(self, RelayCommand)
 	cmd.Stderr = os.Stderr
+	dieWithParent(cmd, syscall.SIGKILL)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
