@@ -161,6 +161,24 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
     await typeLine(page, 'stty size');
     await waitFor('stty size', async () => (await screen(page)).includes(`${rows} ${cols}`), 30000);
 
+    // Resizing the window resizes the terminal and the PTY behind it.
+    await page.setViewportSize({ width: 900, height: 600 });
+    await waitFor('the terminal to refit', () => page.evaluate((c) => window.hangar.term.cols < c, cols), 10000);
+    const small = await page.evaluate(() => ({ cols: window.hangar.term.cols, rows: window.hangar.term.rows }));
+    await typeLine(page, 'stty size');
+    await waitFor('stty size after resize', async () => (await screen(page)).includes(`${small.rows} ${small.cols}`), 30000);
+    await page.setViewportSize({ width: 1200, height: 800 });
+
+    // Paste from the clipboard (the paste button; Ctrl+Shift+V does the same).
+    await page.evaluate(() => navigator.clipboard.writeText('echo pasted-$((5+5))'));
+    await page.locator('#paste').click();
+    await page.keyboard.press('Enter');
+    await waitFor('pasted input', async () => (await screen(page)).includes('pasted-10'), 30000);
+    // Copy: select the terminal's text and copy it with Ctrl+Shift+C.
+    await page.evaluate(() => window.hangar.term.selectAll());
+    await page.locator('#terminal').press('Control+Shift+KeyC');
+    await waitFor('the copy', async () => (await page.evaluate(() => navigator.clipboard.readText())).includes('pasted-10'), 10000);
+
     // Drop the WebSocket while output streams; the terminal reconnects by
     // itself and every line arrives exactly once, in order.
     await typeLine(page, 'for i in $(seq 1 80); do echo "line-$i-end"; sleep 0.02; done; echo done-$((1+1))');
