@@ -164,10 +164,13 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 			}
 		},
 	})
-	if err := t.makeRaw(); err != nil {
-		return err
+	// A terminal session takes raw keystrokes; jsonl mode reads whole lines.
+	if mode != "jsonl" {
+		if err := t.makeRaw(); err != nil {
+			return err
+		}
+		defer t.cooked()
 	}
-	defer t.cooked()
 
 	// Follow the window size (SIGWINCH where there is one).
 	if role == wire.RoleWriter && t.out != nil {
@@ -184,7 +187,11 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 	detached := make(chan struct{})
 	go pumpInput(e.io.In, a, mode, role, t, func() { close(detached); a.Close() })
 
-	exit, err := a.Run(ctx, e.io.Out)
+	var out io.Writer = e.io.Out
+	if mode == "jsonl" {
+		out = lineWriter{e.io.Out} // one JSON line per frame
+	}
+	exit, err := a.Run(ctx, out)
 	t.cooked()
 	t.clearStatus()
 	select {
@@ -254,4 +261,16 @@ func pumpInput(in io.Reader, a *client.Attachment, mode string, role wire.Role, 
 			return
 		}
 	}
+}
+
+// lineWriter ends every write (one jsonl frame) with a newline.
+type lineWriter struct{ w io.Writer }
+
+func (l lineWriter) Write(p []byte) (int, error) {
+	buf := make([]byte, 0, len(p)+1)
+	buf = append(append(buf, p...), '\n')
+	if _, err := l.w.Write(buf); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
