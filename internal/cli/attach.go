@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/term"
 
@@ -202,6 +203,14 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 	}
 	if err != nil {
 		if errors.Is(err, client.ErrSessionGone) {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if s, gerr := c.GetSession(sctx, id); gerr == nil && s.State == client.StateFailed {
+				return fmt.Errorf("session %s failed: %s", id, s.Reason)
+			} else if gerr == nil {
+				fmt.Fprintf(e.io.Err, "\r\n[hangar] session %s %s %s\n", id, s.State, s.Reason)
+				return nil
+			}
 			fmt.Fprintf(e.io.Err, "\r\n[hangar] session %s ended\n", id)
 			return nil
 		}
