@@ -180,3 +180,69 @@ func joinLines(lines [][]byte) string {
 	}
 	return b.String()
 }
+
+// TestJSONLReconnectNoLoss: a writer with a window drops its connection
+// twenty times while turns stream through a ring much smaller than the
+// output. Reattaching from the lines received and resending input from
+// input_applied gives every line exactly once and runs every turn once.
+func TestJSONLReconnectNoLoss(t *testing.T) {
+	a := startAgent(t, agentOpts{env: map[string]string{"HANGAR_AGENT_BUFFER": "2KiB"}})
+	a.init(&agentapi.InitRequest{SessionID: "jr", Mode: agentapi.ModeJSONL})
+	const turns = 30
+	var inputs [][]byte
+	for i := 0; i < turns; i++ {
+		inputs = append(inputs, userLine(fmt.Sprintf("turn-%02d %s", i, strings.Repeat("q", 200))))
+	}
+	var got [][]byte
+	var sent int64
+	results := 0
+	for round := 0; results < turns; round++ {
+		if round > 200 {
+			t.Fatalf("no progress: %d results after %d rounds", results, round)
+		}
+		c := a.attach("jr", wire.SubprotocolJSONL, wire.Attach{From: int64(len(got)), InputFrom: sent, Role: wire.RoleWriter, Window: 4})
+		if c.attached.From != int64(len(got)) {
+			t.Fatalf("attached from %d, want %d", c.attached.From, len(got))
+		}
+		applied := c.attached.InputApplied
+		if applied > sent {
+			t.Fatalf("applied %d > sent %d", applied, sent)
+		}
+		// Resend unapplied input, plus up to two new turns.
+		next := min(int64(turns), max(sent, applied)+2)
+		for i := applied; i < next; i++ {
+			c.sendRaw(websocket.MessageBinary, inputs[i])
+		}
+		sent = max(sent, next)
+		// Read a few lines (acking each), then drop the connection.
+		for n := 0; n < 1+round%7 && results < turns; n++ {
+			typ, data, err := c.read(10 * time.Second)
+			if err != nil {
+				t.Fatalf("round %d: %v; got %d lines, %d results, sent %d; status %+v", round, err, len(got), results, sent, a.status("jr"))
+			}
+			if typ == websocket.MessageText {
+				m, _ := wire.Decode(data)
+				if g, ok := m.(*wire.Gap); ok {
+					t.Fatalf("round %d: the writer got a gap %+v", round, g)
+				}
+				n--
+				continue
+			}
+			got = append(got, data)
+			if decodeLine(t, data)["type"] == "result" {
+				results++
+			}
+			c.send(&wire.Ack{Offset: int64(len(got))})
+		}
+		c.conn.CloseNow()
+	}
+	all := joinLines(got)
+	for i := 0; i < turns; i++ {
+		if n := strings.Count(all, fmt.Sprintf(`"result":"echo: turn-%02d `, i)); n != 1 {
+			t.Fatalf("turn %d answered %d times", i, n)
+		}
+	}
+	if st := a.status("jr"); st.LinesIn != turns || st.Oldest == 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
