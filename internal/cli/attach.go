@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/term"
@@ -136,7 +135,10 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 		Role: role, Mode: mode, Cols: cols, Rows: rows,
 		Window: 4 << 20,
 		OnState: func(s wire.State) {
-			msg := strings.TrimSpace(s.State + " " + s.Detail)
+			msg := s.State
+			if s.Detail != "" {
+				msg = s.Detail
+			}
 			if s.QueuePosition > 0 {
 				msg += fmt.Sprintf(" (queue position %d)", s.QueuePosition)
 			}
