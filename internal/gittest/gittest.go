@@ -40,8 +40,7 @@ type Server struct {
 	srv      *httptest.Server
 	authFail atomic.Int64
 	requests atomic.Int64
-	mu       sync.Mutex
-	seen     []string // Authorization headers seen, for leak checks
+	gate     atomic.Pointer[chan struct{}] // non-nil: requests wait for it to close
 }
 
 // Options configures Start.
@@ -83,6 +82,13 @@ func Start(t testing.TB, opts ...Options) *Server {
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
+		if g := s.gate.Load(); g != nil {
+			select {
+			case <-*g:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		_, pass, ok := r.BasicAuth()
 		if !ok || subtle.ConstantTimeCompare([]byte(pass), []byte(s.Token)) != 1 {
 			s.authFail.Add(1)
@@ -110,6 +116,20 @@ func httpBackend() (string, error) {
 		return "", fmt.Errorf("git-http-backend: %w", err)
 	}
 	return p, nil
+}
+
+// Hold makes every request wait until release is called (to test what
+// happens while a clone or push is slow). release may be called more than once.
+func (s *Server) Hold() (release func()) {
+	ch := make(chan struct{})
+	s.gate.Store(&ch)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.gate.CompareAndSwap(&ch, nil)
+			close(ch)
+		})
+	}
 }
 
 // AuthFailures counts requests refused for missing or wrong credentials.

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/hangarhq/hangar/internal/agentapi"
+	"github.com/hangarhq/hangar/internal/gittest"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
@@ -169,4 +171,40 @@ func TestExitCodesAndSignals(t *testing.T) {
 			t.Fatalf("status %+v", st)
 		}
 	})
+}
+
+// TestAttachWhileInitializing: an attach that arrives while the clone runs
+// gets state frames, then attached once the command started.
+func TestAttachWhileInitializing(t *testing.T) {
+	git := gittest.Start(t)
+	repoURL := git.CreateRepo(t, "team/slow", nil)
+	a := startAgent(t, agentOpts{})
+	release := git.Hold()
+	defer release()
+	initDone := make(chan error, 1)
+	go func() {
+		_, err := a.client.Init(context.Background(), &agentapi.InitRequest{SessionID: "slow", Repo: repoURL,
+			Command: []string{a.fake}, Credentials: &agentapi.Credentials{GitToken: git.Token}})
+		initDone <- err
+	}()
+	eventually(t, "initializing", func() bool {
+		code, body := a.call("GET", "/v1/health", "-", nil)
+		return code == 200 && strings.Contains(body, `"state":"initializing"`)
+	})
+	conn, _, err := a.dial("slow", wire.SubprotocolPTY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newWSClient(t, a, conn)
+	c.send(&wire.Attach{From: 0, Role: wire.RoleWriter})
+	st := c.waitCtrl("state", func(m wire.Message) bool { _, ok := m.(*wire.State); return ok }).(*wire.State)
+	if st.State != agentapi.StateInitializing {
+		t.Fatalf("state %+v", st)
+	}
+	release()
+	c.waitCtrl("attached", func(m wire.Message) bool { _, ok := m.(*wire.Attached); return ok })
+	c.waitOutput("fake claude")
+	if err := <-initDone; err != nil {
+		t.Fatal(err)
+	}
 }
