@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hangarhq/hangar/daemon/store/storetest"
 	"github.com/hangarhq/hangar/internal/fly"
@@ -143,15 +144,19 @@ func TestEndToEnd(t *testing.T) {
 
 func assertMachineGone(t *testing.T, e *env, id string) {
 	t.Helper()
-	m, err := e.fly.GetMachine(context.Background(), testApp, id)
-	if errors.Is(err, fly.ErrNotFound) {
-		return
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.State != fly.StateDestroyed {
-		t.Fatalf("machine %s is %s, want destroyed", id, m.State)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m, err := e.fly.GetMachine(context.Background(), testApp, id)
+		if errors.Is(err, fly.ErrNotFound) || err == nil && m.State == fly.StateDestroyed {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.State != fly.StateDestroying || time.Now().After(deadline) {
+			t.Fatalf("machine %s is %s, want destroyed", id, m.State)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
