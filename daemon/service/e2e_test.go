@@ -253,8 +253,8 @@ func TestTwoReplicasPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if !pool.IsTemplate(&m) && m.State != fly.StateDestroyed {
-			t.Errorf("machine %s (%s, %v) left behind", m.ID, m.State, pool.MetadataOf(&m)[pool.KeyRole])
+		if !pool.IsTemplate(&m) {
+			assertMachineGone(t, e, m.ID)
 		}
 	}
 
