@@ -156,7 +156,9 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 		m.log.Debug("sweep: get machine", "session", s.ID, "error", err)
 		return
 	}
-	st, err := m.agentClient(ctx, s, mach).Status(ctx, s.ID)
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	st, err := m.agentClient(ctx, s, mach).Status(sctx, s.ID)
+	cancel()
 	if err != nil {
 		m.log.Debug("sweep: agent status", "session", s.ID, "error", err)
 		return

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -138,7 +139,12 @@ func New(cfg Config) *Manager {
 		cfg.ShutdownGrace = 30 * time.Second
 	}
 	if cfg.AgentHTTPClient == nil {
-		cfg.AgentHTTPClient = &http.Client{Timeout: 30 * time.Second}
+		// No overall timeout: an init that clones a large repository may take
+		// minutes; every call is bounded by its context instead.
+		cfg.AgentHTTPClient = &http.Client{Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second,
+		}}
 	}
 	workCtx, stop := context.WithCancel(context.Background())
 	return &Manager{
