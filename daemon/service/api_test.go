@@ -11,6 +11,7 @@ import (
 
 	"github.com/hangarhq/hangar/daemon/auth"
 	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/gittest"
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
@@ -691,4 +692,26 @@ func TestTenantImages(t *testing.T) {
 	if len(pools) != 1 || len(pools[0].TenantImages) != 1 {
 		t.Fatalf("B's tenant images: %+v", pools)
 	}
+}
+
+// TestInitFailure: when the agent cannot set the session up (here: the repo
+// does not exist), the session fails with the agent's reason and its machine
+// is destroyed.
+func TestInitFailure(t *testing.T) {
+	e := newEnv(t, 1, 4)
+	d := e.start(t, "")
+	admin := newAPI(t, d.URL, adminKey)
+	u := admin.with(admin.createTenant("unlucky", nil).APIKey)
+	git := gittest.Start(t)
+	var s session
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "repo": git.RepoURL("missing"),
+		"credentials": map[string]string{"git_token": git.Token}}, http.StatusAccepted, &s)
+	got := u.waitState(s.ID, isState("ready", "failed", "ended"))
+	if got.State != "failed" || !strings.Contains(got.Reason, "init") || got.MachineID == "" {
+		t.Fatalf("session: %+v", got)
+	}
+	if strings.Contains(got.Reason, git.Token) {
+		t.Fatal("the reason carries the git token")
+	}
+	assertMachineGone(t, e, got.MachineID)
 }
