@@ -273,6 +273,13 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 			return fmt.Errorf("env: invalid variable %q", k)
 		}
 	}
+	if c := req.Credentials; c != nil {
+		for name, v := range map[string]string{"anthropic_api_key": c.AnthropicAPIKey, "claude_oauth_token": c.ClaudeOAuthToken, "git_token": c.GitToken} {
+			if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) || len(v) > 8192 {
+				return fmt.Errorf("credentials.%s: control characters or too long", name)
+			}
+		}
+	}
 	if d := time.Duration(req.CheckpointInterval); d < 0 || (d > 0 && d < time.Second) {
 		return errors.New("checkpoint_interval: want 0 (off) or at least 1s")
 	}

@@ -48,6 +48,7 @@ func TestBadInput(t *testing.T) {
 		{"bad size", map[string]any{"session_id": "s1", "cols": 100000, "rows": 10}, 422, "invalid size"},
 		{"bad session id", map[string]any{"session_id": "../x"}, 401, ""},
 		{"no session id", map[string]any{}, 422, "session_id"},
+		{"token with a newline", map[string]any{"session_id": "s1", "credentials": map[string]any{"git_token": "abc\npassword=x"}}, 422, "credentials.git_token"},
 	}
 	for _, c := range badInits {
 		code, body := a.call("POST", "/v1/init", "s1", c.body)

@@ -160,3 +160,27 @@ func TestListenAddr(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkByteRing measures the output path: the pty reader appending
+// chunks and one attachment copying frames out.
+func BenchmarkByteRing(b *testing.B) {
+	r := newByteRing(8 << 20)
+	chunk := bytes.Repeat([]byte("output \x1b[1mbold\x1b[0m line\r\n"), 1000)
+	buf := make([]byte, maxFramePayload)
+	var cur int64
+	b.SetBytes(int64(len(chunk)))
+	for b.Loop() {
+		r.append(chunk)
+		for {
+			_, n, gap := r.next(cur, maxFramePayload, buf)
+			if gap != nil {
+				cur = gap.Oldest
+				continue
+			}
+			if n == 0 {
+				break
+			}
+			cur += n
+		}
+	}
+}
