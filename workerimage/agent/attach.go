@@ -368,7 +368,7 @@ func (s *session) attach(ctx context.Context, conn *websocket.Conn, req *wire.At
 	// Taking the input lock after revoking the old writer waits out any
 	// input it is applying, so input_applied is final for it.
 	s.inMu.Lock()
-	applied := s.inputApplied
+	applied := s.inputApplied.Load()
 	s.inMu.Unlock()
 	if old != nil {
 		old.kill(wire.CloseSuperseded, &wire.Error{Code: wire.ErrCodeSuperseded, Message: "a newer writer attached"})

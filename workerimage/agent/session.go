@@ -52,11 +52,13 @@ type session struct {
 	stop     chan struct{} // closed by halt: stops the pump's waits and checkpoints
 	stopOnce sync.Once
 
+	// inMu serialises input; the counters are atomics so that status never
+	// waits behind an input write blocked on a program that does not read.
 	inMu         sync.Mutex
-	inputApplied int64
-	bytesIn      int64
-	linesIn      int64
-	lastInput    time.Time
+	inputApplied atomic.Int64
+	bytesIn      atomic.Int64
+	linesIn      atomic.Int64
+	lastInput    atomic.Int64 // unix nanos
 
 	bytesOut   atomic.Int64
 	linesOut   atomic.Int64
@@ -379,9 +381,9 @@ func (s *session) writeInput(at *attachment, data []byte) *wire.Error {
 	now := time.Now()
 	if s.mode == agentapi.ModePTY {
 		n, err := s.proc.pty.Write(data)
-		s.inputApplied += int64(n)
-		s.bytesIn += int64(n)
-		s.lastInput = now
+		s.inputApplied.Add(int64(n))
+		s.bytesIn.Add(int64(n))
+		s.lastInput.Store(now.UnixNano())
 		if err != nil {
 			return &wire.Error{Code: wire.ErrCodeInternal, Message: "write to terminal failed"}
 		}
@@ -389,8 +391,8 @@ func (s *session) writeInput(at *attachment, data []byte) *wire.Error {
 	}
 	// jsonl: one frame is one line; it counts as consumed even when refused,
 	// so that the client's line count stays aligned with input_applied.
-	s.inputApplied++
-	s.lastInput = now
+	s.inputApplied.Add(1)
+	s.lastInput.Store(now.UnixNano())
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, data); err != nil || buf.Len() == 0 || !json.Valid(data) {
 		return &wire.Error{Code: wire.ErrCodeBadRequest, Message: "input line is not valid JSON; not forwarded"}
@@ -399,8 +401,8 @@ func (s *session) writeInput(at *attachment, data []byte) *wire.Error {
 	if _, err := s.proc.in.Write(buf.Bytes()); err != nil {
 		return &wire.Error{Code: wire.ErrCodeProcessExited, Message: "the process no longer reads input"}
 	}
-	s.linesIn++
-	s.bytesIn += int64(buf.Len() - 1)
+	s.linesIn.Add(1)
+	s.bytesIn.Add(int64(buf.Len() - 1))
 	return nil
 }
 
@@ -453,13 +455,11 @@ func (s *session) status(st *agentapi.StatusResponse) {
 	}
 	started := s.startedAt.UTC()
 	st.StartedAt = &started
-	s.inMu.Lock()
-	st.InputApplied, st.BytesIn, st.LinesIn = s.inputApplied, s.bytesIn, s.linesIn
-	if !s.lastInput.IsZero() {
-		t := s.lastInput.UTC()
-		st.LastInputAt = &t
+	st.InputApplied, st.BytesIn, st.LinesIn = s.inputApplied.Load(), s.bytesIn.Load(), s.linesIn.Load()
+	if t := s.lastInput.Load(); t != 0 {
+		tt := time.Unix(0, t).UTC()
+		st.LastInputAt = &tt
 	}
-	s.inMu.Unlock()
 	s.mu.Lock()
 	st.Cols, st.Rows = s.cols, s.rows
 	st.Attachments = len(s.attachments)
