@@ -141,19 +141,22 @@ func scanForSecrets(t *testing.T, a *agentProc, secrets []string) {
 			}
 		}
 	}
-	err := filepath.Walk(a.workspace, func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
+	// The workspace (with .git) and the home holding Claude Code's config.
+	for _, root := range []string{a.workspace, a.home} {
+		err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+			if err != nil || info.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			check(p, string(b))
+			return nil
+		})
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		check(p, string(b))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(a.workspace, ".git", "config")); err != nil {
 		t.Fatalf("no .git/config scanned: %v", err)
