@@ -208,3 +208,36 @@ func TestAttachWhileInitializing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTakeoverWhileInputIsBlocked: a program that never reads its terminal
+// blocks the writer's input; a new writer still takes over, and
+// input_applied says exactly how much went in.
+func TestTakeoverWhileInputIsBlocked(t *testing.T) {
+	a := startAgent(t, agentOpts{})
+	a.init(&agentapi.InitRequest{SessionID: "blk", Command: []string{"sleep", "1000"}})
+	w1 := a.attach("blk", wire.SubprotocolPTY, wire.Attach{From: 0, Role: wire.RoleWriter})
+	big := bytes.Repeat([]byte("y"), 1<<20)
+	go func() {
+		// The agent stops reading this socket while the input is stuck, so
+		// these writes may never finish: they end with the connection.
+		for i := 0; i < 4; i++ {
+			if w1.conn.Write(context.Background(), websocket.MessageBinary, big[i*len(big)/4:(i+1)*len(big)/4]) != nil {
+				return
+			}
+		}
+	}()
+	eventually(t, "input stuck", func() bool {
+		st := a.status("blk")
+		return st.InputApplied > 0 && st.InputApplied < int64(len(big))
+	})
+	w2 := a.attach("blk", wire.SubprotocolPTY, wire.Attach{From: wire.LiveTail, InputFrom: int64(len(big)), Role: wire.RoleWriter})
+	if ap := w2.attached.InputApplied; ap <= 0 || ap >= int64(len(big)) {
+		t.Fatalf("input_applied %d", ap)
+	}
+	if code := w1.waitClosed(); code != wire.CloseSuperseded {
+		t.Fatalf("old writer closed with %d", code)
+	}
+	if st := a.status("blk"); st.InputApplied != w2.attached.InputApplied {
+		t.Fatalf("input applied after take-over: %d, attached said %d", st.InputApplied, w2.attached.InputApplied)
+	}
+}

@@ -380,12 +380,27 @@ func (s *session) writeInput(at *attachment, data []byte) *wire.Error {
 	}
 	now := time.Now()
 	if s.mode == agentapi.ModePTY {
-		n, err := s.proc.pty.Write(data)
-		s.inputApplied.Add(int64(n))
-		s.bytesIn.Add(int64(n))
 		s.lastInput.Store(now.UnixNano())
-		if err != nil {
-			return &wire.Error{Code: wire.ErrCodeInternal, Message: "write to terminal failed"}
+		for len(data) > 0 {
+			// A program that does not read its terminal blocks the write;
+			// every second the lock is let go so that a new writer can take
+			// over (input_applied counts exactly what went in).
+			_ = s.proc.pty.SetWriteDeadline(time.Now().Add(time.Second))
+			n, err := s.proc.pty.Write(data)
+			s.inputApplied.Add(int64(n))
+			s.bytesIn.Add(int64(n))
+			data = data[n:]
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.inMu.Unlock()
+				s.inMu.Lock()
+				if at.revoked.Load() {
+					return &wire.Error{Code: wire.ErrCodeSuperseded, Message: "a newer writer took over; the rest of the input was ignored"}
+				}
+				continue
+			}
+			if err != nil {
+				return &wire.Error{Code: wire.ErrCodeInternal, Message: "write to terminal failed"}
+			}
 		}
 		return nil
 	}
