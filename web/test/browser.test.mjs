@@ -172,6 +172,9 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
     // Paste from the clipboard (the paste button; Ctrl+Shift+V does the same).
     await page.evaluate(() => navigator.clipboard.writeText('echo pasted-$((5+5))'));
     await page.locator('#paste').click();
+    // The paste reads the clipboard asynchronously: wait for the text to reach
+    // the prompt before pressing Enter, or the Enter may overtake it.
+    await waitFor('the paste to reach the prompt', async () => (await screen(page)).includes('echo pasted-$((5+5))'), 30000);
     await page.keyboard.press('Enter');
     await waitFor('pasted input', async () => (await screen(page)).includes('pasted-10'), 30000);
     // Copy: select the terminal's text and copy it with Ctrl+Shift+C.
@@ -203,6 +206,8 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
 
     // A read-only share link shows the same terminal to a viewer without a key.
     await page.locator('#share').click();
+    // The link appears once the ticket request has answered.
+    await waitFor('the share link', async () => (await page.locator('#share-url').inputValue()) !== '', 30000);
     const shareURL = await page.locator('#share-url').inputValue();
     assert.match(shareURL, /\?view=.+&ticket=/);
     const viewer = await context.newPage();
