@@ -236,9 +236,7 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *Request) (*s
 	if s.SessionBranch == "" {
 		s.SessionBranch = "hangar/" + id
 	}
-	if len(s.Command) == 0 {
-		s.Command = m.cfg.DefaultCommand[req.Pool]
-	}
+	s.Command = sessionCommand(req, m.cfg.DefaultCommand)
 	if req.GitAuthor != nil {
 		s.GitAuthorName, s.GitAuthorEmail = req.GitAuthor.Name, req.GitAuthor.Email
 	}
@@ -439,4 +437,15 @@ func EffectiveTTL(poolTTL time.Duration, t *store.Tenant) time.Duration {
 		ttl = t.MaxSessionDuration
 	}
 	return ttl
+}
+
+// sessionCommand is the argv a session runs: the request's own, else the
+// pool's default. A pool's default command is a terminal program, so it does
+// not apply in jsonl mode: there the agent builds claude's stream-json
+// invocation itself when no command is named.
+func sessionCommand(req *Request, defaults map[string][]string) []string {
+	if len(req.Command) > 0 || req.Mode == string(agentapi.ModeJSONL) {
+		return req.Command
+	}
+	return defaults[req.Pool]
 }

@@ -85,3 +85,26 @@ func TestEffectiveTTLAndPrice(t *testing.T) {
 		t.Error("Granted")
 	}
 }
+
+func TestSessionCommand(t *testing.T) {
+	defaults := map[string][]string{"dev": {"bash"}}
+	cases := []struct {
+		name string
+		req  Request
+		want []string
+	}{
+		{"pty default", Request{Pool: "dev", Mode: "pty"}, []string{"bash"}},
+		{"pty own command", Request{Pool: "dev", Mode: "pty", Command: []string{"sh", "-c", "x"}}, []string{"sh", "-c", "x"}},
+		{"jsonl leaves the agent's claude invocation", Request{Pool: "dev", Mode: "jsonl"}, nil},
+		{"jsonl own command", Request{Pool: "dev", Mode: "jsonl", Command: []string{"fake"}}, []string{"fake"}},
+		{"pool without default", Request{Pool: "other", Mode: "pty"}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := sessionCommand(&c.req, defaults)
+			if strings.Join(got, " ") != strings.Join(c.want, " ") || len(got) != len(c.want) {
+				t.Fatalf("sessionCommand = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
