@@ -24,12 +24,14 @@ ours() {
   done
 }
 
-# Job control gives the demo its own process group that does not ignore
-# SIGINT (a non-interactive shell's background jobs otherwise would), just as
-# when a user runs it in the foreground of a terminal.
+# Job control gives the demo its own process group, as when a user runs it in
+# the foreground of a terminal. SIGINT is reset to its default first: a shell
+# that was itself started with SIGINT ignored (nohup, a background job of a
+# non-interactive shell, some CI runners) passes that on, and bash cannot
+# trap a signal that was ignored when it started.
 set -m
 HANGAR_DEMO_CLAUDE=0 HANGAR_DEMO_DIR="$DIR" HANGAR_DEMO_LISTEN="127.0.0.1:$port" \
-  "$ROOT/scripts/demo.sh" >"$DIR/demo.out" 2>&1 </dev/null &
+  env --default-signal=INT "$ROOT/scripts/demo.sh" >"$DIR/demo.out" 2>&1 </dev/null &
 pid=$!
 set +m
 cleanup() {

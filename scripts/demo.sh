@@ -22,7 +22,7 @@ CLAUDE_VERSION=2.1.197 # the last release that runs on Node.js 20 (newer ones ne
 WANT_CLAUDE="${HANGAR_DEMO_CLAUDE:-1}"
 POOL=quickstart
 
-say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
+say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2 || true; }
 die() { printf '\033[1;31m[demo] %s\033[0m\n' "$*" >&2; exit 1; }
 
 for b in hangard hangar hangar-agent terraform-provider-hangar; do
@@ -36,6 +36,9 @@ HANGARD_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  # Ctrl-C may have killed whatever reads our output (| tee): a write to that
+  # dead pipe must not kill us before the machines are stopped.
+  trap '' PIPE
   if [ -n "$HANGARD_PID" ] && kill -0 "$HANGARD_PID" 2>/dev/null; then
     say "stopping hangard and its machines…"
     # hangard runs in a session of its own (setsid): signal its whole group,
