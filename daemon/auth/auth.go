@@ -101,12 +101,13 @@ const (
 	MaxROTicketUses  = 10000
 )
 
-// UseTicket consumes one use of a ticket and returns it.
-func (a *Authenticator) UseTicket(ctx context.Context, ticket string, now time.Time) (*store.Ticket, error) {
+// UseTicket consumes one use of a ticket issued for sessionID and returns
+// it. A ticket for another session is ErrUnauthenticated and keeps its uses.
+func (a *Authenticator) UseTicket(ctx context.Context, ticket, sessionID string, now time.Time) (*store.Ticket, error) {
 	if !strings.HasPrefix(ticket, TicketPrefix) {
 		return nil, ErrUnauthenticated
 	}
-	t, err := a.Store.UseTicket(ctx, Hash(ticket), now)
+	t, err := a.Store.UseTicket(ctx, Hash(ticket), sessionID, now)
 	if errors.Is(err, store.ErrTicketInvalid) || errors.Is(err, store.ErrNotFound) {
 		return nil, ErrUnauthenticated
 	}

@@ -118,18 +118,34 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.T
 	writeJSON(w, http.StatusCreated, ticketJSON{Ticket: secret, Role: role, ExpiresAt: exp, URL: u.String()})
 }
 
-// attach authenticates a WebSocket attach (API key or ticket), checks the
-// Origin and that the caller's tenant owns the live session, upgrades with
-// the session mode's subprotocol and hands the socket to the broker.
+// attach checks the Origin, authenticates a WebSocket attach (API key or a
+// ticket for this session), checks that the caller's tenant owns the live
+// session, upgrades with the session mode's subprotocol and hands the socket
+// to the broker. Everything that can be refused without credentials is
+// checked before a ticket is redeemed, so that a refused attach spends no
+// use of it; a ticket for another session spends nothing either.
 func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("id")
 	q := r.URL.Query()
+	if !s.originAllowed(r) {
+		writeError(w, http.StatusForbidden, "forbidden_origin", "WebSocket origin not allowed")
+		return
+	}
+	askRO := false
+	switch want := q.Get("role"); want {
+	case "", string(wire.RoleWriter):
+	case string(wire.RoleReader):
+		askRO = true // one may always ask for less
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("role %q: want rw or ro", want))
+		return
+	}
 	var tenantID, role string
 	if tk := q.Get("ticket"); tk != "" {
-		t, err := s.cfg.Auth.UseTicket(ctx, tk, time.Now())
-		if err != nil || t.SessionID != id {
-			if err != nil && !errors.Is(err, auth.ErrUnauthenticated) {
+		t, err := s.cfg.Auth.UseTicket(ctx, tk, id, time.Now())
+		if err != nil {
+			if !errors.Is(err, auth.ErrUnauthenticated) {
 				s.log.Error("use ticket", "error", err)
 			}
 			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid, expired or used ticket")
@@ -145,17 +161,8 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		}
 		tenantID, role = t.ID, string(wire.RoleWriter)
 	}
-	switch want := q.Get("role"); want {
-	case "", string(wire.RoleWriter):
-	case string(wire.RoleReader):
-		role = string(wire.RoleReader) // one may always ask for less
-	default:
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("role %q: want rw or ro", want))
-		return
-	}
-	if !s.originAllowed(r) {
-		writeError(w, http.StatusForbidden, "forbidden_origin", "WebSocket origin not allowed")
-		return
+	if askRO {
+		role = string(wire.RoleReader)
 	}
 	ss, err := s.cfg.Sessions.Get(ctx, tenantID, id)
 	if err != nil {

@@ -105,6 +105,16 @@ func TestTenantIsolation(t *testing.T) {
 	if s := ub.waitState(bs.ID, isState("ready", "ended", "failed")); s.State != "ready" {
 		t.Fatalf("B's session after A's attempts: %+v", s)
 	}
+	// A's single-use ticket, refused on B's attach URL above, spent nothing:
+	// it still attaches to A's own session, once.
+	if tm, err := dialAttach(t, at.URL, nil, -1, 0); err != nil {
+		t.Fatalf("A's ticket after it was presented for B's session: %v", err)
+	} else {
+		tm.close()
+	}
+	if _, err := dialAttach(t, at.URL, nil, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("A's ticket used twice: %v", err)
+	}
 }
 
 // TestBadInput: clear JSON errors, nothing half-done.
@@ -211,19 +221,28 @@ func TestBadInput(t *testing.T) {
 	if _, err := dialAttach(t, short.URL, nil, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("expired ticket: %v", err)
 	}
-	// A ticket from another origin is refused; the daemon's own origin passes.
+	// A ticket from another origin is refused and spends nothing: the same
+	// single-use ticket then passes from the daemon's own origin.
 	var o ticket
-	u.json("POST", tp, map[string]any{"uses": 2}, http.StatusCreated, &o)
+	u.json("POST", tp, nil, http.StatusCreated, &o)
 	h := http.Header{}
 	h.Set("Origin", "https://evil.example")
-	if _, err := dialAttach(t, o.URL, h, -1, 0); err == nil || !strings.Contains(err.Error(), "403") {
-		t.Fatalf("foreign origin: %v", err)
+	for range 2 {
+		if _, err := dialAttach(t, o.URL, h, -1, 0); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Fatalf("foreign origin: %v", err)
+		}
+	}
+	if _, err := dialAttach(t, o.URL+"&role=admin", nil, -1, 0); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("bad role parameter: %v", err)
 	}
 	h.Set("Origin", d.URL)
 	if tm, err := dialAttach(t, o.URL, h, -1, 0); err != nil {
-		t.Fatalf("own origin: %v", err)
+		t.Fatalf("own origin after refused attempts: %v", err)
 	} else {
 		tm.close()
+	}
+	if _, err := dialAttach(t, o.URL, h, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("single-use ticket used twice: %v", err)
 	}
 
 	// End twice: the second is a conflict; attach to the ended session: 409.

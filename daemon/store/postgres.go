@@ -481,16 +481,16 @@ func (s *pgStore) CreateTicket(ctx context.Context, t *Ticket) error {
 	return nil
 }
 
-func (s *pgStore) UseTicket(ctx context.Context, hash []byte, at time.Time) (*Ticket, error) {
-	if len(hash) == 0 {
+func (s *pgStore) UseTicket(ctx context.Context, hash []byte, sessionID string, at time.Time) (*Ticket, error) {
+	if len(hash) == 0 || sessionID == "" {
 		return nil, fmt.Errorf("use ticket: %w", ErrTicketInvalid)
 	}
 	var t Ticket
 	// One statement: the row lock taken by UPDATE makes racing uses queue,
 	// and each re-checks uses_left after the one before it committed.
 	err := s.pool.QueryRow(ctx, `UPDATE tickets SET uses_left = uses_left - 1
-		WHERE hash = $1 AND uses_left > 0 AND expires_at > $2
-		RETURNING session_id, tenant_id, role, expires_at, uses_left`, hash, normTime(at)).
+		WHERE hash = $1 AND session_id = $3 AND uses_left > 0 AND expires_at > $2
+		RETURNING session_id, tenant_id, role, expires_at, uses_left`, hash, normTime(at), sessionID).
 		Scan(&t.SessionID, &t.TenantID, &t.Role, &t.ExpiresAt, &t.UsesLeft)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("use ticket: %w", ErrTicketInvalid)

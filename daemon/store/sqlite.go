@@ -601,8 +601,8 @@ func (s *sqliteStore) CreateTicket(ctx context.Context, t *Ticket) error {
 	return nil
 }
 
-func (s *sqliteStore) UseTicket(ctx context.Context, hash []byte, at time.Time) (*Ticket, error) {
-	if len(hash) == 0 {
+func (s *sqliteStore) UseTicket(ctx context.Context, hash []byte, sessionID string, at time.Time) (*Ticket, error) {
+	if len(hash) == 0 || sessionID == "" {
 		return nil, fmt.Errorf("use ticket: %w", ErrTicketInvalid)
 	}
 	var t *Ticket
@@ -610,8 +610,8 @@ func (s *sqliteStore) UseTicket(ctx context.Context, hash []byte, at time.Time) 
 		var tk Ticket
 		var exp string
 		err := tx.QueryRowContext(ctx, `UPDATE tickets SET uses_left = uses_left - 1
-			WHERE hash = ? AND uses_left > 0 AND expires_at > ?
-			RETURNING session_id, tenant_id, role, expires_at, uses_left`, hash, fmtSQLiteTime(at)).
+			WHERE hash = ? AND session_id = ? AND uses_left > 0 AND expires_at > ?
+			RETURNING session_id, tenant_id, role, expires_at, uses_left`, hash, sessionID, fmtSQLiteTime(at)).
 			Scan(&tk.SessionID, &tk.TenantID, &tk.Role, &exp, &tk.UsesLeft)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrTicketInvalid

@@ -151,9 +151,12 @@ type Store interface {
 	// CreateTicket stores a ticket (ErrConflict if its hash exists) and
 	// sweeps expired and used-up tickets.
 	CreateTicket(ctx context.Context, t *Ticket) error
-	// UseTicket atomically checks expiry, decrements UsesLeft and returns the
-	// ticket; ErrTicketInvalid if unknown, expired or used up.
-	UseTicket(ctx context.Context, hash []byte, now time.Time) (*Ticket, error)
+	// UseTicket atomically checks that the ticket is for sessionID and not
+	// expired, decrements UsesLeft and returns the ticket; ErrTicketInvalid
+	// if unknown, for another session, expired or used up. A ticket that is
+	// refused keeps every use: presenting it for the wrong session spends
+	// nothing.
+	UseTicket(ctx context.Context, hash []byte, sessionID string, now time.Time) (*Ticket, error)
 
 	// Daemon replicas.
 	Heartbeat(ctx context.Context, daemonID string, now time.Time) error

@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"tickets/use", testTicketUse},
 		{"tickets/expired", testTicketExpired},
 		{"tickets/invalid", testTicketInvalid},
+		{"tickets/other_session", testTicketOtherSession},
 		{"tickets/race_single_use", func(t *testing.T, s store.Store) { testTicketRace(t, s, s, 1) }},
 		{"tickets/race_multi_use", func(t *testing.T, s store.Store) { testTicketRace(t, s, s, 5) }},
 		{"tickets/deleted_tenant", testTicketDeletedTenant},
@@ -915,7 +916,7 @@ func testTicketUse(t *testing.T, s store.Store) {
 	if err := s.CreateTicket(ctx, tk); err != nil {
 		t.Fatalf("CreateTicket: %v", err)
 	}
-	got, err := s.UseTicket(ctx, h, time.Now())
+	got, err := s.UseTicket(ctx, h, "s1", time.Now())
 	if err != nil {
 		t.Fatalf("UseTicket: %v", err)
 	}
@@ -923,10 +924,10 @@ func testTicketUse(t *testing.T, s store.Store) {
 		!reflect.DeepEqual(got.Hash, h) || !got.ExpiresAt.Equal(tk.ExpiresAt) {
 		t.Fatalf("UseTicket = %+v; want %+v with one use left", got, tk)
 	}
-	if got, err := s.UseTicket(ctx, h, time.Now()); err != nil || got.UsesLeft != 0 {
+	if got, err := s.UseTicket(ctx, h, "s1", time.Now()); err != nil || got.UsesLeft != 0 {
 		t.Fatalf("second use = %+v, %v; want ok with 0 left", got, err)
 	}
-	if _, err := s.UseTicket(ctx, h, time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
+	if _, err := s.UseTicket(ctx, h, "s1", time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
 		t.Fatalf("third use error = %v; want ErrTicketInvalid", err)
 	}
 	dup, _ := newTicket("s1", "t1", 1, time.Minute)
@@ -943,7 +944,7 @@ func testTicketUse(t *testing.T, s store.Store) {
 	if err := s.CreateTicket(ctx, again); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("CreateTicket(live duplicate hash) error = %v; want ErrConflict", err)
 	}
-	if got, err := s.UseTicket(ctx, lh, time.Now()); err != nil || got.SessionID != "s1" {
+	if got, err := s.UseTicket(ctx, lh, "s1", time.Now()); err != nil || got.SessionID != "s1" {
 		t.Fatalf("the refused duplicate changed the ticket: %+v, %v", got, err)
 	}
 }
@@ -954,21 +955,40 @@ func testTicketExpired(t *testing.T, s store.Store) {
 	if err := s.CreateTicket(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UseTicket(ctx, h, tk.ExpiresAt); !errors.Is(err, store.ErrTicketInvalid) {
+	if _, err := s.UseTicket(ctx, h, "s1", tk.ExpiresAt); !errors.Is(err, store.ErrTicketInvalid) {
 		t.Fatalf("use at expiry error = %v; want ErrTicketInvalid", err)
 	}
-	if _, err := s.UseTicket(ctx, h, tk.ExpiresAt.Add(time.Hour)); !errors.Is(err, store.ErrTicketInvalid) {
+	if _, err := s.UseTicket(ctx, h, "s1", tk.ExpiresAt.Add(time.Hour)); !errors.Is(err, store.ErrTicketInvalid) {
 		t.Fatalf("use after expiry error = %v; want ErrTicketInvalid", err)
 	}
-	if got, err := s.UseTicket(ctx, h, tk.ExpiresAt.Add(-time.Millisecond)); err != nil || got.UsesLeft != 2 {
+	if got, err := s.UseTicket(ctx, h, "s1", tk.ExpiresAt.Add(-time.Millisecond)); err != nil || got.UsesLeft != 2 {
 		t.Fatalf("use just before expiry = %+v, %v; want ok, 2 left (expired tries use nothing)", got, err)
+	}
+}
+
+// testTicketOtherSession presents a ticket for a session it was not issued
+// for: refused, and it spends nothing (else anyone who knows a session id
+// could burn a victim's share link by replaying it against that path).
+func testTicketOtherSession(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	tk, h := newTicket("s1", "t1", 1, time.Minute)
+	if err := s.CreateTicket(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	for _, sid := range []string{"s2", ""} {
+		if _, err := s.UseTicket(ctx, h, sid, time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
+			t.Fatalf("UseTicket for session %q error = %v; want ErrTicketInvalid", sid, err)
+		}
+	}
+	if got, err := s.UseTicket(ctx, h, "s1", time.Now()); err != nil || got.UsesLeft != 0 {
+		t.Fatalf("use for the right session after refused ones = %+v, %v; want ok with 0 left", got, err)
 	}
 }
 
 func testTicketInvalid(t *testing.T, s store.Store) {
 	ctx := testContext(t)
 	for _, h := range [][]byte{keyHash("unknown"), nil} {
-		if _, err := s.UseTicket(ctx, h, time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
+		if _, err := s.UseTicket(ctx, h, "s", time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
 			t.Fatalf("UseTicket(%x) error = %v; want ErrTicketInvalid", h, err)
 		}
 	}
@@ -986,7 +1006,7 @@ func testTicketInvalid(t *testing.T, s store.Store) {
 		if err := s.CreateTicket(ctx, tk); err == nil {
 			t.Errorf("bad ticket %d was accepted", i)
 		}
-		if _, err := s.UseTicket(ctx, h, time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
+		if _, err := s.UseTicket(ctx, h, "s", time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
 			t.Errorf("bad ticket %d is usable: %v", i, err)
 		}
 	}
@@ -1012,7 +1032,7 @@ func testTicketRace(t *testing.T, a, b store.Store, uses int) {
 		if i%2 == 1 {
 			s = b
 		}
-		got, err := s.UseTicket(ctx, h, time.Now())
+		got, err := s.UseTicket(ctx, h, "s", time.Now())
 		switch {
 		case err == nil:
 			ok.Add(1)
@@ -1045,7 +1065,7 @@ func testTicketDeletedTenant(t *testing.T, s store.Store) {
 	if err := s.DeleteTenant(ctx, ten.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UseTicket(ctx, h, time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
+	if _, err := s.UseTicket(ctx, h, "s", time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
 		t.Fatalf("a deleted tenant's ticket still works: %v", err)
 	}
 }
