@@ -59,8 +59,11 @@ type Options struct {
 	Images map[string]flyemu.Image
 	// BootDelay is the emulator's boot delay.
 	BootDelay time.Duration
-	// MinStandby of the dev pool (default 1); MaxMachines (default 20).
-	MinStandby, MaxMachines int
+	// MinStandby of the dev pool: nil means 1, and 0 means no standby
+	// (every session then waits for a cold clone).
+	MinStandby *int
+	// MaxMachines of the dev pool (0 = 20).
+	MaxMachines int
 	// StandbyMode of the dev pool (default stop).
 	StandbyMode pool.StandbyMode
 	Logger      hclog.Logger
@@ -197,9 +200,12 @@ func (e *Env) ensurePool(ctx context.Context, opts Options) error {
 		Guest: pool.Guest{CPUKind: pool.DefaultCPUKind, CPUs: 1, MemoryMB: 1024},
 		// Relative to each emulated machine's own directory.
 		Env:        map[string]string{"HANGAR_WORKSPACE": "workspace"},
-		MinStandby: orDefault(opts.MinStandby, 1), MaxMachines: orDefault(opts.MaxMachines, 20),
+		MinStandby: 1, MaxMachines: orDefault(opts.MaxMachines, 20),
 		StandbyMode: opts.StandbyMode, IdleTimeout: time.Hour, SessionTTL: 8 * time.Hour,
 		AgentPort: pool.DefaultAgentPort, BrokerPublicKeys: []string{e.PublicKey},
+	}
+	if opts.MinStandby != nil {
+		spec.MinStandby = *opts.MinStandby
 	}
 	if spec.StandbyMode == "" {
 		spec.StandbyMode = pool.StandbyStop

@@ -41,7 +41,7 @@ func runDev(ctx context.Context, args []string) error {
 	images := fs.String("images", "", "emulator image map file (JSON if *.json, else HCL) for other pools' images")
 	bootDelay := fs.Duration("boot-delay", 0, "emulated machine boot delay")
 	standbyMode := fs.String("standby-mode", "stop", "dev pool standby mode: stop or suspend")
-	minStandby := fs.Int("min-standby", 1, "dev pool standbys")
+	minStandby := fs.Int("min-standby", 1, "dev pool standbys (0: none; applies when the dev pool is first created)")
 	logFormat := fs.String("log-format", "text", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
@@ -49,6 +49,9 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if *minStandby < 0 {
+		return fmt.Errorf("--min-standby %d: want 0 or more", *minStandby)
 	}
 	cfg := config.Default()
 	cfg.Listen, cfg.LogFormat, cfg.LogLevel = *listen, *logFormat, *logLevel
@@ -60,7 +63,7 @@ func runDev(ctx context.Context, args []string) error {
 	log := service.NewLogger(cfg, os.Stderr)
 
 	opts := devenv.Options{DataDir: *data, AgentBinary: *agent, BootDelay: *bootDelay,
-		MinStandby: *minStandby, StandbyMode: pool.StandbyMode(*standbyMode), Logger: log}
+		MinStandby: minStandby, StandbyMode: pool.StandbyMode(*standbyMode), Logger: log}
 	if *images != "" {
 		m, err := flyemu.LoadImages(*images)
 		if err != nil {
