@@ -3,6 +3,8 @@ package provider
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -42,49 +44,19 @@ func addFlyError(diags *diag.Diagnostics, summary, action string, err error) {
 }
 
 // fieldPath maps a pool.FieldError field ("guest.memory_mb", "regions[1]")
-// to the attribute path.
+// to the attribute path a diagnostic is attached to. A field inside an
+// object attribute maps to the object attribute itself: Terraform shows a
+// diagnostic on the `guest = {...}` line, but one on guest.memory_mb only on
+// the resource block. The detail text still names the field.
 func fieldPath(field string) path.Path {
-	var p path.Path
-	first := true
-	for field != "" {
-		name := field
-		rest := ""
-		for i, r := range field {
-			if r == '.' || r == '[' {
-				name, rest = field[:i], field[i:]
-				break
-			}
-		}
-		if name != "" {
-			if first {
-				p = path.Root(name)
-				first = false
-			} else {
-				p = p.AtName(name)
-			}
-		}
-		switch {
-		case len(rest) > 0 && rest[0] == '.':
-			field = rest[1:]
-		case len(rest) > 0 && rest[0] == '[':
-			var idx int
-			n, _ := fmt.Sscanf(rest, "[%d]", &idx)
-			end := 0
-			for i, r := range rest {
-				if r == ']' {
-					end = i
-					break
-				}
-			}
-			if n == 1 && !first {
+	root := rootField(field)
+	p := path.Root(root)
+	rest := field[len(root):]
+	if strings.HasPrefix(rest, "[") {
+		if end := strings.IndexByte(rest, ']'); end > 0 {
+			if idx, err := strconv.Atoi(rest[1:end]); err == nil {
 				p = p.AtListIndex(idx)
 			}
-			field = rest[end+1:]
-			if len(field) > 0 && field[0] == '.' {
-				field = field[1:]
-			}
-		default:
-			field = ""
 		}
 	}
 	return p

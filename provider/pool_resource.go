@@ -88,7 +88,7 @@ func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 		Validators: []validator.List{listvalidator.SizeAtLeast(1), listvalidator.UniqueValues(), listvalidator.ValueStringsAre(regionValidator{})}})
 	d, m = md("Default worker image, for example `registry.fly.io/hangar-worker:1.0.0`. It must run `hangar-agent` (see `workerimage/`). Changing it rolls the standbys onto the new image.")
 	add("image", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		Validators: []validator.String{stringvalidator.LengthAtLeast(1), notBlankValidator{}}})
+		Validators: []validator.String{notBlankValidator{}}})
 	add("guest", guestSchema(false))
 	d, m = md("Non-secret environment variables for every worker machine, for example `{ LOG_LEVEL = \"info\" }`. Values are stored in plain text in Fly machine configs and in Terraform state: never put credentials here. `HANGAR_AGENT_PORT` and `HANGAR_BROKER_PUBLIC_KEY` are set by hangar and cannot be overridden.")
 	add("env", schema.MapAttribute{Optional: true, ElementType: types.StringType, Description: d, MarkdownDescription: m})
@@ -137,9 +137,9 @@ func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 // inherits the pool's when omitted.
 func guestSchema(tenantImage bool) schema.SingleNestedAttribute {
 	inner := map[string]schema.Attribute{
+		// Checked with the other fields by guestValidator on the object.
 		"cpu_kind": schema.StringAttribute{Required: true,
-			Description: "shared or performance.", MarkdownDescription: "`shared` or `performance`.",
-			Validators: []validator.String{stringvalidator.OneOf("shared", "performance")}},
+			Description: "shared or performance.", MarkdownDescription: "`shared` or `performance`."},
 		"cpus": schema.Int64Attribute{Required: true,
 			Description:         "Number of CPUs: 1, 2, 4, 6 or 8 for shared; 1 to 16 (even above 1) for performance.",
 			MarkdownDescription: "Number of CPUs: `1`, `2`, `4`, `6` or `8` for `shared`; `1`, `2`, `4` … `16` (even numbers above 1) for `performance`."},
@@ -149,10 +149,12 @@ func guestSchema(tenantImage bool) schema.SingleNestedAttribute {
 	}
 	if tenantImage {
 		d, m := md("Machine size for this tenant image's machines. Omit to inherit the pool's `guest`.")
-		return schema.SingleNestedAttribute{Optional: true, Attributes: inner, Description: d, MarkdownDescription: m}
+		return schema.SingleNestedAttribute{Optional: true, Attributes: inner, Description: d, MarkdownDescription: m,
+			Validators: []validator.Object{guestValidator{}}}
 	}
 	d, m := md("Machine size of every worker machine, validated against Fly's allowed sizes. Default `{ cpu_kind = \"shared\", cpus = 1, memory_mb = 2048 }`. Changing it rolls the standbys.")
 	return schema.SingleNestedAttribute{Optional: true, Computed: true, Attributes: inner, Description: d, MarkdownDescription: m,
+		Validators: []validator.Object{guestValidator{}},
 		Default: objectdefault.StaticValue(guestObject(pool.Guest{CPUKind: pool.DefaultCPUKind, CPUs: pool.DefaultCPUs, MemoryMB: pool.DefaultMemoryMB}))}
 }
 
@@ -164,10 +166,11 @@ func (r *poolResource) ValidateConfig(ctx context.Context, req resource.Validate
 	}
 	var diags diag.Diagnostics
 	b := cfg.spec(ctx, &diags)
-	// Attribute validators already report durations; keep only the rest.
+	// The attribute validators already report most fields; keep the rest,
+	// so that one bad value yields one diagnostic.
 	if err := b.spec.Validate(); err != nil {
 		addSpecErrors(&resp.Diagnostics, err, func(field string) bool {
-			return b.skip(field) || attributeValidated(field)
+			return b.skip(field) || attributeValidated(field) || negativeCount(field, cfg.MinStandby)
 		})
 	}
 }
@@ -176,12 +179,18 @@ func (r *poolResource) ValidateConfig(ctx context.Context, req resource.Validate
 // already report, so a bad value yields one diagnostic.
 func attributeValidated(field string) bool {
 	switch rootField(field) {
-	case "regions", "standby_mode", "idle_timeout", "session_ttl", "agent_port", "max_machines", "name", "app_name", "network", "broker_public_key":
-		return true
-	case "image":
+	case "regions", "standby_mode", "idle_timeout", "session_ttl", "agent_port", "max_machines", "name", "app_name", "network", "broker_public_key",
+		"image", "guest":
 		return true
 	}
 	return false
+}
+
+// negativeCount reports a min_standby error that the attribute's AtLeast(0)
+// validator already reports. Other min_standby errors (the capacity rule)
+// come only from the spec and are kept.
+func negativeCount(field string, minStandby types.Int64) bool {
+	return field == "min_standby" && !minStandby.IsNull() && !minStandby.IsUnknown() && minStandby.ValueInt64() < 0
 }
 
 func (r *poolResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {

@@ -82,7 +82,9 @@ func TestSchemas(t *testing.T) {
 func TestFieldPath(t *testing.T) {
 	for in, want := range map[string]path.Path{
 		"name":            path.Root("name"),
-		"guest.memory_mb": path.Root("guest").AtName("memory_mb"),
+		"guest.memory_mb": path.Root("guest"),
+		"guest":           path.Root("guest"),
+		"env":             path.Root("env"),
 		"regions[1]":      path.Root("regions").AtListIndex(1),
 	} {
 		if got := fieldPath(in); !got.Equal(want) {

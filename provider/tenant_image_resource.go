@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
@@ -48,6 +48,7 @@ type tenantImageModel struct {
 	Guest             types.Object `tfsdk:"guest"`
 	Env               types.Map    `tfsdk:"env"`
 	MinStandby        types.Int64  `tfsdk:"min_standby"`
+	ForceDestroy      types.Bool   `tfsdk:"force_destroy"`
 	AppName           types.String `tfsdk:"app_name"`
 	TemplateMachineID types.String `tfsdk:"template_machine_id"`
 	ImageDigest       types.String `tfsdk:"image_digest"`
@@ -75,16 +76,21 @@ func (r *tenantImageResource) Schema(_ context.Context, _ resource.SchemaRequest
 		Validators:    []validator.String{nameValidator{}}})
 	d, m = md("Name of the hangar tenant (as created with `POST /v1/tenants`) allowed to start sessions on this image.")
 	add("tenant", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		Validators: []validator.String{stringvalidator.LengthBetween(1, 128)}})
+		Validators: []validator.String{tenantValidator{}}})
 	d, m = md("Worker image for this tenant, for example `registry.fly.io/acme-worker:2.3`; it must run `hangar-agent`. A reference with a digest (`…@sha256:…`) is used as is and its digest is reported in `image_digest`; a tag is kept as given (no registry is queried). Changing it rolls this image's standbys.")
 	add("image", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		Validators: []validator.String{stringvalidator.LengthAtLeast(1), notBlankValidator{}}})
+		Validators: []validator.String{notBlankValidator{}}})
 	add("guest", guestSchema(true))
 	d, m = md("Non-secret environment variables set on top of the pool's `env` for this image's machines. Never put credentials here.")
 	add("env", schema.MapAttribute{Optional: true, ElementType: types.StringType, Description: d, MarkdownDescription: m})
 	d, m = md("Standby machines to keep per pool region for this image. Counts against the pool's `max_machines` together with the pool's own `min_standby`. Default `1`.")
 	add("min_standby", schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(1), Description: d, MarkdownDescription: m,
 		Validators: []validator.Int64{int64validator.AtLeast(0)}})
+	d, m = md("Destroy the tenant image even while session machines started from it are running. Only its template and standby machines are destroyed: " +
+		"the running sessions are left to end on their own (they keep their machines until they finish, idle out or reach `session_ttl`), " +
+		"but no new session can start on this image. With `false` (the default) destroy refuses and lists the running sessions. " +
+		"To end them as well, end the sessions through the hangar daemon (`DELETE /v1/sessions/{id}`) or destroy the pool with its own `force_destroy`.")
+	add("force_destroy", schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), Description: d, MarkdownDescription: m})
 	d, m = md("The tenant image's ID: `<pool>/<name>`, also the import ID.")
 	add("id", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
 		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
@@ -101,7 +107,9 @@ func (r *tenantImageResource) Schema(_ context.Context, _ resource.SchemaRequest
 	resp.Schema = schema.Schema{
 		Description: "A tenant image: a second template (and its standbys) in a hangar pool's app, with its own image and optional guest and env overrides, for one tenant.",
 		MarkdownDescription: "A tenant image: a second *template* machine, with its own standbys, inside a `hangar_pool`'s Fly app. It runs a tenant-specific worker image " +
-			"(with optional `guest` and `env` overrides) and inherits everything else from the pool. Destroying it destroys its template and standbys; its running session machines are left to end on their own.",
+			"(with optional `guest` and `env` overrides) and inherits everything else from the pool. Destroying it destroys its template and standbys. " +
+			"While session machines started from it are running, destroy refuses unless `force_destroy = true`; forced, it still never destroys a session machine: " +
+			"the sessions are left to end on their own.",
 		Attributes: attrs,
 	}
 }
@@ -195,10 +203,10 @@ func (r *tenantImageResource) ValidateConfig(ctx context.Context, req resource.V
 	if err := b.spec.Validate(); err != nil {
 		addSpecErrors(&resp.Diagnostics, err, func(field string) bool {
 			switch rootField(field) {
-			case "name", "image", "tenant":
+			case "name", "image", "tenant", "guest":
 				return true // attribute validators report these
 			}
-			return b.skip(field)
+			return b.skip(field) || negativeCount(field, cfg.MinStandby)
 		})
 	}
 }
@@ -385,6 +393,9 @@ func (r *tenantImageResource) Read(ctx context.Context, req resource.ReadRequest
 		return
 	}
 	state.fromSpec(t)
+	if state.ForceDestroy.IsNull() || state.ForceDestroy.IsUnknown() {
+		state.ForceDestroy = types.BoolValue(false)
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
@@ -441,15 +452,57 @@ func (r *tenantImageResource) Delete(ctx context.Context, req resource.DeleteReq
 		addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "list the machines of app "+app, err)
 		return
 	}
-	if t := st.Templates[name]; t != nil {
+	force := state.ForceDestroy.ValueBool()
+	if len(st.SessionsOf(name)) > 0 && !force {
+		resp.Diagnostics.AddError("Tenant Image Has Running Sessions", tenantSessionsDetail(state.Pool.ValueString(), name, st))
+		return
+	}
+	// Mark the template draining so daemons stop claiming and refilling.
+	t := st.Templates[name]
+	if t != nil {
 		if err := c.SetMetadata(ctx, app, t.Machine.ID, pool.KeyDraining, "true", ""); err != nil && !errors.Is(err, fly.ErrNotFound) {
 			addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "mark the tenant image's template draining", err)
 			return
 		}
 	}
+	// A claim may have slipped in before the daemons saw the mark.
+	if !force {
+		if st, err = pool.Load(ctx, c, app); err != nil {
+			addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "list the machines of app "+app, err)
+			return
+		}
+		if len(st.SessionsOf(name)) > 0 {
+			if t != nil {
+				_ = c.DeleteMetadata(ctx, app, t.Machine.ID, pool.KeyDraining, "")
+			}
+			resp.Diagnostics.AddError("Tenant Image Has Running Sessions", tenantSessionsDetail(state.Pool.ValueString(), name, st))
+			return
+		}
+	}
+	// Session machines are never destroyed here, forced or not.
 	if err := r.cleanup(ctx, app, name); err != nil {
 		addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "destroy the tenant image's machines", err)
+		return
 	}
+	if n := len(st.SessionsOf(name)); n > 0 {
+		tflog.Warn(ctx, "tenant image destroyed with running sessions left in place", map[string]any{"pool": state.Pool.ValueString(), "tenant_image": name, "sessions": n})
+	}
+}
+
+func tenantSessionsDetail(poolName, name string, st *pool.State) string {
+	sessions := st.SessionsOf(name)
+	ids := make([]string, 0, len(sessions))
+	for _, m := range sessions {
+		s := m.ID
+		if sid := pool.MetadataOf(m)[pool.KeySession]; sid != "" {
+			s += " (session " + sid + ")"
+		}
+		ids = append(ids, s)
+	}
+	return fmt.Sprintf("Tenant image %q of pool %q still has %d session machine(s) running in app %s: %s. "+
+		"End the sessions first (DELETE /v1/sessions/{id} on the hangar daemon), or set force_destroy = true on the tenant image, apply, and destroy again: "+
+		"that destroys only the tenant image's template and standbys and leaves the running sessions to end on their own.",
+		name, poolName, len(sessions), st.App, strings.Join(ids, ", "))
 }
 
 func (r *tenantImageResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
@@ -470,7 +523,7 @@ func (r *tenantImageResource) ImportState(ctx context.Context, req resource.Impo
 		resp.Diagnostics.AddError("Tenant Image Not Found", fmt.Sprintf("Pool %q (app %s) has no tenant image %q.", poolName, st.App, name))
 		return
 	}
-	m := tenantImageModel{Name: types.StringValue(name), Pool: types.StringValue(poolName), Env: types.MapNull(types.StringType)}
+	m := tenantImageModel{Name: types.StringValue(name), Pool: types.StringValue(poolName), Env: types.MapNull(types.StringType), ForceDestroy: types.BoolValue(false)}
 	m.fromSpec(st.Templates[name])
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }

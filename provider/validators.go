@@ -66,6 +66,38 @@ func (notBlankValidator) ValidateString(ctx context.Context, req validator.Strin
 	}}.ValidateString(ctx, req, resp)
 }
 
+type tenantValidator struct{}
+
+func (tenantValidator) Description(context.Context) string {
+	return "letters, digits, '.', '_', '@' and '-', starting with a letter or digit, at most 128 characters"
+}
+func (v tenantValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+func (tenantValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	stringCheck{title: "Invalid Tenant", check: pool.ValidateTenant}.ValidateString(ctx, req, resp)
+}
+
+// guestValidator checks a whole guest object against Fly's machine sizes.
+// It validates the object rather than its fields because Terraform can show
+// a diagnostic on the `guest = {...}` line but not inside the object
+// expression: an error on guest.cpus would point at the resource block.
+// Every bad field gets its own diagnostic, named in the detail.
+type guestValidator struct{}
+
+func (guestValidator) Description(context.Context) string {
+	return "a Fly machine size: cpu_kind shared (1, 2, 4, 6 or 8 CPUs, 256 to 2048 MB per CPU) or performance (1 to 16 CPUs, 2048 to 8192 MB per CPU), memory a multiple of 256 MB"
+}
+func (v guestValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+func (guestValidator) ValidateObject(ctx context.Context, req validator.ObjectRequest, resp *validator.ObjectResponse) {
+	g, ok, diags := guestFrom(ctx, req.ConfigValue)
+	resp.Diagnostics.Append(diags...)
+	if !ok {
+		return // null (inherited or defaulted) or not known yet
+	}
+	for _, e := range pool.ValidateGuest(g) {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Guest Size", req.Path.String()+"."+e.Field+": "+e.Message+".")
+	}
+}
+
 type durationValidator struct{}
 
 func (durationValidator) Description(context.Context) string {

@@ -242,8 +242,11 @@ func ValidateName(n string) error {
 	return nil
 }
 
-// ValidateGuest checks a guest against Fly's allowed sizes. Field names are
-// relative to the guest ("cpu_kind", "cpus", "memory_mb").
+// ValidateGuest checks a guest against Fly's allowed sizes and returns every
+// problem, one per field. Field names are relative to the guest ("cpu_kind",
+// "cpus", "memory_mb"). When the CPU kind or count is itself invalid, memory
+// is still checked as far as it can be: a positive multiple of 256, within
+// the kind's overall range (any kind's, for an unknown kind).
 func ValidateGuest(g Guest) []*FieldError {
 	var errs []*FieldError
 	var cpus []int
@@ -254,20 +257,45 @@ func ValidateGuest(g Guest) []*FieldError {
 	case "performance":
 		cpus, minPer, maxPer = performanceCPUs, 2048, 8192
 	default:
-		return []*FieldError{{"cpu_kind", fmt.Sprintf("%q is not a Fly CPU kind; use \"shared\" or \"performance\"", g.CPUKind)}}
-	}
-	if !slices.Contains(cpus, g.CPUs) {
-		errs = append(errs, &FieldError{"cpus", fmt.Sprintf("%d CPUs is not a Fly %s size; allowed: %s", g.CPUs, g.CPUKind, joinInts(cpus))})
+		errs = append(errs, &FieldError{"cpu_kind", fmt.Sprintf("%q is not a Fly CPU kind; use \"shared\" or \"performance\"", g.CPUKind)})
+		if !slices.Contains(sharedCPUs, g.CPUs) && !slices.Contains(performanceCPUs, g.CPUs) {
+			errs = append(errs, &FieldError{"cpus", fmt.Sprintf("%d CPUs is not a Fly size; allowed: %s (shared), %s (performance)",
+				g.CPUs, joinInts(sharedCPUs), joinInts(performanceCPUs))})
+		}
+		if g.MemoryMB%256 != 0 || g.MemoryMB <= 0 {
+			errs = append(errs, &FieldError{"memory_mb", fmt.Sprintf("%d MB is not a positive multiple of 256", g.MemoryMB)})
+		}
 		return errs
+	}
+	cpusOK := slices.Contains(cpus, g.CPUs)
+	if !cpusOK {
+		errs = append(errs, &FieldError{"cpus", fmt.Sprintf("%d CPUs is not a Fly %s size; allowed: %s", g.CPUs, g.CPUKind, joinInts(cpus))})
+	}
+	lo, hi := minPer*g.CPUs, maxPer*g.CPUs
+	if !cpusOK {
+		// No valid count to scale by: the kind's smallest and largest sizes.
+		lo, hi = minPer*cpus[0], maxPer*cpus[len(cpus)-1]
 	}
 	switch {
 	case g.MemoryMB%256 != 0 || g.MemoryMB <= 0:
 		errs = append(errs, &FieldError{"memory_mb", fmt.Sprintf("%d MB is not a positive multiple of 256", g.MemoryMB)})
-	case g.MemoryMB < minPer*g.CPUs || g.MemoryMB > maxPer*g.CPUs:
+	case cpusOK && (g.MemoryMB < lo || g.MemoryMB > hi):
 		errs = append(errs, &FieldError{"memory_mb", fmt.Sprintf("%d MB is outside Fly's range for %d %s CPU(s): %d to %d MB (%d to %d MB per CPU)",
-			g.MemoryMB, g.CPUs, g.CPUKind, minPer*g.CPUs, maxPer*g.CPUs, minPer, maxPer)})
+			g.MemoryMB, g.CPUs, g.CPUKind, lo, hi, minPer, maxPer)})
+	case !cpusOK && (g.MemoryMB < lo || g.MemoryMB > hi):
+		errs = append(errs, &FieldError{"memory_mb", fmt.Sprintf("%d MB is outside Fly's range for %s machines: %d to %d MB (%d to %d MB per CPU)",
+			g.MemoryMB, g.CPUKind, lo, hi, minPer, maxPer)})
 	}
 	return errs
+}
+
+// ValidateTenant checks a tenant name: letters, digits, '.', '_', '@' and
+// '-', starting with a letter or digit, at most 128 characters.
+func ValidateTenant(t string) error {
+	if !tenantRE.MatchString(t) {
+		return fmt.Errorf("%q is not a tenant name (letters, digits, '.', '_', '@', '-', starting with a letter or digit, at most 128 characters)", t)
+	}
+	return nil
 }
 
 // ValidateBrokerPublicKey checks one broker public key: standard base64 of
@@ -308,8 +336,8 @@ func (s Spec) Validate() error {
 		if err := ValidateName(s.TenantImage); err != nil {
 			add("name", "%v", err)
 		}
-		if !tenantRE.MatchString(s.Tenant) {
-			add("tenant", "%q is not a tenant name (letters, digits, '.', '_', '@', '-', at most 128 characters)", s.Tenant)
+		if err := ValidateTenant(s.Tenant); err != nil {
+			add("tenant", "%v", err)
 		}
 	}
 	if len(s.Regions) == 0 {

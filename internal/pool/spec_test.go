@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -336,6 +337,44 @@ func TestDurations(t *testing.T) {
 	for _, bad := range []string{"5 parsecs", "", "-5m", "0s", "15"} {
 		if _, err := ParseDuration(bad); err == nil {
 			t.Errorf("ParseDuration(%q) succeeded", bad)
+		}
+	}
+}
+
+// TestValidateGuestReportsEveryProblem: one field error per bad field, not
+// just the first.
+func TestValidateGuestReportsEveryProblem(t *testing.T) {
+	cases := []struct {
+		g    Guest
+		want []string
+	}{
+		{Guest{"shared", 1, 1024}, nil},
+		{Guest{"shared", 3, 100}, []string{"cpus", "memory_mb"}},
+		{Guest{"shared", 3, 1024}, []string{"cpus"}},
+		{Guest{"shared", 3, 32768}, []string{"cpus", "memory_mb"}},
+		{Guest{"bogus", 3, 100}, []string{"cpu_kind", "cpus", "memory_mb"}},
+		{Guest{"bogus", 2, 1024}, []string{"cpu_kind"}},
+		{Guest{"performance", 2, 1024}, []string{"memory_mb"}},
+		{Guest{"performance", 3, 0}, []string{"cpus", "memory_mb"}},
+	}
+	for _, c := range cases {
+		var got []string
+		for _, e := range ValidateGuest(c.g) {
+			got = append(got, e.Field)
+			if e.Message == "" {
+				t.Errorf("%+v: empty message for %s", c.g, e.Field)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("ValidateGuest(%+v) fields = %v, want %v", c.g, got, c.want)
+		}
+	}
+	if err := ValidateTenant("acme"); err != nil {
+		t.Errorf("ValidateTenant(acme) = %v", err)
+	}
+	for _, bad := range []string{"", "a b", "-acme", strings.Repeat("a", 129)} {
+		if ValidateTenant(bad) == nil {
+			t.Errorf("ValidateTenant(%q) accepted it", bad)
 		}
 	}
 }
