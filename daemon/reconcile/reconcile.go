@@ -12,7 +12,10 @@
 //   - leaves a pool alone whose default template is gone or draining, and a
 //     tenant image whose template is draining;
 //   - reaps session machines that no live session owns (never templates or
-//     standbys).
+//     standbys). A machine whose session this store does not know at all is
+//     reaped only after this replica has seen it unknown for UnknownGrace:
+//     a daemon pointed at the wrong store must not destroy the VMs of the
+//     sessions another deployment runs in the same org.
 //
 // Replicas that stopped heartbeating are handled by the sessions manager
 // (sessions.Manager.TakeOver); the reaper then catches whatever machine that
@@ -44,9 +47,13 @@ const LeaderName = "reconciler"
 
 // Defaults for Config's zero fields.
 const (
-	DefaultInterval    = 5 * time.Second
-	DefaultReapGrace   = 2 * time.Minute
-	DefaultConcurrency = 4
+	DefaultInterval  = 5 * time.Second
+	DefaultReapGrace = 2 * time.Minute
+	// DefaultUnknownGrace is long on purpose: an operator who started a
+	// replica on the wrong store (say the SQLite default instead of the
+	// shared Postgres) has that long to notice the warnings and stop it.
+	DefaultUnknownGrace = 15 * time.Minute
+	DefaultConcurrency  = 4
 	// DefaultStuckAfter must exceed pool.DefaultStandbyTimeout: a suspend-mode
 	// standby is "started" while it is being set up.
 	DefaultStuckAfter = 15 * time.Minute
@@ -74,6 +81,12 @@ type Config struct {
 	// unknown) is left alone before it is reaped, so that the daemon
 	// ending or aborting it destroys it itself (default DefaultReapGrace).
 	ReapGrace time.Duration
+	// UnknownGrace is how long this reconciler must have seen a session
+	// machine whose session the store does not know at all, in every round,
+	// before it reaps it (default DefaultUnknownGrace). The clock starts
+	// when this process first sees the machine, so a restart starts it
+	// again.
+	UnknownGrace time.Duration
 	// StuckAfter is how long a standby may sit in a state it cannot be
 	// claimed from (started, stopping, ...: a setup that was interrupted)
 	// before it is destroyed and replaced; failed standbys go at once
@@ -98,6 +111,18 @@ type Config struct {
 type Reconciler struct {
 	cfg Config
 	log hclog.Logger
+
+	mu sync.Mutex
+	// round counts rounds as leader; unknown holds, per app/machine, when a
+	// session machine whose session the store does not know was first seen
+	// so, and the last round that saw it so (older entries are dropped).
+	round   uint64
+	unknown map[string]unknownSighting
+}
+
+type unknownSighting struct {
+	since time.Time
+	round uint64
 }
 
 // New returns a reconciler; Run or Round drive it.
@@ -110,6 +135,9 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.ReapGrace <= 0 {
 		cfg.ReapGrace = DefaultReapGrace
+	}
+	if cfg.UnknownGrace <= 0 {
+		cfg.UnknownGrace = DefaultUnknownGrace
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
@@ -124,7 +152,7 @@ func New(cfg Config) (*Reconciler, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Reconciler{cfg: cfg, log: log}, nil
+	return &Reconciler{cfg: cfg, log: log, unknown: map[string]unknownSighting{}}, nil
 }
 
 // Run runs a round every interval until ctx ends.
@@ -169,10 +197,20 @@ func (r *Reconciler) Round(ctx context.Context) (Report, error) {
 	}
 	if !ok {
 		r.cfg.Metrics.round("follower")
+		// A follower sees nothing: sightings of unknown-session machines
+		// must be continuous, so they start over when this replica leads.
+		r.mu.Lock()
+		clear(r.unknown)
+		r.mu.Unlock()
 		return rep, nil
 	}
 	defer release()
 	rep.Leader = true
+	r.mu.Lock()
+	r.round++
+	thisRound := r.round
+	r.mu.Unlock()
+	defer r.forgetUnknown(thisRound)
 
 	apps, err := r.cfg.Fly.ListApps(ctx, r.cfg.Org)
 	if err != nil {
@@ -212,6 +250,35 @@ func (r *Reconciler) Round(ctx context.Context) (Report, error) {
 		r.cfg.Metrics.round("ok")
 	}
 	return rep, err
+}
+
+// forgetUnknown drops the sightings of unknown-session machines that the
+// round did not see again (gone, known after all, or their app failed to
+// load): their clock starts over if they show up again.
+func (r *Reconciler) forgetUnknown(round uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, s := range r.unknown {
+		if s.round != round {
+			delete(r.unknown, k)
+		}
+	}
+}
+
+// unknownFor records that machine m of app is unknown to the store in this
+// round and returns for how long this reconciler has seen it so; first is
+// true on the first sighting.
+func (r *Reconciler) unknownFor(app string, m *fly.Machine, now time.Time) (d time.Duration, first bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := app + "/" + m.ID
+	s, ok := r.unknown[k]
+	if !ok {
+		s.since = now
+	}
+	s.round = r.round
+	r.unknown[k] = s
+	return now.Sub(s.since), !ok
 }
 
 type appReport struct {
@@ -538,6 +605,11 @@ func (r *Reconciler) topUp(ctx context.Context, st *pool.State, images []string,
 // flight are safe: a claim records the session as claiming before the
 // machine carries its id, and the grace period gives the daemon that ends
 // or aborts a session the time to destroy its machine itself.
+//
+// "Unknown to this store" does not prove that no live session owns a
+// machine: the store may be the wrong one (a replica started without the
+// shared DSN). Such a machine is reaped only once this reconciler has seen
+// it unknown for UnknownGrace, with a warning on first sight and on reaping.
 func (r *Reconciler) reap(ctx context.Context, st *pool.State, log hclog.Logger) (int, error) {
 	var (
 		n    int
@@ -556,7 +628,12 @@ func (r *Reconciler) reap(ctx context.Context, st *pool.State, log hclog.Logger)
 			s, err := r.cfg.Store.GetSession(ctx, sid)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
-				if !olderThan(m, now, r.cfg.ReapGrace) {
+				seen, first := r.unknownFor(st.App, m, now)
+				if first {
+					log.Warn("session machine belongs to a session this store does not know; is this daemon using the right store? It is left alone for now",
+						"machine", m.ID, "session", sid, "state", m.State, "reap_after", r.cfg.UnknownGrace)
+				}
+				if seen < r.cfg.UnknownGrace || !olderThan(m, now, r.cfg.ReapGrace) {
 					continue
 				}
 				why = "unknown session"
@@ -587,7 +664,12 @@ func (r *Reconciler) reap(ctx context.Context, st *pool.State, log hclog.Logger)
 		if done {
 			n++
 			r.cfg.Metrics.add(kindReaped, st, pool.TenantImageOf(m), 1)
-			log.Info("reaped session machine", "machine", m.ID, "session", sid, "why", why)
+			if why == "unknown session" {
+				log.Warn("reaped a session machine whose session this store has not known for the whole grace period",
+					"machine", m.ID, "session", sid, "grace", r.cfg.UnknownGrace)
+			} else {
+				log.Info("reaped session machine", "machine", m.ID, "session", sid, "why", why)
+			}
 		}
 	}
 	return n, errors.Join(errs...)

@@ -1,15 +1,19 @@
 package reconcile_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -487,12 +491,23 @@ func TestReaper(t *testing.T) {
 		t.Fatalf("reaped within the grace period: %+v", rep)
 	}
 
-	later := func() time.Time { return time.Now().Add(2 * time.Hour) }
+	// Past the grace period the orphans of known sessions go at once; the
+	// machine of a session the store does not know waits for UnknownGrace
+	// of continuous sightings, however old the machine is.
+	var clock atomic.Int64
+	clock.Store(time.Now().Add(2 * time.Hour).UnixNano())
+	later := func() time.Time { return time.Unix(0, clock.Load()) }
 	reg := prometheus.NewRegistry()
-	r = e.reconciler(reconcile.Config{ReapGrace: time.Hour, Now: later, Metrics: reconcile.NewMetrics(reg)})
-	rep := round(t, r)
-	if rep.Reaped != 4 {
-		t.Errorf("reaped %d, want 4 (unknown, ended, failed, elsewhere)", rep.Reaped)
+	r = e.reconciler(reconcile.Config{ReapGrace: time.Hour, UnknownGrace: 30 * time.Minute, Now: later, Metrics: reconcile.NewMetrics(reg)})
+	if rep := round(t, r); rep.Reaped != 3 {
+		t.Errorf("reaped %d, want 3 (ended, failed, elsewhere)", rep.Reaped)
+	}
+	if !slices.Contains(ids(e.state(spec.App).Sessions), unknown.ID) {
+		t.Fatal("the machine of an unknown session was reaped on first sight")
+	}
+	clock.Add(int64(31 * time.Minute))
+	if rep := round(t, r); rep.Reaped != 1 {
+		t.Errorf("reaped %d after UnknownGrace, want 1 (unknown)", rep.Reaped)
 	}
 	st := e.state(spec.App)
 	gotIDs := ids(st.Sessions)
@@ -512,6 +527,76 @@ func TestReaper(t *testing.T) {
 	if got := testutil.ToFloat64(reconcileCounter(t, reg, "hangard_reconciler_machines_reaped_total", "reap", "")); got != 4 {
 		t.Errorf("reaped metric: %v", got)
 	}
+}
+
+// TestUnknownSessionMachineSpared: a replica whose store does not know a
+// session (say it was started on the wrong store) warns and leaves the
+// machine alone for UnknownGrace of continuous sightings; a restarted
+// reconciler, or a machine that its store comes to know, starts over.
+func TestUnknownSessionMachineSpared(t *testing.T) {
+	e := newEnv(t, false)
+	spec := e.spec("stranger", 0, 20, pool.StandbyStop)
+	tmpl := e.createPool(spec)
+	stranger := e.sessionMachine(spec.App, tmpl, "s-other-store")
+	known := e.sessionMachine(spec.App, tmpl, "s-known-later")
+
+	var clock atomic.Int64
+	clock.Store(time.Now().Add(24 * time.Hour).UnixNano()) // the machines are old
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	var logs syncBuffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	newR := func() *reconcile.Reconciler {
+		return e.reconciler(reconcile.Config{ReapGrace: time.Minute, UnknownGrace: 20 * time.Minute, Now: now, Logger: logger})
+	}
+	r := newR()
+	for range 3 {
+		if rep := round(t, r); rep.Reaped != 0 {
+			t.Fatalf("reaped an old machine of an unknown session on sight: %+v", rep)
+		}
+		clock.Add(int64(5 * time.Minute))
+	}
+	if got := logs.String(); strings.Count(got, "[WARN]") != 2 || !strings.Contains(got, "does not know") ||
+		!strings.Contains(got, stranger.ID) || !strings.Contains(got, known.ID) {
+		t.Fatalf("want one warning per unknown machine, got:\n%s", got)
+	}
+	// A restart forgets the sightings: the grace starts again.
+	r = newR()
+	round(t, r)
+	clock.Add(int64(15 * time.Minute))
+	if rep := round(t, r); rep.Reaped != 0 {
+		t.Fatalf("reaped after a restart before UnknownGrace: %+v", rep)
+	}
+	// The store comes to know one of them (its session is live there).
+	e.session("s-known-later", store.StateReady, spec.App, known.ID)
+	clock.Add(int64(10 * time.Minute))
+	if rep := round(t, r); rep.Reaped != 1 {
+		t.Fatalf("reaped %d after UnknownGrace, want 1", rep.Reaped)
+	}
+	got := ids(e.state(spec.App).Sessions)
+	if slices.Contains(got, stranger.ID) || !slices.Contains(got, known.ID) {
+		t.Fatalf("session machines left %v; want only %s", got, known.ID)
+	}
+	if !strings.Contains(logs.String(), "reaped a session machine whose session this store has not known") {
+		t.Fatalf("reaping an unknown session's machine was not a warning:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger used from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // blockingFly blocks the first ListApps until released, holding its round

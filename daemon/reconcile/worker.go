@@ -14,6 +14,9 @@ import (
 const (
 	EnvInterval  = "HANGARD_RECONCILE_INTERVAL"
 	EnvReapGrace = "HANGARD_REAP_GRACE"
+	// EnvUnknownGrace: how long a session machine whose session the store
+	// does not know must stay so before it is reaped (default 15m).
+	EnvUnknownGrace = "HANGARD_REAP_UNKNOWN_AFTER"
 )
 
 // Worker is the reconciler as a replica's background worker: every replica
@@ -29,6 +32,9 @@ func Worker() service.Worker {
 			return err
 		}
 		if cfg.ReapGrace, err = envDuration(EnvReapGrace); err != nil {
+			return err
+		}
+		if cfg.UnknownGrace, err = envDuration(EnvUnknownGrace); err != nil {
 			return err
 		}
 		if d.Metrics != nil {
