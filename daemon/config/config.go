@@ -266,6 +266,7 @@ type Flags struct {
 	flyAPIURL, flyOrg string
 	publicURL         string
 	tlsCert, tlsKey   string
+	trustProxy        bool
 }
 
 // BindFlags registers the shared flags on fs. --config names the HCL file.
@@ -283,6 +284,7 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.publicURL, "public-url", "", "external base URL of the daemon (HANGARD_PUBLIC_URL)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (HANGARD_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file (HANGARD_TLS_KEY)")
+	fs.BoolVar(&f.trustProxy, "trusted-proxy-headers", false, "believe X-Forwarded-Proto/-Host, behind a proxy that terminates TLS; --trusted-proxy-headers=false turns it off (HANGARD_TRUSTED_PROXY_HEADERS)")
 	return f
 }
 
@@ -315,6 +317,9 @@ func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
 	apply("public-url", &c.PublicURL, f.publicURL)
 	apply("tls-cert", &c.TLSCert, f.tlsCert)
 	apply("tls-key", &c.TLSKey, f.tlsKey)
+	if set["trusted-proxy-headers"] {
+		c.TrustedProxyHeaders = f.trustProxy
+	}
 	if set["allowed-origins"] {
 		c.AllowedOrigins = splitList(f.allowedOrigins)
 	}

@@ -47,6 +47,33 @@ claim_workers   = 4
 	if k, err := c.LoadBrokerKey(); err != nil || k != "key-material" {
 		t.Fatalf("broker key: %q %v", k, err)
 	}
+	// --trusted-proxy-headers beats HANGARD_TRUSTED_PROXY_HEADERS both ways.
+	for _, c := range []struct {
+		env  string
+		args []string
+		want bool
+	}{
+		{"", nil, false},
+		{"true", nil, true},
+		{"", []string{"--trusted-proxy-headers"}, true},
+		{"true", []string{"--trusted-proxy-headers=false"}, false},
+		{"false", []string{"--trusted-proxy-headers=true"}, true},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		f := BindFlags(fs)
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		got, err := f.Load(Default(), func(k string) string {
+			if k == "HANGARD_TRUSTED_PROXY_HEADERS" {
+				return c.env
+			}
+			return ""
+		})
+		if err != nil || got.TrustedProxyHeaders != c.want {
+			t.Errorf("env %q flags %v: trusted proxy headers %v, %v; want %v", c.env, c.args, got.TrustedProxyHeaders, err, c.want)
+		}
+	}
 	// HANGARD_FLY_ORG wins over FLY_ORG.
 	env["HANGARD_FLY_ORG"] = "specific"
 	c2 := Default()
