@@ -115,7 +115,7 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 			return err
 		}
 		if client.Terminal(s.State) {
-			return fmt.Errorf("session %s has %s %s", id, s.State, s.Reason)
+			return endedBeforeAttach(e, s)
 		}
 		mode = s.Mode
 	}
@@ -130,6 +130,7 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lost := false
+	attachedOnce := false
 	var a *client.Attachment
 	a = c.Attach(id, client.AttachOptions{
 		Role: role, Mode: mode, Cols: cols, Rows: rows,
@@ -145,6 +146,7 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 			t.status(msg + "…")
 		},
 		OnAttached: func(at wire.Attached, reconnected bool) {
+			attachedOnce = true
 			t.clearStatus()
 			if reconnected && lost {
 				t.note("reconnected")
@@ -204,31 +206,118 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 	default:
 	}
 	if err != nil {
-		if errors.Is(err, client.ErrSessionGone) {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if s, gerr := c.GetSession(sctx, id); gerr == nil && s.State == client.StateFailed {
-				return fmt.Errorf("session %s failed: %s", id, s.Reason)
-			} else if gerr == nil {
-				fmt.Fprintf(e.io.Err, "\r\n[hangar] session %s %s %s\n", id, s.State, s.Reason)
-				return nil
+		if !errors.Is(err, client.ErrSessionGone) {
+			return err
+		}
+		// The session ended under us (or before we ever got in).
+		s := waitEnded(ctx, e, c, id)
+		if s == nil {
+			if !attachedOnce {
+				return err
 			}
-			fmt.Fprintf(e.io.Err, "\r\n[hangar] session %s ended\n", id)
+			fmt.Fprintf(e.io.Err, "\r\n[hangar] session %s has ended\n", id)
 			return nil
 		}
-		return err
+		if !attachedOnce && client.Terminal(s.State) {
+			return endedBeforeAttach(e, s)
+		}
+		return reportEnd(e, s)
 	}
-	if exit != nil {
-		how := fmt.Sprintf("exited with status %d", exit.Code)
-		if exit.Signal != "" {
-			how = "was killed by SIG" + exit.Signal
+	if exit == nil {
+		return nil
+	}
+	how := fmt.Sprintf("exited with status %d", exit.Code)
+	if exit.Signal != "" {
+		how = "was killed by SIG" + exit.Signal
+	}
+	// The daemon ends the session by itself once its process exits: wait for
+	// that and tell how it ended and where the work went.
+	fmt.Fprintf(e.io.Err, "\r\n[hangar] the session's process %s; waiting for the session to end…\n", how)
+	rerr := error(nil)
+	if s := waitEnded(ctx, e, c, id); s != nil {
+		rerr = reportEnd(e, s)
+	}
+	if exit.Code != 0 {
+		return &exitError{exit.Code}
+	}
+	return rerr
+}
+
+// endWait bounds how long attach waits for a session to end after its
+// process exited (the push of a large repo takes a while).
+var endWait = 2 * time.Minute
+
+// waitEnded polls session id until it has ended or failed, for at most
+// endWait; it returns the last state seen (nil if none could be read), and
+// says so when the wait gave up.
+func waitEnded(ctx context.Context, e *env, c *client.Client, id string) *client.Session {
+	wctx, cancel := context.WithTimeout(ctx, endWait)
+	defer cancel()
+	var last *client.Session
+	for {
+		s, err := c.GetSession(wctx, id)
+		switch {
+		case err == nil:
+			last = s
+			if client.Terminal(s.State) {
+				return s
+			}
+		case client.IsNotFound(err):
+			return last
 		}
-		fmt.Fprintf(e.io.Err, "\r\n[hangar] the session's process %s; end the session to push its work: hangar sessions end %s\n", how, id)
-		if exit.Code != 0 {
-			return &exitError{exit.Code}
+		select {
+		case <-wctx.Done():
+			if last != nil {
+				fmt.Fprintf(e.io.Err, "[hangar] session %s is still %s; see: hangar sessions show %s\n", id, last.State, id)
+			} else {
+				fmt.Fprintf(e.io.Err, "[hangar] could not read session %s (%v); see: hangar sessions show %s\n", id, err, id)
+			}
+			return last
+		case <-time.After(250 * time.Millisecond):
 		}
+	}
+}
+
+// reportEnd tells how a session ended and what became of its work. A failed
+// session or push is an error (exit status 1).
+func reportEnd(e *env, s *client.Session) error {
+	if !client.Terminal(s.State) {
+		return nil
+	}
+	text, pushFailed := pushSummary(s.Push)
+	if s.State == client.StateFailed {
+		if text != "" {
+			fmt.Fprintf(e.io.Err, "[hangar] %s\n", text)
+		}
+		return fmt.Errorf("session %s failed: %s", s.ID, s.Reason)
+	}
+	fmt.Fprintf(e.io.Err, "[hangar] session %s ended%s\n", s.ID, reasonSuffix(s.Reason))
+	if text != "" {
+		fmt.Fprintf(e.io.Err, "[hangar] %s\n", text)
+	}
+	if pushFailed {
+		return errors.New("the session ended but its work was not pushed: " + s.Push.Message)
 	}
 	return nil
+}
+
+// endedBeforeAttach is the answer to attaching to a session that is over:
+// a clear error (exit status 1) with how it ended and where its work went.
+func endedBeforeAttach(e *env, s *client.Session) error {
+	if text, _ := pushSummary(s.Push); text != "" {
+		fmt.Fprintf(e.io.Err, "[hangar] %s\n", text)
+	}
+	if s.State == client.StateFailed {
+		return fmt.Errorf("session %s failed%s; nothing to attach to", s.ID, reasonSuffix(s.Reason))
+	}
+	return fmt.Errorf("session %s has already ended%s; nothing to attach to", s.ID, reasonSuffix(s.Reason))
+}
+
+func reasonSuffix(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return ": " + reason
 }
 
 // pumpInput copies the user's input to the attachment, applying escapes.

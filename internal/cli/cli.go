@@ -297,6 +297,15 @@ func readEnvFile(path string) (map[string]string, error) {
 	return vals, nil
 }
 
+// apiJSON is what --output json prints for an object of the API: the object
+// exactly as the API sent it when the client kept it, else v re-encoded.
+func apiJSON(raw json.RawMessage, v any) any {
+	if raw != nil {
+		return raw
+	}
+	return v
+}
+
 // printJSON writes v as indented JSON.
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.io.Out)

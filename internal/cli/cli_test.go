@@ -21,6 +21,8 @@ type fakeAPI struct {
 	reqs    []recorded
 	answers map[string]answer
 	gets    map[string]int
+	// attach, if set, serves GET …/attach (the WebSocket).
+	attach http.HandlerFunc
 }
 
 type recorded struct {
@@ -36,6 +38,13 @@ type answer struct {
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f.attach != nil && strings.HasSuffix(r.URL.Path, "/attach") {
+		f.mu.Lock()
+		f.reqs = append(f.reqs, recorded{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery, auth: r.Header.Get("Authorization")})
+		f.mu.Unlock()
+		f.attach(w, r)
+		return
+	}
 	b, _ := io.ReadAll(r.Body)
 	rec := recorded{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery, auth: r.Header.Get("Authorization")}
 	if len(b) > 0 {
@@ -100,7 +109,11 @@ func runCLI(t *testing.T, env map[string]string, args ...string) result {
 }
 
 func startFake(t *testing.T, answers map[string]answer) (*fakeAPI, map[string]string) {
-	f := &fakeAPI{answers: answers}
+	return serveFake(t, &fakeAPI{answers: answers})
+}
+
+// serveFake serves f (configured before it starts) to the CLI.
+func serveFake(t *testing.T, f *fakeAPI) (*fakeAPI, map[string]string) {
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	return f, map[string]string{"HANGAR_URL": srv.URL, "HANGAR_TOKEN": "tenant-key", "HANGAR_ADMIN_TOKEN": "admin-key"}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
-
-	"github.com/hangarhq/hangar/internal/client"
 )
 
 func runPools(ctx context.Context, e *env, args []string) error {
@@ -26,10 +24,11 @@ func runPools(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if e.json() {
-		if pools == nil {
-			pools = []client.Pool{}
+		out := make([]any, 0, len(pools))
+		for i := range pools {
+			out = append(out, apiJSON(pools[i].Raw, &pools[i]))
 		}
-		return e.printJSON(pools)
+		return e.printJSON(out)
 	}
 	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tAPP\tREGIONS\tMIN STANDBY\tMAX MACHINES\tSTANDBY MODE")

@@ -123,13 +123,13 @@ func sessionsCreate(ctx context.Context, e *env, args []string) error {
 			}
 			if s.State != client.StateReady {
 				if e.json() {
-					_ = e.printJSON(s)
+					_ = e.printJSON(apiJSON(s.Raw, s))
 				}
 				return fmt.Errorf("session %s %s: %s", s.ID, s.State, s.Reason)
 			}
 		}
 		if e.json() {
-			return e.printJSON(s)
+			return e.printJSON(apiJSON(s.Raw, s))
 		}
 		fmt.Fprintf(e.io.Out, "%s\t%s\n", s.ID, s.State)
 		return nil
@@ -153,10 +153,11 @@ func sessionsList(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if e.json() {
-		if list == nil {
-			list = []client.Session{}
+		out := make([]any, 0, len(list))
+		for i := range list {
+			out = append(out, apiJSON(list[i].Raw, &list[i]))
 		}
-		return e.printJSON(list)
+		return e.printJSON(out)
 	}
 	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPOOL\tSTATE\tREGION\tCREATED\tCOST\tREPO")
@@ -192,7 +193,7 @@ func sessionsShow(ctx context.Context, e *env, args []string) error {
 
 func (e *env) printSession(s *client.Session) error {
 	if e.json() {
-		return e.printJSON(s)
+		return e.printJSON(apiJSON(s.Raw, s))
 	}
 	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
 	row := func(k, v string) {
@@ -224,14 +225,53 @@ func (e *env) printSession(s *client.Session) error {
 		row("ended", fmtTime(s.EndedAt))
 	}
 	row("cost", fmt.Sprintf("$%.4f", s.CostUSD))
-	if p := s.Push; p != nil && (p.Ref != "" || p.Message != "") {
-		res := "pushed"
-		if !p.OK {
-			res = "push FAILED"
-		}
-		row("push", strings.TrimSpace(fmt.Sprintf("%s %s %s %s", res, p.Ref, short(p.Commit), p.Message)))
+	if text, _ := pushSummary(s.Push); text != "" {
+		row("push", text)
 	}
 	return tw.Flush()
+}
+
+// pushSummary describes a session's push result for people, and says whether
+// it is a failure (work that should have been pushed was not). A session
+// without a repository has nothing to push: whether the agent reports that
+// with ok=false (older agents) or ok=true, it is information, not a failure.
+func pushSummary(p *client.Push) (text string, failed bool) {
+	if p == nil || (p.Ref == "" && p.Commit == "" && p.Message == "") {
+		return "", false
+	}
+	if noRepository(p) {
+		return p.Message, false
+	}
+	if p.OK {
+		if p.Commit == "" && p.Message != "" {
+			return p.Message, false
+		}
+		return joinFields("pushed", p.Ref, short(p.Commit), paren(p.Message)), false
+	}
+	return joinFields("push FAILED", p.Ref, short(p.Commit), paren(p.Message)), true
+}
+
+// noRepository reports whether p is the agent's "no repository: nothing
+// pushed" answer for a session that was started without a repo.
+func noRepository(p *client.Push) bool {
+	return p != nil && (p.Ref == "" || p.OK) && strings.Contains(strings.ToLower(p.Message), "no repository")
+}
+
+func joinFields(fields ...string) string {
+	var parts []string
+	for _, f := range fields {
+		if f != "" {
+			parts = append(parts, f)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func paren(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "(" + s + ")"
 }
 
 func short(commit string) string {
@@ -268,7 +308,7 @@ func sessionsEnd(ctx context.Context, e *env, args []string) error {
 	if err := e.printSession(s); err != nil {
 		return err
 	}
-	if s.Push != nil && s.Push.Ref != "" && !s.Push.OK {
+	if _, failed := pushSummary(s.Push); failed {
 		return errors.New("the session ended but its work was not pushed: " + s.Push.Message)
 	}
 	return nil

@@ -15,8 +15,8 @@ const tenantsUsage = `usage: hangar tenants <command>   (admin key: HANGAR_ADMIN
   create NAME [--pool P]… [--max-sessions N] [--max-session-duration D]
                        create a tenant; its API key is printed this once
   ls                   list tenants
-  rm ID                delete a tenant
-  rotate ID            issue a new API key (the old one stops working)
+  rm ID|NAME           delete a tenant
+  rotate ID|NAME       issue a new API key (the old one stops working)
 `
 
 func runTenants(ctx context.Context, e *env, args []string) error {
@@ -68,7 +68,7 @@ func tenantsCreate(ctx context.Context, e *env, args []string) error {
 
 func (e *env) printKey(t *client.Tenant) error {
 	if e.json() {
-		return e.printJSON(t)
+		return e.printJSON(apiJSON(t.Raw, t))
 	}
 	fmt.Fprintf(e.io.Out, "tenant %s (%s)\napi key: %s\n", t.Name, t.ID, t.APIKey)
 	fmt.Fprintln(e.io.Err, "(the key is shown only this once)")
@@ -89,10 +89,11 @@ func tenantsList(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if e.json() {
-		if list == nil {
-			list = []client.Tenant{}
+		out := make([]any, 0, len(list))
+		for i := range list {
+			out = append(out, apiJSON(list[i].Raw, &list[i]))
 		}
-		return e.printJSON(list)
+		return e.printJSON(out)
 	}
 	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tPOOLS\tMAX SESSIONS\tMAX DURATION")
@@ -116,13 +117,17 @@ func tenantsRemove(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.DeleteTenant(ctx, pos[0]); err != nil {
+	t, err := resolveTenant(ctx, c, pos[0])
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteTenant(ctx, t.ID); err != nil {
 		return err
 	}
 	if e.json() {
-		return e.printJSON(map[string]any{"id": pos[0], "deleted": true})
+		return e.printJSON(map[string]any{"id": t.ID, "name": t.Name, "deleted": true})
 	}
-	fmt.Fprintf(e.io.Out, "tenant %s deleted\n", pos[0])
+	fmt.Fprintf(e.io.Out, "tenant %s (%s) deleted\n", t.Name, t.ID)
 	return nil
 }
 
@@ -136,9 +141,47 @@ func tenantsRotate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	t, err := c.RotateTenantKey(ctx, pos[0])
+	cur, err := resolveTenant(ctx, c, pos[0])
 	if err != nil {
 		return err
 	}
+	t, err := c.RotateTenantKey(ctx, cur.ID)
+	if err != nil {
+		return err
+	}
+	if t.Name == "" && t.Raw == nil {
+		t.Name = cur.Name
+	}
 	return e.printKey(t)
+}
+
+// resolveTenant finds the tenant that arg names: its id, or else its name
+// (people create tenants by name and pass the name back).
+func resolveTenant(ctx context.Context, c *client.Client, arg string) (*client.Tenant, error) {
+	list, err := c.ListTenants(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("find tenant %q: %w", arg, err)
+	}
+	for i := range list {
+		if list[i].ID == arg {
+			return &list[i], nil
+		}
+	}
+	var byName []*client.Tenant
+	for i := range list {
+		if list[i].Name == arg {
+			byName = append(byName, &list[i])
+		}
+	}
+	switch len(byName) {
+	case 0:
+		return nil, fmt.Errorf("no tenant with id or name %q (see hangar tenants ls)", arg)
+	case 1:
+		return byName[0], nil
+	}
+	ids := make([]string, len(byName))
+	for i, t := range byName {
+		ids[i] = t.ID
+	}
+	return nil, fmt.Errorf("%d tenants are named %q (ids %s): pass the id", len(byName), arg, strings.Join(ids, ", "))
 }

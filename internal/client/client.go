@@ -19,25 +19,49 @@ import (
 )
 
 // Session is the API's session object. It never carries a credential.
+// Every field the API defines is kept and re-encoded, empty or not; Raw holds
+// the object exactly as the API sent it (including fields this client does
+// not know yet).
 type Session struct {
 	ID            string     `json:"id"`
 	Tenant        string     `json:"tenant"`
 	Pool          string     `json:"pool"`
-	TenantImage   string     `json:"tenant_image,omitempty"`
-	Region        string     `json:"region,omitempty"`
+	TenantImage   string     `json:"tenant_image"`
+	Region        string     `json:"region"`
 	State         string     `json:"state"`
-	Reason        string     `json:"reason,omitempty"`
-	QueuePosition int        `json:"queue_position,omitempty"`
-	MachineID     string     `json:"machine_id,omitempty"`
-	Repo          string     `json:"repo,omitempty"`
-	Branch        string     `json:"branch,omitempty"`
-	SessionBranch string     `json:"session_branch,omitempty"`
-	Mode          string     `json:"mode,omitempty"`
-	CreatedAt     *time.Time `json:"created_at,omitempty"`
-	ReadyAt       *time.Time `json:"ready_at,omitempty"`
-	EndedAt       *time.Time `json:"ended_at,omitempty"`
-	Push          *Push      `json:"push,omitempty"`
+	Reason        string     `json:"reason"`
+	QueuePosition int        `json:"queue_position"`
+	MachineID     string     `json:"machine_id"`
+	Repo          string     `json:"repo"`
+	Branch        string     `json:"branch"`
+	SessionBranch string     `json:"session_branch"`
+	Mode          string     `json:"mode"`
+	CreatedAt     *time.Time `json:"created_at"`
+	ReadyAt       *time.Time `json:"ready_at"`
+	EndedAt       *time.Time `json:"ended_at"`
+	Push          *Push      `json:"push"`
 	CostUSD       float64    `json:"cost_usd"`
+
+	// Raw is the object as the API sent it (nil for a Session built in Go).
+	Raw json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON decodes the fields and keeps the raw object in Raw.
+func (s *Session) UnmarshalJSON(b []byte) error {
+	type plain Session
+	if err := json.Unmarshal(b, (*plain)(s)); err != nil {
+		return err
+	}
+	s.Raw = keepRaw(b)
+	return nil
+}
+
+// keepRaw copies b (the decoder's buffer may be reused) unless it is null.
+func keepRaw(b []byte) json.RawMessage {
+	if t := bytes.TrimSpace(b); len(t) == 0 || string(t) == "null" {
+		return nil
+	}
+	return append(json.RawMessage(nil), b...)
 }
 
 // Push is the result of pushing a session's work when it ended.
@@ -117,25 +141,78 @@ type Ticket struct {
 
 // Pool is one entry of GET /v1/pools.
 type Pool struct {
-	Name         string         `json:"name"`
-	AppName      string         `json:"app_name"`
-	Regions      []string       `json:"regions"`
-	MinStandby   int            `json:"min_standby"`
-	MaxMachines  int            `json:"max_machines"`
-	StandbyMode  string         `json:"standby_mode"`
-	Standby      map[string]any `json:"standby,omitempty"`
-	TenantImages []any          `json:"tenant_images,omitempty"`
+	Name         string        `json:"name"`
+	AppName      string        `json:"app_name"`
+	Regions      []string      `json:"regions"`
+	Image        string        `json:"image"`
+	MinStandby   int           `json:"min_standby"`
+	MaxMachines  int           `json:"max_machines"`
+	Machines     int           `json:"machines"`
+	StandbyMode  string        `json:"standby_mode"`
+	IdleTimeout  string        `json:"idle_timeout"`
+	SessionTTL   string        `json:"session_ttl"`
+	Draining     bool          `json:"draining"`
+	Standby      StandbyCounts `json:"standby"`
+	TenantImages []TenantImage `json:"tenant_images"`
+
+	// Raw is the object as the API sent it (nil for a Pool built in Go).
+	Raw json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON decodes the fields and keeps the raw object in Raw.
+func (p *Pool) UnmarshalJSON(b []byte) error {
+	type plain Pool
+	if err := json.Unmarshal(b, (*plain)(p)); err != nil {
+		return err
+	}
+	p.Raw = keepRaw(b)
+	return nil
+}
+
+// StandbyCounts counts a pool's (or tenant image's) machines.
+type StandbyCounts struct {
+	// Total is the number of standby machines, ByState the same by Fly state.
+	Total   int            `json:"total"`
+	ByState map[string]int `json:"by_state"`
+	// Stale standbys were made from an older spec and are being replaced.
+	Stale int `json:"stale"`
+	// Sessions is the number of machines running a session.
+	Sessions int `json:"sessions"`
+}
+
+// TenantImage is a tenant's own image inside a pool.
+type TenantImage struct {
+	Name       string        `json:"name"`
+	Tenant     string        `json:"tenant"`
+	Image      string        `json:"image"`
+	MinStandby int           `json:"min_standby"`
+	Draining   bool          `json:"draining"`
+	Standby    StandbyCounts `json:"standby"`
 }
 
 // Tenant is a tenant as the admin API lists it.
 type Tenant struct {
-	ID                 string   `json:"id"`
-	Name               string   `json:"name"`
-	Pools              []string `json:"pools,omitempty"`
-	MaxSessions        int      `json:"max_sessions,omitempty"`
-	MaxSessionDuration string   `json:"max_session_duration,omitempty"`
+	ID                 string     `json:"id"`
+	Name               string     `json:"name"`
+	Pools              []string   `json:"pools"`
+	MaxSessions        int        `json:"max_sessions"`
+	MaxSessionDuration string     `json:"max_session_duration"`
+	CreatedAt          *time.Time `json:"created_at"`
 	// APIKey is set only in the answers to create and rotate: it is shown once.
 	APIKey string `json:"api_key,omitempty"`
+
+	// Raw is the object as the API sent it (nil for a Tenant built in Go).
+	Raw json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON decodes the fields and keeps the raw object in Raw.
+func (t *Tenant) UnmarshalJSON(b []byte) error {
+	type plain Tenant
+	if err := json.Unmarshal(b, (*plain)(t)); err != nil {
+		return err
+	}
+	t.Raw = keepRaw(b)
+	return nil
 }
 
 // CreateTenantRequest is the body of POST /v1/tenants.
