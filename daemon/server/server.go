@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -218,19 +220,33 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 // maxBody bounds request bodies.
 const maxBody = 1 << 20
 
-// decode reads a JSON body into v; false (after answering 400) if it can't.
-// An empty body decodes as {} when allowEmpty.
+// decode reads a JSON object body into v; false (after answering 400) if it
+// can't. An empty body (or null) decodes as {} when allowEmpty; otherwise,
+// and for any other non-object (an array, a number...), it is a 400.
 func decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) bool {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", "cannot read the request body (at most 1 MiB)")
 		return false
 	}
-	if len(strings.TrimSpace(string(b))) == 0 {
+	body := bytes.TrimLeft(b, " \t\r\n")
+	switch {
+	case len(body) == 0 || string(bytes.TrimSpace(body)) == "null":
 		if allowEmpty {
 			return true
 		}
-		writeError(w, http.StatusBadRequest, "bad_request", "the request body is empty; want a JSON object")
+		what := "empty"
+		if len(body) > 0 {
+			what = "null"
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "the request body is "+what+"; want a JSON object")
+		return false
+	case body[0] != '{':
+		if !json.Valid(body) {
+			writeError(w, http.StatusBadRequest, "bad_request", "malformed JSON body: "+jsonProblem(json.Unmarshal(body, new(any))))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "the request body must be a JSON object")
 		return false
 	}
 	if err := json.Unmarshal(b, v); err != nil {
@@ -240,8 +256,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) bool
 	return true
 }
 
-// jsonProblem describes a JSON error without echoing the input (which may
-// hold a credential).
+// jsonProblem describes a JSON error in JSON's terms, without echoing the
+// input (which may hold a credential) or naming Go types.
 func jsonProblem(err error) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
@@ -249,9 +265,38 @@ func jsonProblem(err error) string {
 	case errors.As(err, &se):
 		return fmt.Sprintf("syntax error at byte %d", se.Offset)
 	case errors.As(err, &te):
-		return fmt.Sprintf("field %q: want %s", te.Field, te.Type)
+		if te.Field == "" {
+			return "the body must be a JSON object"
+		}
+		return fmt.Sprintf("field %q must be %s", te.Field, jsonKind(te.Type))
 	}
 	return "not a JSON object of the expected shape"
+}
+
+// jsonKind names, in JSON's terms, what a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return "a different JSON type"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "a different JSON type"
 }
 
 // ---- authentication ----

@@ -134,7 +134,14 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"malformed body", `{"pool": "test",`, 400, "bad_request", "malformed JSON"},
 		{"empty body", ``, 400, "bad_request", "empty"},
-		{"wrong type", `{"pool": 42}`, 400, "bad_request", "pool"},
+		{"wrong type", `{"pool": 42}`, 400, "bad_request", `field "pool" must be a string`},
+		{"nested wrong type", `{"pool": "test", "git_author": {"name": 1}}`, 400, "bad_request", `field "git_author.name" must be a string`},
+		{"array body", `[]`, 400, "bad_request", "must be a JSON object"},
+		{"null body", `null`, 400, "bad_request", "null; want a JSON object"},
+		{"number body", ` 42`, 400, "bad_request", "must be a JSON object"},
+		{"broken non-object", `[1,`, 400, "bad_request", "malformed JSON"},
+		{"author without email", map[string]any{"pool": testPool, "git_author": map[string]string{"name": "x"}}, 422, "invalid", "git_author.email"},
+		{"author without name", map[string]any{"pool": testPool, "git_author": map[string]string{"email": "x@example.com"}}, 422, "invalid", "git_author.name"},
 		{"missing pool", map[string]any{}, 422, "invalid", "pool"},
 		{"unknown pool", map[string]any{"pool": "nope"}, 422, "invalid", "no pool named"},
 		{"unknown tenant image", map[string]any{"pool": testPool, "tenant_image": "other"}, 422, "invalid", "tenant_image"},
@@ -161,6 +168,9 @@ func TestBadInput(t *testing.T) {
 			}
 			if strings.Contains(string(body), "secretpw") {
 				t.Fatal("the error echoes a secret")
+			}
+			if strings.Contains(eb.Error.Message, "sessions.") || strings.Contains(eb.Error.Message, "Request") {
+				t.Fatalf("the error names a Go type: %s", eb.Error.Message)
 			}
 		})
 	}
@@ -274,6 +284,12 @@ func TestAdminAndPools(t *testing.T) {
 	for _, bad := range []any{map[string]any{"name": ""}, map[string]any{"name": "x", "max_session_duration": "long"}, map[string]any{"name": "y", "pools": []string{"Bad Pool"}}} {
 		if st, b, _ := admin.do("POST", "/v1/tenants", bad); st != http.StatusUnprocessableEntity {
 			t.Fatalf("tenant %v: %d %s", bad, st, b)
+		}
+	}
+	for _, bad := range []string{`null`, `[]`, `"ops2"`, `{"name": ["x"]}`} {
+		st, b, _ := admin.do("POST", "/v1/tenants", bad)
+		if st != http.StatusBadRequest || strings.Contains(string(b), "tenantRequest") || strings.Contains(string(b), "server.") {
+			t.Fatalf("tenant body %s: %d %s; want 400 without Go type names", bad, st, b)
 		}
 	}
 	var list []tenant

@@ -146,10 +146,15 @@ func (r *Request) Validate(allowFile bool) error {
 		return invalid("rows", "want 1..%d", maxRows)
 	}
 	if a := r.GitAuthor; a != nil {
-		if a.Name == "" || len(a.Name) > 200 || strings.ContainsAny(a.Name, "<>\n\r\x00") {
+		// git needs both to commit; a half author would fail only at the end.
+		switch {
+		case strings.TrimSpace(a.Name) == "":
+			return invalid("git_author.name", "is required when git_author is given")
+		case len(a.Name) > 200 || strings.ContainsAny(a.Name, "<>\n\r\x00"):
 			return invalid("git_author.name", "want a plain name of at most 200 characters")
-		}
-		if len(a.Email) > 200 || strings.ContainsAny(a.Email, "<>\n\r\x00 ") || (a.Email != "" && !strings.Contains(a.Email, "@")) {
+		case a.Email == "":
+			return invalid("git_author.email", "is required when git_author is given")
+		case len(a.Email) > 200 || strings.ContainsAny(a.Email, "<>\n\r\x00 ") || !strings.Contains(a.Email, "@"):
 			return invalid("git_author.email", "want an email address")
 		}
 	}

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -62,6 +63,32 @@ func TestRequestValidateKeepsSecretsOutOfErrors(t *testing.T) {
 	ok := &Request{Pool: "p"}
 	if err := ok.Validate(false); err != nil || ok.Mode != "pty" {
 		t.Fatalf("defaults: %v %q", err, ok.Mode)
+	}
+}
+
+func TestRequestValidateGitAuthor(t *testing.T) {
+	for _, c := range []struct {
+		author *GitAuthor
+		field  string // "" = valid
+	}{
+		{nil, ""},
+		{&GitAuthor{Name: "Ada", Email: "ada@example.com"}, ""},
+		{&GitAuthor{Name: "Ada"}, "git_author.email"},
+		{&GitAuthor{Email: "ada@example.com"}, "git_author.name"},
+		{&GitAuthor{}, "git_author.name"},
+		{&GitAuthor{Name: " ", Email: "ada@example.com"}, "git_author.name"},
+		{&GitAuthor{Name: "Ada <x>", Email: "ada@example.com"}, "git_author.name"},
+		{&GitAuthor{Name: "Ada", Email: "not-an-address"}, "git_author.email"},
+		{&GitAuthor{Name: "Ada", Email: "a da@example.com"}, "git_author.email"},
+	} {
+		err := (&Request{Pool: "p", GitAuthor: c.author}).Validate(false)
+		var ie *InvalidError
+		switch {
+		case c.field == "" && err != nil:
+			t.Errorf("%+v: %v", c.author, err)
+		case c.field != "" && (!errors.As(err, &ie) || ie.Field != c.field):
+			t.Errorf("%+v: error %v; want one naming %s", c.author, err, c.field)
+		}
 	}
 }
 
