@@ -135,8 +135,8 @@ type Attach struct {
 type State struct {
 	Type          string `json:"type"`
 	State         string `json:"state"`
-	Detail        string `json:"detail,omitempty"`
-	QueuePosition int    `json:"queue_position,omitempty"`
+	Detail        string `json:"detail"`
+	QueuePosition int    `json:"queue_position"`
 }
 
 // Attached confirms an attachment; replay from From to Head follows.
@@ -224,7 +224,7 @@ type Error struct {
 	Type         string `json:"type"`
 	Code         string `json:"code"`
 	Message      string `json:"message"`
-	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+	RetryAfterMS int64  `json:"retry_after_ms"`
 }
 
 // Error implements error so that an Error frame can be returned as one.

@@ -75,3 +75,23 @@ func TestRoleAndSignal(t *testing.T) {
 		t.Error("signal validity")
 	}
 }
+
+// TestZeroFieldsPresent: the frames whose fields the protocol lists carry
+// every one of them even when zero, so clients need no defaults.
+func TestZeroFieldsPresent(t *testing.T) {
+	for _, c := range []struct {
+		m    Message
+		want string
+	}{
+		{&State{State: "starting"}, `{"type":"state","state":"starting","detail":"","queue_position":0}`},
+		{&Error{Code: ErrCodeForbidden, Message: "read-only"}, `{"type":"error","code":"` + ErrCodeForbidden + `","message":"read-only","retry_after_ms":0}`},
+	} {
+		b, err := Encode(c.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != c.want {
+			t.Errorf("%T encodes as %s; want %s", c.m, b, c.want)
+		}
+	}
+}
