@@ -155,7 +155,7 @@ func guestSchema(tenantImage bool) schema.SingleNestedAttribute {
 	d, m := md("Machine size of every worker machine, validated against Fly's allowed sizes. Default `{ cpu_kind = \"shared\", cpus = 1, memory_mb = 2048 }`. Changing it rolls the standbys.")
 	return schema.SingleNestedAttribute{Optional: true, Computed: true, Attributes: inner, Description: d, MarkdownDescription: m,
 		Validators: []validator.Object{guestValidator{}},
-		Default: objectdefault.StaticValue(guestObject(pool.Guest{CPUKind: pool.DefaultCPUKind, CPUs: pool.DefaultCPUs, MemoryMB: pool.DefaultMemoryMB}))}
+		Default:    objectdefault.StaticValue(guestObject(pool.Guest{CPUKind: pool.DefaultCPUKind, CPUs: pool.DefaultCPUs, MemoryMB: pool.DefaultMemoryMB}))}
 }
 
 func (r *poolResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {

@@ -239,26 +239,38 @@ func TestAccPoolForceDestroy(t *testing.T) {
 func TestAccPoolValidation(t *testing.T) {
 	e := newTestEnv(t)
 	base := poolConfig{MinStandby: 1}
+	guest := func(g string) string {
+		return replace(e.poolHCL(base), `guest             = { cpu_kind = "shared", cpus = 1, memory_mb = 1024 }`, `guest             = `+g)
+	}
+	guestErr := func(detail string) *regexp.Regexp {
+		return attrError("Invalid Guest Size", "hangar_pool", "test", "guest", detail)
+	}
+	twoProblems := guest(`{ cpu_kind = "shared", cpus = 3, memory_mb = 100 }`)
 	cases := []struct {
 		name string
 		cfg  string
-		want string
+		want *regexp.Regexp
 	}{
-		{"guest memory", replace(e.poolHCL(base), `memory_mb = 1024`, `memory_mb = 1000`), `(?s)guest.memory_mb.*multiple of 256`},
-		{"guest cpus", replace(e.poolHCL(base), `cpus = 1,`, `cpus = 3,`), `(?s)guest.cpus.*3 CPUs`},
-		{"guest memory range", replace(e.poolHCL(base), `memory_mb = 1024`, `memory_mb = 4096`), `(?s)guest.memory_mb.*outside\s+Fly's\s+range`},
-		{"region", e.poolHCL(poolConfig{MinStandby: 1, Regions: []string{"iad", "Amsterdam"}}), `(?s)regions\[1\].*Fly region`},
-		{"capacity", e.poolHCL(poolConfig{MinStandby: 6}), `(?s)min_standby.*exceeds\s+max_machines\s+10`},
-		{"empty image", replace(e.poolHCL(base), `image             = "`+testImage+`"`, `image = ""`), `(?s)Invalid Image.*image`},
-		{"duration", replace(e.poolHCL(base), `idle_timeout      = "15m"`, `idle_timeout = "5 parsecs"`), `(?s)idle_timeout.*"5 parsecs"\s+is\s+not\s+a\s+duration`},
-		{"mode", e.poolHCL(poolConfig{MinStandby: 1, Mode: "hibernate"}), `(?s)standby_mode.*hibernate`},
-		{"broker key", replace(e.poolHCL(base), e.key, "bm90IGEga2V5"), `(?s)broker_public_key.*ed25519`},
-		{"missing broker key", replace(e.poolHCL(base), `broker_public_key = "`+e.key+`"`, ``), `(?s)broker_public_key.*HANGAR_BROKER_PUBLIC_KEY`},
-		{"reserved env", e.poolHCL(poolConfig{MinStandby: 1, Extra: `env = { HANGAR_AGENT_PORT = "1" }`}), `(?s)env.*HANGAR_AGENT_PORT\s+is\s+set\s+by\s+hangar`},
+		// Guest problems are attached to the guest attribute, each reported.
+		{"guest memory", guest(`{ cpu_kind = "shared", cpus = 1, memory_mb = 1000 }`), guestErr(`guest\.memory_mb:\s+1000\s+MB\s+is\s+not\s+a\s+positive\s+multiple\s+of\s+256`)},
+		{"guest cpus", guest(`{ cpu_kind = "shared", cpus = 3, memory_mb = 1024 }`), guestErr(`guest\.cpus:\s+3\s+CPUs\s+is\s+not\s+a\s+Fly\s+shared\s+size`)},
+		{"guest memory range", guest(`{ cpu_kind = "shared", cpus = 1, memory_mb = 4096 }`), guestErr(`guest\.memory_mb:\s+4096\s+MB\s+is\s+outside\s+Fly's\s+range`)},
+		{"guest cpu kind", guest(`{ cpu_kind = "dedicated", cpus = 1, memory_mb = 1024 }`), guestErr(`guest\.cpu_kind:\s+"dedicated"\s+is\s+not\s+a\s+Fly\s+CPU\s+kind`)},
+		{"guest two problems: cpus", twoProblems, guestErr(`guest\.cpus:\s+3\s+CPUs`)},
+		{"guest two problems: memory", twoProblems, guestErr(`guest\.memory_mb:\s+100\s+MB\s+is\s+not\s+a\s+positive\s+multiple`)},
+		{"region", e.poolHCL(poolConfig{MinStandby: 1, Regions: []string{"iad", "Amsterdam"}}), regexp.MustCompile(`(?s)regions\[1\].*Fly region`)},
+		{"capacity", e.poolHCL(poolConfig{MinStandby: 6}), attrError("Invalid Standby Count", "hangar_pool", "test", "min_standby", `min_standby:.*exceeds\s+max_machines\s+10`)},
+		{"negative min_standby", e.poolHCL(poolConfig{MinStandby: -1}), attrError("Invalid Attribute Value", "hangar_pool", "test", "min_standby", `Attribute\s+min_standby\s+value\s+must\s+be\s+at\s+least\s+0`)},
+		{"empty image", replace(e.poolHCL(base), `image             = "`+testImage+`"`, `image = ""`), attrError("Invalid Image", "hangar_pool", "test", "image", `image:\s+an\s+image\s+reference\s+is\s+required`)},
+		{"duration", replace(e.poolHCL(base), `idle_timeout      = "15m"`, `idle_timeout = "5 parsecs"`), regexp.MustCompile(`(?s)idle_timeout.*"5 parsecs"\s+is\s+not\s+a\s+duration`)},
+		{"mode", e.poolHCL(poolConfig{MinStandby: 1, Mode: "hibernate"}), regexp.MustCompile(`(?s)standby_mode.*hibernate`)},
+		{"broker key", replace(e.poolHCL(base), e.key, "bm90IGEga2V5"), regexp.MustCompile(`(?s)broker_public_key.*ed25519`)},
+		{"missing broker key", replace(e.poolHCL(base), `broker_public_key = "`+e.key+`"`, ``), regexp.MustCompile(`(?s)broker_public_key.*HANGAR_BROKER_PUBLIC_KEY`)},
+		{"reserved env", e.poolHCL(poolConfig{MinStandby: 1, Extra: `env = { HANGAR_AGENT_PORT = "1" }`}), regexp.MustCompile(`(?s)env.*HANGAR_AGENT_PORT\s+is\s+set\s+by\s+hangar`)},
 	}
 	steps := make([]resource.TestStep, 0, len(cases))
 	for _, c := range cases {
-		steps = append(steps, resource.TestStep{Config: c.cfg, PlanOnly: true, ExpectError: regexp.MustCompile(c.want)})
+		steps = append(steps, resource.TestStep{Config: c.cfg, PlanOnly: true, ExpectError: c.want})
 	}
 	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: protoV6ProviderFactories, Steps: steps})
 	// Nothing was created.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -213,11 +214,22 @@ func (e *testEnv) destroyOutOfBand(app string, pick func(*pool.State) *fly.Machi
 // as the daemon would on a claim.
 func (e *testEnv) startSession(app string) string {
 	e.t.Helper()
+	return e.startSessionOf(app, "", "sess-1")
+}
+
+// startSessionOf clones the template of a tenant image ("" = the pool's
+// default image) into a running session machine with session id sid.
+func (e *testEnv) startSessionOf(app, tenantImage, sid string) string {
+	e.t.Helper()
 	st, err := e.load(app)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cfg, err := pool.CloneConfig(st.Default().Machine, pool.RoleSession, "sess-1")
+	t := st.Templates[tenantImage]
+	if t == nil {
+		e.t.Fatalf("app %s has no template for tenant image %q", app, tenantImage)
+	}
+	cfg, err := pool.CloneConfig(t.Machine, pool.RoleSession, sid)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -275,6 +287,17 @@ resource "hangar_pool" "test" {
 %s
 }
 `, p.Name, p.App, quoteList(p.Regions), p.Image, p.MinStandby, p.MaxMachines, p.Mode, e.key, p.ForceDestroy, p.Extra)
+}
+
+// attrError matches one diagnostic with the given summary that Terraform
+// attaches to attribute attr of resource typ.name: it shows the config line
+// `attr = ...` (not the resource block's first line), followed by a detail
+// matching detail (a regexp; Terraform wraps long details, so use \s+
+// between words).
+func attrError(summary, typ, name, attr, detail string) *regexp.Regexp {
+	return regexp.MustCompile(`Error: ` + regexp.QuoteMeta(summary) + `\s+with ` + regexp.QuoteMeta(typ+"."+name) + `,\s+` +
+		`on \S+ line \d+, in resource "` + regexp.QuoteMeta(typ) + `" "` + regexp.QuoteMeta(name) + `":\s+` +
+		`\d+:\s+` + regexp.QuoteMeta(attr) + `\s+=[^\n]*\n\s*` + detail)
 }
 
 func quoteList(v []string) string {

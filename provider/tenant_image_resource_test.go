@@ -142,27 +142,130 @@ func TestAccTenantImage(t *testing.T) {
 	})
 }
 
-// TestAccTenantImageValidation: plan-time errors name the attribute.
+// TestAccTenantImageValidation: plan-time errors name the attribute, one
+// diagnostic per problem.
 func TestAccTenantImageValidation(t *testing.T) {
 	e := newTestEnv(t)
-	cases := []struct{ extra, want string }{
-		{`guest = { cpu_kind = "shared", cpus = 1, memory_mb = 4096 }`, `(?s)guest.memory_mb.*outside`},
-		{`env = { HANGAR_BROKER_PUBLIC_KEY = "x" }`, `(?s)env.*HANGAR_BROKER_PUBLIC_KEY`},
+	const img = "registry.fly.io/acme-worker:2.3"
+	tiErr := func(summary, attr, detail string) *regexp.Regexp {
+		return attrError(summary, "hangar_tenant_image", "acme", attr, detail)
+	}
+	twoProblems := e.tenantImageHCL(img, 1, `guest = { cpu_kind = "performance", cpus = 3, memory_mb = 1000 }`)
+	cases := []struct {
+		cfg  string
+		want *regexp.Regexp
+	}{
+		{e.tenantImageHCL(img, 1, `guest = { cpu_kind = "shared", cpus = 1, memory_mb = 4096 }`),
+			tiErr("Invalid Guest Size", "guest", `guest\.memory_mb:\s+4096\s+MB\s+is\s+outside`)},
+		{twoProblems, tiErr("Invalid Guest Size", "guest", `guest\.cpus:\s+3\s+CPUs\s+is\s+not\s+a\s+Fly\s+performance\s+size`)},
+		{twoProblems, tiErr("Invalid Guest Size", "guest", `guest\.memory_mb:\s+1000\s+MB\s+is\s+not\s+a\s+positive\s+multiple`)},
+		{e.tenantImageHCL(img, -1, ""), tiErr("Invalid Attribute Value", "min_standby", `Attribute\s+min_standby\s+value\s+must\s+be\s+at\s+least\s+0`)},
+		{e.tenantImageHCL(img, 1, `env = { HANGAR_BROKER_PUBLIC_KEY = "x" }`), regexp.MustCompile(`(?s)env.*HANGAR_BROKER_PUBLIC_KEY`)},
 	}
 	var steps []resource.TestStep
 	for _, c := range cases {
-		steps = append(steps, resource.TestStep{Config: e.tenantImageHCL("registry.fly.io/acme-worker:2.3", 1, c.extra), PlanOnly: true, ExpectError: regexp.MustCompile(c.want)})
+		steps = append(steps, resource.TestStep{Config: c.cfg, PlanOnly: true, ExpectError: c.want})
 	}
-	steps = append(steps, resource.TestStep{
-		Config: e.providerBlock() + `
+	bad := e.providerBlock() + `
 resource "hangar_tenant_image" "bad" {
   name   = "Bad Name"
   pool   = "default"
-  tenant = "acme"
+  tenant = "acme corp"
   image  = ""
-}`,
-		PlanOnly:    true,
-		ExpectError: regexp.MustCompile(`(?s)(Invalid Name.*Invalid Image|Invalid Image.*Invalid Name)`),
-	})
+}`
+	for _, want := range []*regexp.Regexp{
+		attrError("Invalid Name", "hangar_tenant_image", "bad", "name", `name:\s+"Bad Name"\s+is\s+not\s+a\s+valid\s+name`),
+		attrError("Invalid Image", "hangar_tenant_image", "bad", "image", `image:\s+an\s+image\s+reference\s+is\s+required`),
+		attrError("Invalid Tenant", "hangar_tenant_image", "bad", "tenant", `tenant:\s+"acme corp"\s+is\s+not\s+a\s+tenant\s+name`),
+	} {
+		steps = append(steps, resource.TestStep{Config: bad, PlanOnly: true, ExpectError: want})
+	}
 	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: protoV6ProviderFactories, Steps: steps})
+}
+
+// TestAccTenantImageForceDestroy: with a session machine of the tenant image
+// running, destroying the tenant image refuses unless its force_destroy is
+// set; forced, it destroys the template and standbys and leaves the session
+// machine running.
+func TestAccTenantImageForceDestroy(t *testing.T) {
+	e := newTestEnv(t)
+	const (
+		app = "hangar-default"
+		ti  = "acme-node22"
+		img = "registry.fly.io/acme-worker:2.3"
+	)
+	var sessionID string
+	// The session machine is running and untouched.
+	sessionRuns := func(st *pool.State) error {
+		ss := st.SessionsOf(ti)
+		if len(ss) != 1 || ss[0].ID != sessionID || ss[0].State != fly.StateStarted {
+			return fmt.Errorf("session machine %s of %s was touched: sessions %v", sessionID, ti, ss)
+		}
+		return nil
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: protoV6ProviderFactories,
+		CheckDestroy:             e.checkNothingLeft(app),
+		Steps: []resource.TestStep{
+			{
+				Config: e.tenantImageHCL(img, 1, ""),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(tiAddr, tfjsonpath.New("force_destroy"), knownvalue.Bool(false)),
+				},
+				Check: func(*terraform.State) error {
+					sessionID = e.startSessionOf(app, ti, "sess-ti")
+					return nil
+				},
+			},
+			{
+				// Removing the tenant image from the config is refused.
+				Config:      e.poolHCL(poolConfig{MinStandby: 1, Extra: `env = { LOG_LEVEL = "info" }`}),
+				ExpectError: regexp.MustCompile(`(?s)Tenant Image Has Running Sessions.*acme-node22.*sess-ti.*force_destroy = true`),
+			},
+			{
+				// So is terraform destroy; the refusals left the image whole.
+				Config:      e.tenantImageHCL(img, 1, ""),
+				Destroy:     true,
+				ExpectError: regexp.MustCompile(`(?s)Tenant Image Has Running Sessions`),
+			},
+			{
+				Config: e.tenantImageHCL(img, 1, "force_destroy = true"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(tiAddr, plancheck.ResourceActionUpdate),
+				}},
+				Check: resource.ComposeTestCheckFunc(
+					e.checkStandbys(app, ti, 2, fly.StateCreated),
+					func(*terraform.State) error {
+						st, err := e.load(app)
+						if err != nil {
+							return err
+						}
+						if st.Templates[ti] == nil || st.Templates[ti].Spec.Draining {
+							return fmt.Errorf("tenant image template missing or still draining after a refused destroy")
+						}
+						return sessionRuns(st)
+					},
+				),
+			},
+			{
+				// Forced: template and standbys go, the session machine stays.
+				// The pool now holds a session of a deleted tenant image, so
+				// it needs its own force_destroy for the final destroy.
+				Config: e.poolHCL(poolConfig{MinStandby: 1, ForceDestroy: true, Extra: `env = { LOG_LEVEL = "info" }`}),
+				Check: resource.ComposeTestCheckFunc(
+					e.checkStandbys(app, "", 2, fly.StateCreated),
+					func(*terraform.State) error {
+						st, err := e.load(app)
+						if err != nil {
+							return err
+						}
+						if st.Templates[ti] != nil || len(st.StandbysOf(ti)) != 0 {
+							return fmt.Errorf("tenant image %s left template %v and standbys %v", ti, st.Templates[ti], st.StandbysOf(ti))
+						}
+						return sessionRuns(st)
+					},
+				),
+			},
+		},
+	})
 }

@@ -5,6 +5,11 @@ resource "hangar_tenant_image" "acme" {
   image       = "registry.fly.io/acme-worker:2.3"
   min_standby = 1
 
+  # With sessions of this image still running, destroy refuses unless this is
+  # true; even then it removes only the template and standbys and leaves the
+  # running sessions to end on their own.
+  force_destroy = false
+
   # Optional overrides of the pool's settings.
   guest = {
     cpu_kind  = "performance"
