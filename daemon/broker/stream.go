@@ -897,17 +897,21 @@ func (s *stream) handshake(ctx context.Context, ep Endpoint, first bool) (*webso
 }
 
 // refusalClose maps an agent's HTTP refusal of the upgrade to the client's
-// close, or nil when a retry may help (401: the next dial signs a new
-// token; 5xx; anything unexpected).
+// close, or nil when a retry may help (401 but for another session: the
+// next dial signs a new token; 5xx; anything unexpected).
 func refusalClose(resp *http.Response) *closeReq {
 	var body agentapi.ErrorBody
 	if resp.Body != nil {
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1024)).Decode(&body)
 	}
 	msg := body.Error.Message
+	if resp.StatusCode == http.StatusUnauthorized && body.Error.Code == agentapi.CodeWrongSession {
+		// The VM at this address serves another session: ours is gone.
+		return errorClose(wire.CloseSessionGone, wire.ErrCodeSessionGone, "the session's VM is gone", 0)
+	}
 	switch resp.StatusCode {
 	case http.StatusNotFound, http.StatusConflict, http.StatusGone:
-		// Another session, not initialised (the VM lost its state), ended or failed.
+		// Not initialised (the VM lost its state), ended or failed.
 		if msg == "" {
 			msg = "the session has ended"
 		}

@@ -257,7 +257,11 @@ func TestBadInput(t *testing.T) {
 
 	// End twice: the second is a conflict; attach to the ended session: 409.
 	u.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
-	u.waitState(s.ID, isState("ended", "failed"))
+	// Without a repo nothing failed: the push is ok, with nothing pushed.
+	if ended := u.waitState(s.ID, isState("ended", "failed")); ended.State != "ended" || ended.Push == nil ||
+		!ended.Push.OK || ended.Push.Ref != "" || ended.Push.Commit != "" || ended.Push.Message != "no repository: nothing pushed" {
+		t.Fatalf("ended session without a repo: %+v push %+v", ended, ended.Push)
+	}
 	if st, b, _ := u.do("DELETE", "/v1/sessions/"+s.ID, nil); st != http.StatusConflict {
 		t.Fatalf("second end: %d %s", st, b)
 	}

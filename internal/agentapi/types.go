@@ -271,15 +271,21 @@ type FinishRequest struct {
 
 // FinishResponse answers POST /v1/finish: the push result.
 type FinishResponse struct {
-	// Ref is the pushed ref (refs/heads/<session branch>).
+	// Ref is the pushed ref (refs/heads/<session branch>); "" without a repo.
 	Ref string `json:"ref"`
-	// Commit is the session branch's head commit (new or not).
+	// Commit is the session branch's head commit (new or not); "" without a repo.
 	Commit string `json:"commit"`
 	// OK is true when the push succeeded (or there was nothing to push to).
 	OK bool `json:"ok"`
-	// Message says what happened ("pushed", "no changes; pushed", the push error, "no repository").
+	// Message says what happened ("committed; pushed hangar/…", the push
+	// error, NoRepositoryMessage).
 	Message string `json:"message"`
 }
+
+// NoRepositoryMessage is the finish message of a session without a repo:
+// {"ok": true, "ref": "", "commit": "", "message": NoRepositoryMessage}.
+// Nothing failed; there was nowhere to push.
+const NoRepositoryMessage = "no repository: nothing pushed"
 
 // ErrorBody is the JSON of every error response: {"error":{"code","message"}}.
 type ErrorBody struct {
@@ -294,8 +300,11 @@ type ErrorDetail struct {
 
 // Error codes of the agent's HTTP errors.
 const (
-	CodeBadRequest     = "bad_request"     // 400 malformed JSON
-	CodeUnauthorized   = "unauthorized"    // 401
+	CodeBadRequest   = "bad_request"  // 400 malformed JSON
+	CodeUnauthorized = "unauthorized" // 401
+	// CodeWrongSession: 401 for a valid token whose session (sub) is not
+	// the one this agent serves; the caller's session is not on this VM.
+	CodeWrongSession   = "wrong_session"
 	CodeNotFound       = "not_found"       // 404
 	CodeConflict       = "conflict"        // 409 another session, or a wrong state
 	CodeNotInitialized = "not_initialized" // 409 attach/finish before init

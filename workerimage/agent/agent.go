@@ -189,7 +189,8 @@ func (a *Agent) currentSession(w http.ResponseWriter, c *agentauth.Claims) (*ses
 		return nil, "", false
 	}
 	if c.SessionID != a.sessID {
-		writeError(w, http.StatusNotFound, agentapi.CodeNotFound, "this agent serves another session")
+		// DESIGN: a token for anything but this agent's session is 401.
+		writeError(w, http.StatusUnauthorized, agentapi.CodeWrongSession, "this agent serves another session")
 		return nil, "", false
 	}
 	return a.sess, a.state, true
@@ -220,7 +221,7 @@ func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
 	sessID := a.sessID
 	a.mu.Unlock()
 	if sessID != "" && c.SessionID != sessID {
-		writeError(w, http.StatusNotFound, agentapi.CodeNotFound, "this agent serves another session")
+		writeError(w, http.StatusUnauthorized, agentapi.CodeWrongSession, "this agent serves another session")
 		return
 	}
 	writeJSON(w, http.StatusOK, a.status())

@@ -69,10 +69,14 @@ func TestBadInput(t *testing.T) {
 	if code, body := a.call("POST", "/v1/init", "s2", map[string]any{"session_id": "s2"}); code != 409 || !strings.Contains(body, "another session") {
 		t.Fatalf("second session: %d %s", code, body)
 	}
-	if code, _ := a.call("GET", "/v1/status", "s2", nil); code != 404 {
-		t.Fatalf("status for a foreign session: %d", code)
+	// A valid token for another session is 401 everywhere (DESIGN: anything
+	// but this machine's session is 401), with a code that says why.
+	for _, c := range []struct{ method, path string }{{"GET", "/v1/status"}, {"POST", "/v1/finish"}} {
+		if code, body := a.call(c.method, c.path, "s2", nil); code != 401 || !strings.Contains(body, agentapi.CodeWrongSession) {
+			t.Fatalf("%s %s for a foreign session: %d %s", c.method, c.path, code, body)
+		}
 	}
-	if _, resp, err := a.dial("s2", wire.SubprotocolPTY); err == nil || resp.StatusCode != 404 {
+	if _, resp, err := a.dial("s2", wire.SubprotocolPTY); err == nil || resp == nil || resp.StatusCode != 401 {
 		t.Fatalf("attach for a foreign session: %v", err)
 	}
 	if _, resp, err := a.dial("s1", wire.SubprotocolJSONL); err == nil || resp.StatusCode != 400 {

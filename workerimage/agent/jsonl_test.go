@@ -107,7 +107,7 @@ func TestJSONLSession(t *testing.T) {
 
 	// Closing stdin (finish) ends the CLI with 0.
 	res := a.finish("js", nil)
-	if res.OK || !strings.Contains(res.Message, "no repository") {
+	if !res.OK || res.Ref != "" || res.Commit != "" || res.Message != agentapi.NoRepositoryMessage {
 		t.Fatalf("finish without a repo %+v", res)
 	}
 	ex := c.waitCtrl("exit", func(m wire.Message) bool { _, ok := m.(*wire.Exit); return ok }).(*wire.Exit)

@@ -548,11 +548,11 @@ func (s *session) doCheckpoint(ctx context.Context) {
 	s.mu.Unlock()
 }
 
-// finish stops the command, commits and pushes. It never fails: problems
-// are in the response.
 // halt marks the session as stopping (finish or agent shutdown).
 func (s *session) halt() { s.stopOnce.Do(func() { close(s.stop) }) }
 
+// finish stops the command, commits and pushes. It never fails: problems
+// are in the response.
 func (s *session) finish(ctx context.Context, req *agentapi.FinishRequest) *agentapi.FinishResponse {
 	s.halt()
 	s.proc.stop(stopGrace)
@@ -571,6 +571,11 @@ func (s *session) finish(ctx context.Context, req *agentapi.FinishRequest) *agen
 	if msg == "" {
 		msg = "hangar session " + s.id
 	}
+	if s.repo == "" {
+		// Nothing failed: there is nowhere to push, and the VM (with any
+		// local commit) is destroyed next.
+		return &agentapi.FinishResponse{OK: true, Message: agentapi.NoRepositoryMessage}
+	}
 	ref := "refs/heads/" + s.sessionBranch
 	res := &agentapi.FinishResponse{Ref: ref}
 	commit, changed, err := g.commitAll(ctx, msg)
@@ -584,9 +589,6 @@ func (s *session) finish(ctx context.Context, req *agentapi.FinishRequest) *agen
 		what = "committed"
 	}
 	switch {
-	case s.repo == "":
-		res.Ref = ""
-		res.Message = what + "; no repository: nothing pushed"
 	case commit == "":
 		res.OK = true
 		res.Message = "no changes and no commits: nothing to push"
