@@ -22,12 +22,29 @@ TF           ?= terraform
 EXAMPLE      ?= examples/quickstart
 TFRC         := $(BIN)/terraform.rc
 
-docs:
-	@set -- generate --provider-name hangar; $(TFPLUGINDOCS)
+# The provider's schema as tfplugindocs reads it. We export it ourselves
+# through the dev_overrides CLI config rather than let tfplugindocs run
+# `terraform init` with its own plugin dir: that works with Terraform and with
+# OpenTofu alike (which names the provider under its own registry host), and
+# needs no registry. tfplugindocs looks the schema up as hashicorp/hangar.
+PROVIDER_SCHEMA := $(BIN)/provider-schema.json
+$(PROVIDER_SCHEMA): build
+	@rm -rf $(BIN)/schema-export && mkdir -p $(BIN)/schema-export
+	@printf 'terraform {\n  required_providers {\n    hangar = { source = "hangarhq/hangar" }\n  }\n}\n' > $(BIN)/schema-export/main.tf
+	@printf 'provider_installation {\n  dev_overrides {\n    "hangarhq/hangar" = "%s"\n  }\n  direct {}\n}\n' "$(BIN)" > $(BIN)/schema-export/terraform.rc
+	@cd $(BIN)/schema-export && TF_CLI_CONFIG_FILE=terraform.rc $(TF) providers schema -json 2>/dev/null \
+	  | sed 's#"registry\.[a-z.]*/hangarhq/hangar"#"registry.terraform.io/hashicorp/hangar"#' > $@.tmp
+	@grep -q '"registry.terraform.io/hashicorp/hangar"' $@.tmp || { echo "could not export the provider schema with $(TF)"; rm -f $@.tmp; exit 1; }
+	@mv $@.tmp $@ && rm -rf $(BIN)/schema-export
 
-docs-check:
+.PHONY: $(PROVIDER_SCHEMA)
+
+docs: $(PROVIDER_SCHEMA)
+	@set -- generate --provider-name hangar --providers-schema $(PROVIDER_SCHEMA); $(TFPLUGINDOCS)
+
+docs-check: $(PROVIDER_SCHEMA)
 	@rm -rf $(BIN)/docs-check && mkdir -p $(BIN)/docs-check
-	@set -- generate --provider-name hangar --rendered-website-dir bin/docs-check/docs; $(TFPLUGINDOCS) >/dev/null
+	@set -- generate --provider-name hangar --providers-schema $(PROVIDER_SCHEMA) --rendered-website-dir bin/docs-check/docs; $(TFPLUGINDOCS) >/dev/null
 	@for d in index.md resources data-sources; do \
 	  diff -ru docs/$$d $(BIN)/docs-check/docs/$$d || { echo "docs/ is stale: run make docs and commit the result"; exit 1; }; \
 	done
