@@ -78,8 +78,9 @@ type Config struct {
 	// Interval between rounds (default DefaultInterval).
 	Interval time.Duration
 	// ReapGrace is how long a session machine whose session is over (or
-	// unknown) is left alone before it is reaped, so that the daemon
+	// runs elsewhere) is left alone before it is reaped, so that the daemon
 	// ending or aborting it destroys it itself (default DefaultReapGrace).
+	// A machine must also be older than this to be reaped at all.
 	ReapGrace time.Duration
 	// UnknownGrace is how long this reconciler must have seen a session
 	// machine whose session the store does not know at all, in every round,
