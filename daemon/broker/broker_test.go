@@ -234,10 +234,17 @@ func testRandomDrops(t *testing.T, jsonl bool) {
 				readDone <- fmt.Errorf("decode %s: %w", b, err)
 				return
 			}
-			switch m.(type) {
+			switch m := m.(type) {
 			case *wire.Replayed:
 				replayed++
 			case *wire.Exit:
+			case *wire.Ping:
+				// On a loaded machine the drops can outlast the keepalive
+				// period: answer like a real client.
+				if err := c.sendRaw(websocket.MessageText, wire.MustEncode(&wire.Pong{TS: m.TS})); err != nil {
+					readDone <- fmt.Errorf("answer ping: %w", err)
+					return
+				}
 			default:
 				readDone <- fmt.Errorf("client saw %s", b)
 				return
@@ -248,7 +255,21 @@ func testRandomDrops(t *testing.T, jsonl bool) {
 	<-inputDone
 	wg.Wait()
 	close(stop)
+	var readErr error
+	readEnded := false
 	waitFor(t, "all input applied", func() bool {
+		if !readEnded {
+			select {
+			case readErr = <-readDone:
+				readEnded = true
+			default:
+			}
+		}
+		if readEnded {
+			atts, in, inLines := h.agent.snapshot()
+			t.Fatalf("the client's stream ended before the exit (%v); agent saw %d attaches, applied %d bytes / %d lines of %d / %d",
+				readErr, len(atts), len(in), len(inLines), len(sent), len(sentLines))
+		}
 		_, in, inLines := h.agent.snapshot()
 		if jsonl {
 			return len(inLines) >= len(sentLines)
