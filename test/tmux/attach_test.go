@@ -128,12 +128,26 @@ func TestAttachInTmux(t *testing.T) {
 	tm.waitFor("again-5", 30*time.Second)
 	tm.run("send-keys", "-t", "t", "-l", "exit 7")
 	tm.run("send-keys", "-t", "t", "Enter")
-	tm.waitFor("hangar-exit=7", 30*time.Second)
-
-	if _, err := c.EndSession(ctx, id); err != nil {
-		t.Fatalf("end session: %v", err)
+	// The daemon ends the session once its process exits; hangar waits for
+	// that and tells how it ended and what became of the work (no repo here).
+	out := tm.waitFor("hangar-exit=7", 60*time.Second)
+	for _, want := range []string{"exited with status 7", "session " + id + " ended", "no repository: nothing pushed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pane does not show %q:\n%s", want, out)
+		}
 	}
-	if _, err := c.WaitSession(ctx, id, 200*time.Millisecond, func(s *client.Session) bool { return client.Terminal(s.State) }); err != nil {
-		t.Fatalf("wait for the end: %v", err)
+	if strings.Contains(out, "FAILED") {
+		t.Errorf("a session without a repo reported a failed push:\n%s", out)
+	}
+	s, err := c.GetSession(ctx, id)
+	if err != nil || !client.Terminal(s.State) {
+		t.Fatalf("after hangar returned the session is %+v (%v), want it over", s, err)
+	}
+
+	// Attaching to the ended session fails with a clear message.
+	tm.run("respawn-pane", "-k", "-t", "t", fmt.Sprintf("%s --env-file %s attach %s; echo hangar-exit=$?", hangar, d.Dir, id))
+	out = tm.waitFor("hangar-exit=1", 30*time.Second)
+	if !strings.Contains(out, "has already ended") {
+		t.Errorf("attach to an ended session says:\n%s", out)
 	}
 }

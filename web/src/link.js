@@ -40,6 +40,11 @@ export class Link {
     this.pending = 0; // writes not yet rendered
     this.drainWaiters = [];
     this.reconnects = 0;
+    // The PTY's size as the server last told it, and the resizes this link
+    // sent that the server has not confirmed yet (oldest first): a `size`
+    // frame that matches one of them is our own resize coming back.
+    this.ptySize = null;
+    this.sentSizes = [];
   }
 
   units(frame) { return this.jsonl ? 1 : frame.length; }
@@ -124,6 +129,8 @@ export class Link {
         this.backoff = 250;
         // After a gap or a live-tail attach the server picks the offset.
         this.received = this.rendered = this.acked = m.from;
+        this.sentSizes = [];
+        if (m.cols > 0 && m.rows > 0) this.ptySize = { cols: m.cols, rows: m.rows };
         if (this.o.role === 'rw') this.resend(m.input_applied);
         if (reconnect) this.reconnects++;
         this.status('attached');
@@ -136,9 +143,19 @@ export class Link {
         break;
       case 'replayed':
         break;
-      case 'size':
-        this.o.on.size && this.o.on.size(m.cols, m.rows);
+      case 'size': {
+        this.ptySize = { cols: m.cols, rows: m.rows };
+        const i = this.sentSizes.findIndex((z) => z.cols === m.cols && z.rows === m.rows);
+        if (i >= 0) {
+          // Our own resize, applied: nothing to follow.
+          this.sentSizes.splice(0, i + 1);
+          break;
+        }
+        // Someone else's (or the server's) size: output that follows is laid
+        // out for it. Apply it in order with the output written before it.
+        this.o.write('', () => this.o.on.size && this.o.on.size(m.cols, m.rows));
         break;
+      }
       case 'ping':
         this.sendJSON({ type: 'pong', ts: m.ts });
         break;
@@ -196,10 +213,12 @@ export class Link {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
+  /** sendJSON sends a control frame and says whether it went out. */
   sendJSON(m, force) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    if (!force && !this.live && m.type !== 'pong') return;
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    if (!force && !this.live && m.type !== 'pong') return false;
     this.ws.send(JSON.stringify(m));
+    return true;
   }
 
   ack() {
@@ -235,8 +254,21 @@ export class Link {
     }
   }
 
+  /** size is the PTY's size as the server last reported it (or null). */
+  size() { return this.ptySize; }
+
+  /**
+   * resize asks for a new PTY size (writers only). A size the PTY already
+   * has, or will have once the resizes in flight apply, is not sent again.
+   */
   resize(cols, rows) {
-    if (this.o.role === 'rw') this.sendJSON({ type: 'resize', cols, rows });
+    if (this.o.role !== 'rw' || !(cols > 0 && rows > 0)) return;
+    const expect = this.sentSizes.length ? this.sentSizes[this.sentSizes.length - 1] : this.ptySize;
+    if (expect && expect.cols === cols && expect.rows === rows) return;
+    if (this.sendJSON({ type: 'resize', cols, rows })) {
+      this.sentSizes.push({ cols, rows });
+      if (this.sentSizes.length > 32) this.sentSizes.shift();
+    }
   }
 
   signal(name) {

@@ -18,6 +18,7 @@ const app = {
   term: null,
   fit: null,
   session: null,
+  role: 'rw',
   timers: [],
 };
 
@@ -33,6 +34,20 @@ window.hangar = {
     const lines = [];
     for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i).translateToString(true));
     return lines.join('\n');
+  },
+  // logicalLines joins the rows a long line wrapped onto, as the program
+  // wrote it: a line drawn for another width shows up garbled here.
+  logicalLines() {
+    const t = app.term;
+    if (!t) return [];
+    const buf = t.buffer.active;
+    const lines = [];
+    for (let i = 0; i < buf.length; i++) {
+      const l = buf.getLine(i);
+      if (l.isWrapped && lines.length) lines[lines.length - 1] += l.translateToString(false);
+      else lines.push(l.translateToString(false));
+    }
+    return lines.map((l) => l.trimEnd());
   },
 };
 
@@ -105,6 +120,24 @@ function fmtDuration(ms) {
 
 function fmtCost(c) { return `$${(Number(c) || 0).toFixed(4)}`; }
 
+// noRepository: the agent's answer for a session started without a repo
+// (older agents say it with ok=false): information, not a failed push.
+function noRepository(p) {
+  return !!p && (!p.ref || p.ok) && /no repository/i.test(p.message || '');
+}
+
+// pushInfo describes a session's push result: { text, kind } with kind
+// 'ok', 'info' or 'failed'; null when there is nothing to say.
+function pushInfo(p) {
+  if (!p || !(p.ref || p.commit || p.message)) return null;
+  if (noRepository(p)) return { text: p.message, kind: 'info' };
+  if (p.ok) {
+    if (!p.commit && p.message) return { text: p.message, kind: 'info' };
+    return { text: `pushed ${p.ref}${p.commit ? ` @ ${p.commit.slice(0, 12)}` : ''}`, kind: 'ok' };
+  }
+  return { text: `push failed: ${p.message || p.ref}`, kind: 'failed' };
+}
+
 async function refreshSessions() {
   try {
     const list = await app.api.listSessions();
@@ -131,8 +164,9 @@ async function refreshSessions() {
         end.textContent = 'end';
         end.onclick = () => endSession(s.id);
         td.append(open, ' ', end);
-      } else if (s.push && s.push.ref) {
-        td.textContent = s.push.ok ? `pushed ${s.push.ref}` : `push failed: ${s.push.message || ''}`;
+      } else {
+        const p = pushInfo(s.push);
+        if (p) td.textContent = p.text;
       }
       tr.append(td);
       tbody.append(tr);
@@ -234,9 +268,19 @@ function ensureTerminal() {
   window.addEventListener('resize', () => fitTerminal());
 }
 
+// fitTerminal sizes a writer's terminal to its window (the PTY follows).
+// A read-only viewer cannot resize the PTY, so its terminal keeps the PTY's
+// size instead (applyPtySize): output laid out for one width and drawn on
+// another garbles every wrapped line.
 function fitTerminal() {
-  if (!app.term || $('term-view').hidden) return;
+  if (!app.term || $('term-view').hidden || app.role === 'ro') return;
   try { app.fit.fit(); } catch { /* not laid out yet */ }
+}
+
+// applyPtySize gives the terminal the PTY's size.
+function applyPtySize(cols, rows) {
+  if (!app.term || !(cols > 0 && rows > 0)) return;
+  if (app.term.cols !== cols || app.term.rows !== rows) app.term.resize(cols, rows);
 }
 
 async function copySelection() {
@@ -282,11 +326,10 @@ function updateStatus() {
   $('st-elapsed').textContent = start ? `elapsed ${fmtDuration(end - start)}` : '';
   $('st-cost').textContent = `cost ${fmtCost(s.cost_usd)}`;
   const push = $('st-push');
-  if (s.push && (s.push.ref || s.push.message)) {
-    push.textContent = s.push.ok
-      ? `pushed ${s.push.ref}${s.push.commit ? ` @ ${s.push.commit.slice(0, 12)}` : ''}`
-      : `push failed: ${s.push.message || s.push.ref}`;
-    push.dataset.ok = String(!!s.push.ok);
+  const p = pushInfo(s.push);
+  if (p) {
+    push.textContent = p.text;
+    push.dataset.ok = String(p.kind !== 'failed');
   } else {
     push.textContent = '';
   }
@@ -295,9 +338,9 @@ function updateStatus() {
     $('share').disabled = true;
     $('paste').disabled = true;
     let text = `Session ${s.state}${s.reason ? `: ${s.reason}` : ''}.`;
-    if (s.push && s.push.ref) {
-      text += s.push.ok ? ` Work pushed to branch ${s.push.ref}.` : ` The push failed: ${s.push.message || ''}`;
-    }
+    if (p && p.kind === 'ok') text += ` Work pushed to branch ${s.push.ref}.`;
+    else if (p && p.kind === 'info') text += ` ${p.text[0].toUpperCase()}${p.text.slice(1)}.`;
+    else if (p) text += ` The push failed: ${s.push.message || ''}`;
     overlay(text);
   }
 }
@@ -319,7 +362,9 @@ const stateWords = {
 
 function openTerminal(id, opts) {
   const { role, ticket, mode } = opts;
+  app.role = role;
   show('term-view');
+  $('term-wrap').dataset.role = role;
   ensureTerminal();
   app.term.reset();
   fitTerminal();
@@ -347,17 +392,26 @@ function openTerminal(id, opts) {
         overlay(`${words}${m.detail ? ` — ${m.detail}` : ''}${m.queue_position ? ` (position ${m.queue_position} in line)` : ''}…`);
         if (app.session) { app.session.state = m.state; app.session.queue_position = m.queue_position; updateStatus(); }
       },
-      attached: () => {
+      attached: (m) => {
         overlay('');
         app.term.focus();
-        fitTerminal();
-        if (role === 'rw') link.resize(app.term.cols, app.term.rows);
+        if (role === 'rw') {
+          fitTerminal();
+          link.resize(app.term.cols, app.term.rows);
+        } else {
+          // The replay that follows was laid out for the PTY's size; the
+          // write queue is empty here (the link drains it before attaching).
+          app.term.write('', () => applyPtySize(m.cols, m.rows));
+        }
         pollSession(id);
       },
-      size: (cols, rows) => { if (role === 'ro') app.term.resize(cols, rows); },
+      // A size the PTY got from someone else (a viewer follows the writer; a
+      // writer follows a size it did not ask for). The link calls this in
+      // order with the output around it.
+      size: (cols, rows) => applyPtySize(cols, rows),
       exit: (m) => {
         const how = m.signal ? `killed by SIG${m.signal}` : `exited with status ${m.code}`;
-        overlay(`The session's process ${how}. End the session to push its work.`);
+        overlay(`The session's process ${how}; the session is ending…`);
         pollSession(id);
       },
       error: (m) => {

@@ -2,7 +2,9 @@
 // playwright-core against a real `hangard dev` on loopback. Signs in,
 // creates a session, types a command, sees its output, drops the WebSocket
 // mid-output and checks that the terminal resumes with no output lost, opens
-// a read-only share link, ends the session, and keeps screenshots in
+// a read-only share link from a narrower writer (the viewer draws at the
+// PTY's size and follows its resizes, so wrapped lines stay intact), ends
+// the session, and keeps screenshots in
 // test-artifacts/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -121,6 +123,29 @@ after(async () => {
 });
 
 const screen = (page) => page.evaluate(() => window.hangar.screenText());
+const logicalLines = (page) => page.evaluate(() => window.hangar.logicalLines());
+const termSize = (page) => page.evaluate(() => ({ cols: window.hangar.term.cols, rows: window.hangar.term.rows }));
+const sameSize = (a, b) => a.cols === b.cols && a.rows === b.rows;
+
+// checkViewerLine has the writer type a command line longer than its
+// terminal is wide (so that it wraps), and checks that the command and its
+// output reach the viewer intact: every logical line as the writer sees it.
+async function checkViewerLine(writer, viewer, cmdPrefix, outPrefix, cols) {
+  const tail = '-' + 'w'.repeat(cols + 7);
+  const cmd = `echo ${cmdPrefix}${tail}`;
+  const out = `${outPrefix}${tail}`;
+  await typeLine(writer, cmd);
+  const has = (lines, s, exact) => lines.some((l) => (exact ? l === s : l.endsWith(s)));
+  await waitFor(`the writer to see ${outPrefix}`, async () => has(await logicalLines(writer), out, true), 30000);
+  // The viewer gets the same bytes a little later: wait for the output line,
+  // then the command line above it must be whole.
+  await waitFor(`the viewer to see ${outPrefix}`, async () => has(await logicalLines(viewer), out, true), 30000);
+  const wl = await logicalLines(writer);
+  const vl = await logicalLines(viewer);
+  assert.ok(has(vl, cmd, false), `the viewer's command line is garbled:\n${vl.filter((l) => l.includes('www')).join('\n')}`);
+  const promptLine = wl.find((l) => l.endsWith(cmd));
+  assert.ok(vl.includes(promptLine), `the viewer's line differs from the writer's ${JSON.stringify(promptLine)}`);
+}
 
 async function typeLine(page, text) {
   await page.locator('#terminal').click();
@@ -210,13 +235,31 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
     await waitFor('the share link', async () => (await page.locator('#share-url').inputValue()) !== '', 30000);
     const shareURL = await page.locator('#share-url').inputValue();
     assert.match(shareURL, /\?view=.+&ticket=/);
+    // The writer's window is narrower than the viewer's: the viewer cannot
+    // resize the PTY, so it must draw at the PTY's size, or every line that
+    // wrapped for the writer is garbled by the shell's redraw.
+    await page.setViewportSize({ width: 700, height: 500 });
+    await waitFor('the writer to refit', () => page.evaluate(() => window.hangar.term.cols < 100), 10000);
+    const narrow = await termSize(page);
+    await typeLine(page, 'stty size');
+    await waitFor('the PTY to take the writer\'s size', async () => (await screen(page)).includes(`${narrow.rows} ${narrow.cols}`), 30000);
     const viewer = await context.newPage();
     await viewer.goto(shareURL);
     await viewer.locator('#st-link[data-link="attached"]').waitFor({ timeout: 30000 });
     await waitFor('the viewer to see the output', async () => (await screen(viewer)).includes('after-23'), 30000);
     assert.equal(await viewer.locator('#end').isVisible(), false);
+    await waitFor('the viewer to take the PTY\'s size', async () => sameSize(await termSize(viewer), narrow), 10000);
+    await checkViewerLine(page, viewer, 'writer-$((8*8))', 'writer-64', narrow.cols);
     await viewer.screenshot({ path: path.join(artifacts, 'web-terminal-readonly.png') });
+
+    // The writer resizes: the viewer follows the PTY's new size.
+    await page.setViewportSize({ width: 900, height: 600 });
+    await waitFor('the writer to refit wider', () => page.evaluate((c) => window.hangar.term.cols > c, narrow.cols), 10000);
+    const wider = await termSize(page);
+    await waitFor('the viewer to follow the resize', async () => sameSize(await termSize(viewer), wider), 30000);
+    await checkViewerLine(page, viewer, 'wider-$((9*9))', 'wider-81', wider.cols);
     await viewer.close();
+    await page.setViewportSize({ width: 1200, height: 800 });
 
     // End the session from the page.
     await page.locator('#end').click();
