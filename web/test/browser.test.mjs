@@ -125,7 +125,14 @@ after(async () => {
 const screen = (page) => page.evaluate(() => window.hangar.screenText());
 const logicalLines = (page) => page.evaluate(() => window.hangar.logicalLines());
 const termSize = (page) => page.evaluate(() => ({ cols: window.hangar.term.cols, rows: window.hangar.term.rows }));
-const sameSize = (a, b) => a.cols === b.cols && a.rows === b.rows;
+const sameSize = (a, b) => !!a && !!b && a.cols === b.cols && a.rows === b.rows;
+// writerPtySize is the writer's terminal size once the PTY has confirmed it
+// (the link's last known PTY size equals the terminal's), else null.
+const writerPtySize = (page) => page.evaluate(() => {
+  const z = window.hangar.link && window.hangar.link.size();
+  const t = window.hangar.term;
+  return z && z.cols === t.cols && z.rows === t.rows ? { cols: t.cols, rows: t.rows } : null;
+});
 
 // checkViewerLine has the writer type a command line longer than its
 // terminal is wide (so that it wraps), and checks that the command and its
@@ -239,24 +246,22 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
     // resize the PTY, so it must draw at the PTY's size, or every line that
     // wrapped for the writer is garbled by the shell's redraw.
     await page.setViewportSize({ width: 700, height: 500 });
-    await waitFor('the writer to refit', () => page.evaluate(() => window.hangar.term.cols < 100), 10000);
-    const narrow = await termSize(page);
-    await typeLine(page, 'stty size');
-    await waitFor('the PTY to take the writer\'s size', async () => (await screen(page)).includes(`${narrow.rows} ${narrow.cols}`), 30000);
+    await waitFor('the writer to refit', () => page.evaluate(() => window.hangar.term.cols < 100), 30000);
+    const narrow = await waitFor('the PTY to take the writer\'s size', () => writerPtySize(page), 30000);
     const viewer = await context.newPage();
     await viewer.goto(shareURL);
     await viewer.locator('#st-link[data-link="attached"]').waitFor({ timeout: 30000 });
     await waitFor('the viewer to see the output', async () => (await screen(viewer)).includes('after-23'), 30000);
     assert.equal(await viewer.locator('#end').isVisible(), false);
-    await waitFor('the viewer to take the PTY\'s size', async () => sameSize(await termSize(viewer), narrow), 10000);
+    await waitFor('the viewer to take the PTY\'s size', async () => sameSize(await termSize(viewer), await writerPtySize(page)), 30000);
     await checkViewerLine(page, viewer, 'writer-$((8*8))', 'writer-64', narrow.cols);
     await viewer.screenshot({ path: path.join(artifacts, 'web-terminal-readonly.png') });
 
     // The writer resizes: the viewer follows the PTY's new size.
     await page.setViewportSize({ width: 900, height: 600 });
-    await waitFor('the writer to refit wider', () => page.evaluate((c) => window.hangar.term.cols > c, narrow.cols), 10000);
-    const wider = await termSize(page);
-    await waitFor('the viewer to follow the resize', async () => sameSize(await termSize(viewer), wider), 30000);
+    await waitFor('the writer to refit wider', () => page.evaluate((c) => window.hangar.term.cols > c, narrow.cols), 30000);
+    const wider = await waitFor('the PTY to take the writer\'s new size', () => writerPtySize(page), 30000);
+    await waitFor('the viewer to follow the resize', async () => sameSize(await termSize(viewer), await writerPtySize(page)), 30000);
     await checkViewerLine(page, viewer, 'wider-$((9*9))', 'wider-81', wider.cols);
     await viewer.close();
     await page.setViewportSize({ width: 1200, height: 800 });
