@@ -1,5 +1,7 @@
-// Package e2e holds end-to-end tests of the Go attach client (used by the
-// hangar CLI) against a real `hangard dev`: the TCP connection is cut again
-// and again under streaming output and typing, and the test checks that no
-// output byte is lost or doubled and no keystroke is applied twice.
+// Package e2e holds end-to-end tests against a real `hangard dev`: the Go
+// attach client (used by the hangar CLI), whose TCP connection is cut again
+// and again under streaming output and typing (no output byte lost or
+// doubled, no keystroke applied twice), and the hangar binary itself
+// (--output json keeps the API's objects whole, tenants by name, attaching
+// to an ended session).
 package e2e
