@@ -23,6 +23,12 @@ re-established on its own without losing output or doubling keystrokes.
 
 Escapes (after Enter): ~. detach (the session keeps running), ~? help, ~~ a "~".
 
+When the session's process exits, the daemon ends the session (it commits and
+pushes the work); hangar waits for that (up to 2 minutes), prints how the
+session ended and where its work went, and exits with the process's status
+(or 1 where that is 0 but the session failed or its push did). Attaching to a
+session that has already ended fails with exit status 1.
+
 flags:
 `
 
