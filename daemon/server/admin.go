@@ -12,48 +12,17 @@ import (
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/sessions"
 	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/api"
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
 // ---- pools ----
 
-type standbyJSON struct {
-	Total    int            `json:"total"`
-	ByState  map[string]int `json:"by_state"`
-	Stale    int            `json:"stale"`
-	Sessions int            `json:"sessions"`
-}
-
-type tenantImageJSON struct {
-	Name       string      `json:"name"`
-	Tenant     string      `json:"tenant"`
-	Image      string      `json:"image"`
-	MinStandby int         `json:"min_standby"`
-	Draining   bool        `json:"draining"`
-	Standby    standbyJSON `json:"standby"`
-}
-
-type poolJSON struct {
-	Name         string            `json:"name"`
-	AppName      string            `json:"app_name"`
-	Regions      []string          `json:"regions"`
-	Image        string            `json:"image"`
-	MinStandby   int               `json:"min_standby"`
-	MaxMachines  int               `json:"max_machines"`
-	Machines     int               `json:"machines"`
-	StandbyMode  string            `json:"standby_mode"`
-	IdleTimeout  string            `json:"idle_timeout"`
-	SessionTTL   string            `json:"session_ttl"`
-	Draining     bool              `json:"draining"`
-	Standby      standbyJSON       `json:"standby"`
-	TenantImages []tenantImageJSON `json:"tenant_images"`
-}
-
-func standbyOf(c *pools.Counts) standbyJSON {
+func standbyOf(c *pools.Counts) api.StandbyCounts {
 	if c == nil {
-		return standbyJSON{ByState: map[string]int{}}
+		return api.StandbyCounts{ByState: map[string]int{}}
 	}
-	return standbyJSON{Total: c.StandbyTotal, ByState: c.Standby, Stale: c.Stale, Sessions: c.Sessions}
+	return api.StandbyCounts{Total: c.StandbyTotal, ByState: c.Standby, Stale: c.Stale, Sessions: c.Sessions}
 }
 
 // listPools answers for a tenant (its granted pools and its own tenant
@@ -76,17 +45,17 @@ func (s *Server) listPools(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out := []poolJSON{}
+	out := []api.Pool{}
 	for _, p := range s.cfg.Pools.List() {
 		if t != nil && !sessions.Granted(t, p.Name) {
 			continue
 		}
 		spec := p.Spec()
-		pj := poolJSON{
+		pj := api.Pool{
 			Name: p.Name, AppName: p.App, Regions: spec.Regions, Image: spec.Image, MinStandby: spec.MinStandby,
 			MaxMachines: spec.MaxMachines, Machines: p.Machines, StandbyMode: string(spec.StandbyMode),
 			IdleTimeout: pool.FormatDuration(spec.IdleTimeout), SessionTTL: pool.FormatDuration(spec.SessionTTL),
-			Draining: spec.Draining, Standby: standbyOf(p.Counts[""]), TenantImages: []tenantImageJSON{},
+			Draining: spec.Draining, Standby: standbyOf(p.Counts[""]), TenantImages: []api.TenantImage{},
 		}
 		if pj.Regions == nil {
 			pj.Regions = []string{}
@@ -101,7 +70,7 @@ func (s *Server) listPools(w http.ResponseWriter, r *http.Request) {
 			if t != nil && ti.Spec.Tenant != t.Name {
 				continue
 			}
-			pj.TenantImages = append(pj.TenantImages, tenantImageJSON{
+			pj.TenantImages = append(pj.TenantImages, api.TenantImage{
 				Name: n, Tenant: ti.Spec.Tenant, Image: ti.Spec.Image, MinStandby: ti.Spec.MinStandby,
 				Draining: ti.Spec.Draining, Standby: standbyOf(p.Counts[n]),
 			})
@@ -116,24 +85,9 @@ func (s *Server) listPools(w http.ResponseWriter, r *http.Request) {
 var tenantNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
 var poolNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
-type tenantRequest struct {
-	Name               string   `json:"name"`
-	Pools              []string `json:"pools"`
-	MaxSessions        int      `json:"max_sessions"`
-	MaxSessionDuration string   `json:"max_session_duration"`
-}
-
-type tenantJSON struct {
-	ID                 string    `json:"id"`
-	Name               string    `json:"name"`
-	Pools              []string  `json:"pools"`
-	MaxSessions        int       `json:"max_sessions"`
-	MaxSessionDuration string    `json:"max_session_duration"`
-	CreatedAt          time.Time `json:"created_at"`
-	APIKey             string    `json:"api_key,omitempty"`
-}
-
-func tenantOut(t *store.Tenant, key string) tenantJSON {
+// tenantOut is the API's tenant object; key is the new API key (create and
+// rotate only).
+func tenantOut(t *store.Tenant, key string) api.Tenant {
 	d := ""
 	if t.MaxSessionDuration > 0 {
 		d = t.MaxSessionDuration.String()
@@ -142,11 +96,12 @@ func tenantOut(t *store.Tenant, key string) tenantJSON {
 	if p == nil {
 		p = []string{}
 	}
-	return tenantJSON{ID: t.ID, Name: t.Name, Pools: p, MaxSessions: t.MaxSessions, MaxSessionDuration: d, CreatedAt: t.CreatedAt, APIKey: key}
+	created := t.CreatedAt
+	return api.Tenant{ID: t.ID, Name: t.Name, Pools: p, MaxSessions: t.MaxSessions, MaxSessionDuration: d, CreatedAt: &created, APIKey: key}
 }
 
 func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
-	var req tenantRequest
+	var req api.CreateTenantRequest
 	if !decode(w, r, &req, false) {
 		return
 	}
@@ -197,7 +152,7 @@ func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := make([]tenantJSON, 0, len(ts))
+	out := make([]api.Tenant, 0, len(ts))
 	for _, t := range ts {
 		out = append(out, tenantOut(t, ""))
 	}

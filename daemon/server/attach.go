@@ -16,21 +16,9 @@ import (
 	"github.com/hangarhq/hangar/daemon/broker"
 	"github.com/hangarhq/hangar/daemon/sessions"
 	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/api"
 	"github.com/hangarhq/hangar/internal/wire"
 )
-
-type ticketRequest struct {
-	Role string          `json:"role"`
-	TTL  json.RawMessage `json:"ttl"`
-	Uses int             `json:"uses"`
-}
-
-type ticketJSON struct {
-	Ticket    string    `json:"ticket"`
-	Role      string    `json:"role"`
-	ExpiresAt time.Time `json:"expires_at"`
-	URL       string    `json:"url"`
-}
 
 // parseTTL reads a Go duration string ("60s") or a number of seconds.
 func parseTTL(raw json.RawMessage) (time.Duration, error) {
@@ -54,7 +42,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.T
 		s.fail(w, err)
 		return
 	}
-	var req ticketRequest
+	var req api.TicketRequest
 	if !decode(w, r, &req, true) {
 		return
 	}
@@ -115,7 +103,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.T
 	}
 	u.Path = strings.TrimRight(u.Path, "/") + "/v1/sessions/" + ss.ID + "/attach"
 	u.RawQuery = url.Values{"ticket": {secret}}.Encode()
-	writeJSON(w, http.StatusCreated, ticketJSON{Ticket: secret, Role: role, ExpiresAt: exp, URL: u.String()})
+	writeJSON(w, http.StatusCreated, api.Ticket{Ticket: secret, Role: role, ExpiresAt: &exp, URL: u.String()})
 }
 
 // attach checks the Origin, authenticates a WebSocket attach (API key or a

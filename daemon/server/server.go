@@ -27,6 +27,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/sessions"
 	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/api"
 	"github.com/hangarhq/hangar/web"
 )
 
@@ -175,17 +176,8 @@ func (w *statusWriter) Flush() {
 
 // ---- errors and JSON ----
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, errorBody{errorDetail{Code: code, Message: msg}})
+	writeJSON(w, status, api.ErrorBody{Error: &api.ErrorDetail{Code: code, Message: msg}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -10,36 +10,17 @@ import (
 
 	"github.com/hangarhq/hangar/daemon/sessions"
 	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/api"
 )
 
 // sessionJSON is the API's session object. It never carries a credential.
-type sessionJSON struct {
-	ID            string      `json:"id"`
-	Tenant        string      `json:"tenant"`
-	Pool          string      `json:"pool"`
-	TenantImage   string      `json:"tenant_image"`
-	Region        string      `json:"region"`
-	State         string      `json:"state"`
-	Reason        string      `json:"reason"`
-	QueuePosition int         `json:"queue_position"`
-	MachineID     string      `json:"machine_id"`
-	Repo          string      `json:"repo"`
-	Branch        string      `json:"branch"`
-	SessionBranch string      `json:"session_branch"`
-	Mode          string      `json:"mode"`
-	CreatedAt     time.Time   `json:"created_at"`
-	ReadyAt       *time.Time  `json:"ready_at"`
-	EndedAt       *time.Time  `json:"ended_at"`
-	Push          *store.Push `json:"push"`
-	CostUSD       float64     `json:"cost_usd"`
-}
-
-func (s *Server) sessionJSON(ctx context.Context, t *store.Tenant, ss *store.Session) sessionJSON {
-	return sessionJSON{
+func (s *Server) sessionJSON(ctx context.Context, t *store.Tenant, ss *store.Session) api.Session {
+	created := ss.CreatedAt
+	return api.Session{
 		ID: ss.ID, Tenant: t.Name, Pool: ss.Pool, TenantImage: ss.TenantImage, Region: ss.Region,
 		State: string(ss.State), Reason: ss.Reason, QueuePosition: s.cfg.Sessions.QueuePosition(ctx, ss),
 		MachineID: ss.MachineID, Repo: ss.Repo, Branch: ss.Branch, SessionBranch: ss.SessionBranch,
-		Mode: ss.Mode, CreatedAt: ss.CreatedAt, ReadyAt: ss.ReadyAt, EndedAt: ss.EndedAt, Push: ss.Push,
+		Mode: ss.Mode, CreatedAt: &created, ReadyAt: ss.ReadyAt, EndedAt: ss.EndedAt, Push: (*api.Push)(ss.Push),
 		CostUSD: s.cfg.Sessions.Cost(ctx, ss, time.Now()),
 	}
 }
@@ -50,7 +31,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request, t *store.
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", "this replica is shutting down; retry on another")
 		return
 	}
-	var req sessions.Request
+	var req api.CreateSessionRequest
 	if !decode(w, r, &req, false) {
 		return
 	}
@@ -79,7 +60,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request, t *store.T
 		s.fail(w, err)
 		return
 	}
-	out := make([]sessionJSON, 0, len(list))
+	out := make([]api.Session, 0, len(list))
 	for _, ss := range list {
 		out = append(out, s.sessionJSON(r.Context(), t, ss))
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/agentauth"
+	"github.com/hangarhq/hangar/internal/api"
 	"github.com/hangarhq/hangar/internal/fly"
 )
 
@@ -174,8 +175,8 @@ func (m *Manager) wake() {
 
 // Create validates a request for tenant t, records the claim (pending) and
 // hands it to this replica's claim workers. It returns at once.
-func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *Request) (*store.Session, error) {
-	if err := req.Validate(m.cfg.AllowFileRepos); err != nil {
+func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSessionRequest) (*store.Session, error) {
+	if err := ValidateRequest(req, m.cfg.AllowFileRepos); err != nil {
 		return nil, err
 	}
 	p, err := m.cfg.Pools.Get(ctx, req.Pool)
@@ -443,7 +444,7 @@ func EffectiveTTL(poolTTL time.Duration, t *store.Tenant) time.Duration {
 // pool's default. A pool's default command is a terminal program, so it does
 // not apply in jsonl mode: there the agent builds claude's stream-json
 // invocation itself when no command is named.
-func sessionCommand(req *Request, defaults map[string][]string) []string {
+func sessionCommand(req *api.CreateSessionRequest, defaults map[string][]string) []string {
 	if len(req.Command) > 0 || req.Mode == string(agentapi.ModeJSONL) {
 		return req.Command
 	}

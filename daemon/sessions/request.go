@@ -8,35 +8,13 @@ import (
 	"unicode"
 
 	"github.com/hangarhq/hangar/internal/agentapi"
+	"github.com/hangarhq/hangar/internal/api"
 )
 
 // Credentials are the user's own secrets for one session. They live only in
 // the accepting replica's memory until the agent's init, and are never
 // stored, logged or returned. Formatting redacts them (agentapi.Credentials).
 type Credentials = agentapi.Credentials
-
-// GitAuthor names the session's commits.
-type GitAuthor struct {
-	Name  string `json:"name"`
-	Email string `json:"email"`
-}
-
-// Request is the body of POST /v1/sessions.
-type Request struct {
-	Pool          string            `json:"pool"`
-	TenantImage   string            `json:"tenant_image,omitempty"`
-	Region        string            `json:"region,omitempty"`
-	Repo          string            `json:"repo,omitempty"`
-	Branch        string            `json:"branch,omitempty"`
-	SessionBranch string            `json:"session_branch,omitempty"`
-	Mode          string            `json:"mode,omitempty"`
-	Command       []string          `json:"command,omitempty"`
-	Env           map[string]string `json:"env,omitempty"`
-	Cols          int               `json:"cols,omitempty"`
-	Rows          int               `json:"rows,omitempty"`
-	GitAuthor     *GitAuthor        `json:"git_author,omitempty"`
-	Credentials   *Credentials      `json:"credentials,omitempty"`
-}
 
 // InvalidError is a request field that fails validation (HTTP 422).
 type InvalidError struct {
@@ -76,9 +54,10 @@ const (
 	maxSecretLen = 8192
 )
 
-// Validate checks every field that does not need the pool; allowFile lets
-// file:// repos through (development and tests only).
-func (r *Request) Validate(allowFile bool) error {
+// ValidateRequest checks every field of a POST /v1/sessions body that does
+// not need the pool, and sets the default mode; allowFile lets file:// repos
+// through (development and tests only).
+func ValidateRequest(r *api.CreateSessionRequest, allowFile bool) error {
 	if r.Pool == "" {
 		return invalid("pool", "is required")
 	}

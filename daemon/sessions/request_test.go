@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/api"
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
@@ -55,33 +56,33 @@ func TestValidateBranch(t *testing.T) {
 
 func TestRequestValidateKeepsSecretsOutOfErrors(t *testing.T) {
 	secret := "sk-ant-very-secret value"
-	r := &Request{Pool: "p", Credentials: &Credentials{AnthropicAPIKey: secret}}
-	err := r.Validate(false)
+	r := &api.CreateSessionRequest{Pool: "p", Credentials: &Credentials{AnthropicAPIKey: secret}}
+	err := ValidateRequest(r, false)
 	if err == nil || strings.Contains(err.Error(), secret) || strings.Contains(fmt.Sprintf("%+v", r), secret) {
 		t.Fatalf("err %v / request %+v", err, r)
 	}
-	ok := &Request{Pool: "p"}
-	if err := ok.Validate(false); err != nil || ok.Mode != "pty" {
+	ok := &api.CreateSessionRequest{Pool: "p"}
+	if err := ValidateRequest(ok, false); err != nil || ok.Mode != "pty" {
 		t.Fatalf("defaults: %v %q", err, ok.Mode)
 	}
 }
 
 func TestRequestValidateGitAuthor(t *testing.T) {
 	for _, c := range []struct {
-		author *GitAuthor
+		author *api.GitAuthor
 		field  string // "" = valid
 	}{
 		{nil, ""},
-		{&GitAuthor{Name: "Ada", Email: "ada@example.com"}, ""},
-		{&GitAuthor{Name: "Ada"}, "git_author.email"},
-		{&GitAuthor{Email: "ada@example.com"}, "git_author.name"},
-		{&GitAuthor{}, "git_author.name"},
-		{&GitAuthor{Name: " ", Email: "ada@example.com"}, "git_author.name"},
-		{&GitAuthor{Name: "Ada <x>", Email: "ada@example.com"}, "git_author.name"},
-		{&GitAuthor{Name: "Ada", Email: "not-an-address"}, "git_author.email"},
-		{&GitAuthor{Name: "Ada", Email: "a da@example.com"}, "git_author.email"},
+		{&api.GitAuthor{Name: "Ada", Email: "ada@example.com"}, ""},
+		{&api.GitAuthor{Name: "Ada"}, "git_author.email"},
+		{&api.GitAuthor{Email: "ada@example.com"}, "git_author.name"},
+		{&api.GitAuthor{}, "git_author.name"},
+		{&api.GitAuthor{Name: " ", Email: "ada@example.com"}, "git_author.name"},
+		{&api.GitAuthor{Name: "Ada <x>", Email: "ada@example.com"}, "git_author.name"},
+		{&api.GitAuthor{Name: "Ada", Email: "not-an-address"}, "git_author.email"},
+		{&api.GitAuthor{Name: "Ada", Email: "a da@example.com"}, "git_author.email"},
 	} {
-		err := (&Request{Pool: "p", GitAuthor: c.author}).Validate(false)
+		err := ValidateRequest(&api.CreateSessionRequest{Pool: "p", GitAuthor: c.author}, false)
 		var ie *InvalidError
 		switch {
 		case c.field == "" && err != nil:
@@ -117,14 +118,14 @@ func TestSessionCommand(t *testing.T) {
 	defaults := map[string][]string{"dev": {"bash"}}
 	cases := []struct {
 		name string
-		req  Request
+		req  api.CreateSessionRequest
 		want []string
 	}{
-		{"pty default", Request{Pool: "dev", Mode: "pty"}, []string{"bash"}},
-		{"pty own command", Request{Pool: "dev", Mode: "pty", Command: []string{"sh", "-c", "x"}}, []string{"sh", "-c", "x"}},
-		{"jsonl leaves the agent's claude invocation", Request{Pool: "dev", Mode: "jsonl"}, nil},
-		{"jsonl own command", Request{Pool: "dev", Mode: "jsonl", Command: []string{"fake"}}, []string{"fake"}},
-		{"pool without default", Request{Pool: "other", Mode: "pty"}, nil},
+		{"pty default", api.CreateSessionRequest{Pool: "dev", Mode: "pty"}, []string{"bash"}},
+		{"pty own command", api.CreateSessionRequest{Pool: "dev", Mode: "pty", Command: []string{"sh", "-c", "x"}}, []string{"sh", "-c", "x"}},
+		{"jsonl leaves the agent's claude invocation", api.CreateSessionRequest{Pool: "dev", Mode: "jsonl"}, nil},
+		{"jsonl own command", api.CreateSessionRequest{Pool: "dev", Mode: "jsonl", Command: []string{"fake"}}, []string{"fake"}},
+		{"pool without default", api.CreateSessionRequest{Pool: "other", Mode: "pty"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
