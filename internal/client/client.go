@@ -16,61 +16,41 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hangarhq/hangar/internal/api"
 )
 
-// Session is the API's session object. It never carries a credential.
-// Every field the API defines is kept and re-encoded, empty or not; Raw holds
-// the object exactly as the API sent it (including fields this client does
-// not know yet).
-type Session struct {
-	ID            string     `json:"id"`
-	Tenant        string     `json:"tenant"`
-	Pool          string     `json:"pool"`
-	TenantImage   string     `json:"tenant_image"`
-	Region        string     `json:"region"`
-	State         string     `json:"state"`
-	Reason        string     `json:"reason"`
-	QueuePosition int        `json:"queue_position"`
-	MachineID     string     `json:"machine_id"`
-	Repo          string     `json:"repo"`
-	Branch        string     `json:"branch"`
-	SessionBranch string     `json:"session_branch"`
-	Mode          string     `json:"mode"`
-	CreatedAt     *time.Time `json:"created_at"`
-	ReadyAt       *time.Time `json:"ready_at"`
-	EndedAt       *time.Time `json:"ended_at"`
-	Push          *Push      `json:"push"`
-	CostUSD       float64    `json:"cost_usd"`
-
-	// Raw is the object as the API sent it (nil for a Session built in Go).
-	Raw json.RawMessage `json:"-"`
-}
-
-// UnmarshalJSON decodes the fields and keeps the raw object in Raw.
-func (s *Session) UnmarshalJSON(b []byte) error {
-	type plain Session
-	if err := json.Unmarshal(b, (*plain)(s)); err != nil {
-		return err
-	}
-	s.Raw = keepRaw(b)
-	return nil
-}
-
-// keepRaw copies b (the decoder's buffer may be reused) unless it is null.
-func keepRaw(b []byte) json.RawMessage {
-	if t := bytes.TrimSpace(b); len(t) == 0 || string(t) == "null" {
-		return nil
-	}
-	return append(json.RawMessage(nil), b...)
-}
-
-// Push is the result of pushing a session's work when it ended.
-type Push struct {
-	Ref     string `json:"ref"`
-	Commit  string `json:"commit"`
-	OK      bool   `json:"ok"`
-	Message string `json:"message"`
-}
+// The API's JSON types are internal/api's; these names keep the client's
+// callers independent of where they are defined. Session, Pool and Tenant
+// keep the object exactly as the API sent it in Raw.
+type (
+	// Session is the API's session object. It never carries a credential.
+	Session = api.Session
+	// Push is the result of pushing a session's work when it ended.
+	Push = api.Push
+	// GitAuthor is the author of the commit a session pushes when it ends.
+	GitAuthor = api.GitAuthor
+	// Credentials travel only in the create request; hangard hands them to
+	// the session's agent and never stores them. Formatting and
+	// json.Marshal redact them; CreateSession sends the real values.
+	Credentials = api.Credentials
+	// CreateSessionRequest is the body of POST /v1/sessions.
+	CreateSessionRequest = api.CreateSessionRequest
+	// TicketRequest is the body of POST /v1/sessions/{id}/tickets.
+	TicketRequest = api.TicketRequest
+	// Ticket authorises one or more WebSocket attaches.
+	Ticket = api.Ticket
+	// Pool is one entry of GET /v1/pools.
+	Pool = api.Pool
+	// StandbyCounts counts a pool's (or tenant image's) machines.
+	StandbyCounts = api.StandbyCounts
+	// TenantImage is a tenant's own image inside a pool.
+	TenantImage = api.TenantImage
+	// Tenant is a tenant as the admin API lists it.
+	Tenant = api.Tenant
+	// CreateTenantRequest is the body of POST /v1/tenants.
+	CreateTenantRequest = api.CreateTenantRequest
+)
 
 // Session states.
 const (
@@ -85,143 +65,6 @@ const (
 
 // Terminal reports whether a session in state s will never run again.
 func Terminal(s string) bool { return s == StateEnded || s == StateFailed }
-
-// GitAuthor is the author of the commit a session pushes when it ends.
-type GitAuthor struct {
-	Name  string `json:"name"`
-	Email string `json:"email"`
-}
-
-// Credentials travel only in the create request; hangard hands them to the
-// session's agent and never stores them.
-type Credentials struct {
-	AnthropicAPIKey  string `json:"anthropic_api_key,omitempty"`
-	ClaudeOAuthToken string `json:"claude_oauth_token,omitempty"`
-	GitToken         string `json:"git_token,omitempty"`
-}
-
-// Empty reports whether no credential is set.
-func (c *Credentials) Empty() bool {
-	return c == nil || (c.AnthropicAPIKey == "" && c.ClaudeOAuthToken == "" && c.GitToken == "")
-}
-
-// CreateSessionRequest is the body of POST /v1/sessions.
-type CreateSessionRequest struct {
-	Pool          string            `json:"pool"`
-	TenantImage   string            `json:"tenant_image,omitempty"`
-	Region        string            `json:"region,omitempty"`
-	Repo          string            `json:"repo,omitempty"`
-	Branch        string            `json:"branch,omitempty"`
-	SessionBranch string            `json:"session_branch,omitempty"`
-	Mode          string            `json:"mode,omitempty"`
-	Command       []string          `json:"command,omitempty"`
-	Env           map[string]string `json:"env,omitempty"`
-	Cols          int               `json:"cols,omitempty"`
-	Rows          int               `json:"rows,omitempty"`
-	GitAuthor     *GitAuthor        `json:"git_author,omitempty"`
-	Credentials   *Credentials      `json:"credentials,omitempty"`
-}
-
-// TicketRequest is the body of POST /v1/sessions/{id}/tickets.
-type TicketRequest struct {
-	Role string `json:"role,omitempty"`
-	// TTL is a Go duration string such as "60s" or "24h".
-	TTL  string `json:"ttl,omitempty"`
-	Uses int    `json:"uses,omitempty"`
-}
-
-// Ticket authorises one or more WebSocket attaches (browsers cannot set
-// headers on a WebSocket).
-type Ticket struct {
-	Ticket    string     `json:"ticket"`
-	Role      string     `json:"role"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	URL       string     `json:"url,omitempty"`
-}
-
-// Pool is one entry of GET /v1/pools.
-type Pool struct {
-	Name         string        `json:"name"`
-	AppName      string        `json:"app_name"`
-	Regions      []string      `json:"regions"`
-	Image        string        `json:"image"`
-	MinStandby   int           `json:"min_standby"`
-	MaxMachines  int           `json:"max_machines"`
-	Machines     int           `json:"machines"`
-	StandbyMode  string        `json:"standby_mode"`
-	IdleTimeout  string        `json:"idle_timeout"`
-	SessionTTL   string        `json:"session_ttl"`
-	Draining     bool          `json:"draining"`
-	Standby      StandbyCounts `json:"standby"`
-	TenantImages []TenantImage `json:"tenant_images"`
-
-	// Raw is the object as the API sent it (nil for a Pool built in Go).
-	Raw json.RawMessage `json:"-"`
-}
-
-// UnmarshalJSON decodes the fields and keeps the raw object in Raw.
-func (p *Pool) UnmarshalJSON(b []byte) error {
-	type plain Pool
-	if err := json.Unmarshal(b, (*plain)(p)); err != nil {
-		return err
-	}
-	p.Raw = keepRaw(b)
-	return nil
-}
-
-// StandbyCounts counts a pool's (or tenant image's) machines.
-type StandbyCounts struct {
-	// Total is the number of standby machines, ByState the same by Fly state.
-	Total   int            `json:"total"`
-	ByState map[string]int `json:"by_state"`
-	// Stale standbys were made from an older spec and are being replaced.
-	Stale int `json:"stale"`
-	// Sessions is the number of machines running a session.
-	Sessions int `json:"sessions"`
-}
-
-// TenantImage is a tenant's own image inside a pool.
-type TenantImage struct {
-	Name       string        `json:"name"`
-	Tenant     string        `json:"tenant"`
-	Image      string        `json:"image"`
-	MinStandby int           `json:"min_standby"`
-	Draining   bool          `json:"draining"`
-	Standby    StandbyCounts `json:"standby"`
-}
-
-// Tenant is a tenant as the admin API lists it.
-type Tenant struct {
-	ID                 string     `json:"id"`
-	Name               string     `json:"name"`
-	Pools              []string   `json:"pools"`
-	MaxSessions        int        `json:"max_sessions"`
-	MaxSessionDuration string     `json:"max_session_duration"`
-	CreatedAt          *time.Time `json:"created_at"`
-	// APIKey is set only in the answers to create and rotate: it is shown once.
-	APIKey string `json:"api_key,omitempty"`
-
-	// Raw is the object as the API sent it (nil for a Tenant built in Go).
-	Raw json.RawMessage `json:"-"`
-}
-
-// UnmarshalJSON decodes the fields and keeps the raw object in Raw.
-func (t *Tenant) UnmarshalJSON(b []byte) error {
-	type plain Tenant
-	if err := json.Unmarshal(b, (*plain)(t)); err != nil {
-		return err
-	}
-	t.Raw = keepRaw(b)
-	return nil
-}
-
-// CreateTenantRequest is the body of POST /v1/tenants.
-type CreateTenantRequest struct {
-	Name               string   `json:"name"`
-	Pools              []string `json:"pools,omitempty"`
-	MaxSessions        int      `json:"max_sessions,omitempty"`
-	MaxSessionDuration string   `json:"max_session_duration,omitempty"`
-}
 
 // APIError is an error answer of the API: {"error":{"code","message"}}.
 type APIError struct {
@@ -352,12 +195,7 @@ func (c *Client) do(ctx context.Context, method, p string, q url.Values, in, out
 // excerpt of a body that is not the API's JSON error shape.
 func decodeError(resp *http.Response, body []byte) *APIError {
 	e := &APIError{StatusCode: resp.StatusCode}
-	var env struct {
-		Error *struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var env api.ErrorBody
 	if json.Unmarshal(body, &env) == nil && env.Error != nil {
 		e.Code, e.Message = env.Error.Code, env.Error.Message
 	} else {
@@ -387,8 +225,12 @@ func sessionPath(id string) (string, error) {
 // CreateSession records a session claim (POST /v1/sessions); the answer comes
 // at once, usually in state pending.
 func (c *Client) CreateSession(ctx context.Context, req CreateSessionRequest) (*Session, error) {
+	body, err := api.EncodeCreateSessionRequest(&req)
+	if err != nil {
+		return nil, fmt.Errorf("create session: encode request: %w", err)
+	}
 	var s Session
-	if err := c.do(ctx, http.MethodPost, "/v1/sessions", nil, req, &s); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v1/sessions", nil, json.RawMessage(body), &s); err != nil {
 		return nil, fmt.Errorf("create session: %w", err)
 	}
 	return &s, nil
