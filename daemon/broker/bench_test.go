@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -77,5 +79,54 @@ func BenchmarkIdleStreams(b *testing.B) {
 		b.ReportMetric(float64(bh-dh)/n, "heapB/stream")
 		b.ReportMetric(float64(bs-ds)/n, "stackB/stream")
 		b.ReportMetric(float64(bg-dg)/n, "goroutines/stream")
+	}
+}
+
+// BenchmarkOutput measures the agent→client splice: a read-only client
+// replays 8 MiB of pty output (32 KiB agent frames) through the broker per
+// iteration. Allocations count the whole process (client, fake agent and
+// broker), so compare them between versions of the broker.
+func BenchmarkOutput(b *testing.B) {
+	const total = 8 << 20
+	h := newHarness(b, false, nil)
+	h.agent.mu.Lock()
+	h.agent.chunk = 32 << 10
+	h.agent.mu.Unlock()
+	h.agent.emit(bytes.Repeat([]byte("0123456789abcdef"), total/16))
+	url := "ws" + strings.TrimPrefix(h.srv.URL, "http")
+	buf := make([]byte, 64<<10)
+	b.SetBytes(total)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{wire.SubprotocolPTY}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Write(ctx, websocket.MessageText, wire.MustEncode(&wire.Attach{From: 0, Role: wire.RoleReader})); err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for got < total {
+			typ, r, err := c.Reader(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for {
+				n, err := r.Read(buf)
+				if typ == websocket.MessageBinary {
+					got += n
+				}
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		_ = c.CloseNow()
+		cancel()
 	}
 }
