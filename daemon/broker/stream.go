@@ -39,11 +39,13 @@ type stream struct {
 
 	ctx    context.Context // ends with the stream, the parent, or the client
 	cancel context.CancelFunc
-	// cctx bounds client writes. It is not s.ctx: cancelling a context
-	// closes a coder/websocket connection if a write with it has not quite
-	// returned, which would cut the graceful close that follows a shutdown.
-	cctx    context.Context
-	ccancel context.CancelFunc
+	// Client writes take no cancellable context: with one, coder/websocket
+	// registers (and allocates) a context callback on every frame, and
+	// cancelling it closes the connection if a write has not quite returned,
+	// which would cut the graceful close that follows a shutdown. A client
+	// write that blocks too long once the stream ends is cut by closing the
+	// client instead, unless the closing handshake has begun (closing).
+	closing atomic.Bool
 
 	att wire.Attach // the client's attach, role forced
 
@@ -135,8 +137,6 @@ func (s *stream) run(parent context.Context) {
 	}
 	s.ctx, s.cancel = context.WithCancel(parent)
 	defer s.cancel()
-	s.cctx, s.ccancel = context.WithCancel(context.Background())
-	defer s.ccancel()
 
 	var cr *closeReq
 	aside(func() { cr = s.readAttach() })
@@ -165,7 +165,11 @@ func (s *stream) run(parent context.Context) {
 		// The parent ended or the client left: end the agent hop so that run,
 		// blocked reading it, returns; a client write that blocks run for
 		// long is cut off.
-		t := time.AfterFunc(5*time.Second, s.ccancel)
+		t := time.AfterFunc(5*time.Second, func() {
+			if !s.closing.Load() {
+				_ = s.client.CloseNow()
+			}
+		})
 		if c := s.agent.Load(); c != nil {
 			_ = c.Close(websocket.StatusNormalClosure, "detached")
 		}
@@ -186,6 +190,7 @@ func (s *stream) run(parent context.Context) {
 	}()
 
 	cr = s.serve(unlock)
+	s.closing.Store(true)
 	switch {
 	case s.clientGone.Load():
 		_ = s.client.CloseNow()
@@ -377,7 +382,7 @@ func validateAttach(a *wire.Attach) string {
 // progress forwards WaitReady's updates as state frames.
 func (s *stream) progress(state, detail string, queuePosition int) {
 	b := wire.MustEncode(&wire.State{State: state, Detail: detail, QueuePosition: queuePosition})
-	if err := s.client.Write(s.cctx, websocket.MessageText, b); err == nil {
+	if err := s.client.Write(context.Background(), websocket.MessageText, b); err == nil {
 		s.hookBytes(true, len(b))
 	}
 }
@@ -386,7 +391,7 @@ func (s *stream) progress(state, detail string, queuePosition int) {
 // slow, which stops the agent-hop reads (backpressure through TCP).
 func (s *stream) writeClient(typ websocket.MessageType, b []byte) error {
 	s.writing.Add(1)
-	err := s.client.Write(s.cctx, typ, b)
+	err := s.client.Write(context.Background(), typ, b)
 	s.writing.Add(-1)
 	if err != nil {
 		s.clientGone.Store(true)
@@ -585,14 +590,14 @@ func (s *stream) handleClientFrame(typ websocket.MessageType, b []byte) bool {
 			case wire.TypePing:
 				var p wire.Ping
 				if decodeInto(b, &p) {
-					_ = s.client.Write(s.cctx, websocket.MessageText, wire.MustEncode(&wire.Pong{TS: p.TS}))
+					_ = s.client.Write(context.Background(), websocket.MessageText, wire.MustEncode(&wire.Pong{TS: p.TS}))
 				}
 				return true
 			case wire.TypePong:
 				return true
 			case wire.TypeAttach:
 				e := wire.MustEncode(&wire.Error{Code: wire.ErrCodeBadRequest, Message: "already attached"})
-				_ = s.client.Write(s.cctx, websocket.MessageText, e)
+				_ = s.client.Write(context.Background(), websocket.MessageText, e)
 				return true
 			case wire.TypeResize:
 				var r wire.Resize
@@ -642,7 +647,7 @@ func (s *stream) keepalive() {
 	// client's data would only hold this timer goroutine.
 	// A client that cannot take a small frame for two intervals is gone.
 	if s.writing.Load() == 0 {
-		ctx, cancel := context.WithTimeout(s.cctx, 2*s.b.cfg.PingInterval)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*s.b.cfg.PingInterval)
 		_ = s.client.Write(ctx, websocket.MessageText, ping)
 		cancel()
 	}
