@@ -113,12 +113,43 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.T
 // checked before a ticket is redeemed, so that a refused attach spends no
 // use of it; a ticket for another session spends nothing either.
 func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	// The checks and the upgrade run on a short-lived goroutine: their deep
+	// calls (auth, store, handshake) would otherwise grow this goroutine's
+	// stack, and Go keeps a grown stack for as long as the stream stays
+	// attached — about 8 KiB per idle stream. This goroutine only serves.
+	type accepted struct {
+		c      *websocket.Conn
+		target broker.Target
+	}
+	done := make(chan *accepted, 1)
+	go func() {
+		c, t, ok := s.acceptAttach(w, r)
+		if !ok {
+			done <- nil
+			return
+		}
+		done <- &accepted{c: c, target: t}
+	}()
+	a := <-done
+	if a == nil {
+		return
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.Attachments.Inc()
+		defer s.cfg.Metrics.Attachments.Dec()
+	}
+	s.cfg.Broker.Serve(r.Context(), a.c, a.target)
+}
+
+// acceptAttach does attach's checks and the WebSocket upgrade; ok is false
+// when it has answered the request with an error.
+func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocket.Conn, broker.Target, bool) {
 	ctx := r.Context()
 	id := r.PathValue("id")
 	q := r.URL.Query()
 	if !s.originAllowed(r) {
 		writeError(w, http.StatusForbidden, "forbidden_origin", "WebSocket origin not allowed")
-		return
+		return nil, broker.Target{}, false
 	}
 	askRO := false
 	switch want := q.Get("role"); want {
@@ -127,7 +158,7 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		askRO = true // one may always ask for less
 	default:
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("role %q: want rw or ro", want))
-		return
+		return nil, broker.Target{}, false
 	}
 	var tenantID, role string
 	if tk := q.Get("ticket"); tk != "" {
@@ -137,7 +168,7 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 				s.log.Error("use ticket", "error", err)
 			}
 			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid, expired or used ticket")
-			return
+			return nil, broker.Target{}, false
 		}
 		tenantID, role = t.TenantID, t.Role
 	} else {
@@ -145,7 +176,7 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="hangar"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid API key or ticket")
-			return
+			return nil, broker.Target{}, false
 		}
 		tenantID, role = t.ID, string(wire.RoleWriter)
 	}
@@ -155,11 +186,11 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	ss, err := s.cfg.Sessions.Get(ctx, tenantID, id)
 	if err != nil {
 		s.fail(w, err)
-		return
+		return nil, broker.Target{}, false
 	}
 	if !ss.State.Live() || ss.State == store.StateEnding {
 		writeError(w, http.StatusConflict, "wrong_state", fmt.Sprintf("session %s is %s", ss.ID, ss.State))
-		return
+		return nil, broker.Target{}, false
 	}
 	sub := wire.SubprotocolPTY
 	if ss.Mode == "jsonl" {
@@ -167,10 +198,10 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	}
 	if offered := websocketProtocols(r); len(offered) > 0 && !contains(offered, sub) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("session %s is in %s mode: offer the subprotocol %s", ss.ID, ss.Mode, sub))
-		return
+		return nil, broker.Target{}, false
 	} else if len(offered) == 0 && sub != wire.SubprotocolPTY {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("session %s is in %s mode: offer the subprotocol %s", ss.ID, ss.Mode, sub))
-		return
+		return nil, broker.Target{}, false
 	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols: []string{sub},
@@ -179,13 +210,9 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		s.log.Debug("accept attach", "session", id, "error", err)
-		return
+		return nil, broker.Target{}, false
 	}
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.Attachments.Inc()
-		defer s.cfg.Metrics.Attachments.Dec()
-	}
-	s.cfg.Broker.Serve(ctx, c, broker.Target{SessionID: id, Role: role, WaitReady: s.waitReady(id)})
+	return c, broker.Target{SessionID: id, Role: role, WaitReady: s.waitReady(id)}, true
 }
 
 func websocketProtocols(r *http.Request) []string {
