@@ -18,7 +18,7 @@ ours() {
     q="${p#/proc/}"
     [ "$q" = "$$" ] && continue
     cwd="$(readlink "$p/cwd" 2>/dev/null || true)"
-    if [[ "$cwd" == "$DIR"* ]] || tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$DIR/"; then
+    if [[ "$cwd" == "$DIR"* ]] || [[ "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" == *"$DIR/"* ]]; then
       printf ' %s' "$q"
     fi
   done
@@ -51,7 +51,10 @@ done
 sid="$(sed -n 's/^demo ready: //p' "$DIR/ready")"
 grep -q "hangar --env-file .* attach $sid" "$DIR/demo.out" || fail "the demo did not print the attach command"
 grep -q "/#key=" "$DIR/demo.out" || fail "the demo did not print the web terminal URL"
-"${HANGAR_BIN_DIR:-$ROOT/bin}/hangar" --env-file "$DIR/data" sessions show "$sid" | grep -q 'state:.*ready' || fail "session $sid is not ready"
+# Captured first: under pipefail, `| grep -q` fails when its early exit
+# makes the writer die of SIGPIPE.
+show="$("${HANGAR_BIN_DIR:-$ROOT/bin}/hangar" --env-file "$DIR/data" sessions show "$sid")" || fail "hangar sessions show $sid failed"
+[[ "$show" =~ state:[^$'\n']*ready ]] || fail "session $sid is not ready: $show"
 echo "demo-test: demo ready with session $sid; sending Ctrl-C"
 
 kill -INT -- "-$pid"

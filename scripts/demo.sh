@@ -66,7 +66,7 @@ reap_dir() {
       pid="${p#/proc/}"
       [ "$pid" = "$$" ] && continue
       cwd="$(readlink "$p/cwd" 2>/dev/null || true)"
-      if [[ "$cwd" == "$dir"* ]] || tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$dir/"; then
+      if [[ "$cwd" == "$dir"* ]] || [[ "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" == *"$dir/"* ]]; then
         left+=" $pid"
       fi
     done
@@ -158,7 +158,9 @@ terraform -chdir="$DEMO/tf" apply -auto-approve -input=false -no-color >"$DEMO/t
 
 # --- a session on the demo repository ----------------------------------------
 for _ in $(seq 1 100); do
-  "${HANGAR[@]}" pools ls --output json 2>/dev/null | grep -q "\"name\": \"$POOL\"" && break
+  # (matched on captured output: under pipefail, grep -q's early exit would
+  # fail the pipeline through the writer's SIGPIPE)
+  [[ "$("${HANGAR[@]}" pools ls --output json 2>/dev/null)" == *"\"name\": \"$POOL\""* ]] && break
   sleep 0.2
 done
 CMD=()
