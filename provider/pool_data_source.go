@@ -74,7 +74,7 @@ func (d *poolDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 		MarkdownDescription: "The live view of a hangar pool, read from Fly on every refresh: standby machines by state and region, session machines and totals " +
 			"(tenant images included), plus the spec stored on the pool's template. Use it in checks or outputs; these counts change as the daemon claims and refills standbys.",
 		Attributes: map[string]schema.Attribute{
-			"name":                schema.StringAttribute{Required: true, Description: nameD, MarkdownDescription: nameM, Validators: []validator.String{nameValidator{}}},
+			"name":                schema.StringAttribute{Required: true, Description: nameD, MarkdownDescription: nameM, Validators: []validator.String{nameValidator()}},
 			"app_name":            schema.StringAttribute{Optional: true, Computed: true, Description: appD, MarkdownDescription: appM},
 			"template_machine_id": str("ID of the pool's template machine.", true),
 			"spec_hash":           str("Spec hash of the pool's template (see `hangar_pool.spec_hash`).", true),

@@ -60,21 +60,12 @@ func (r *poolResource) Configure(_ context.Context, req resource.ConfigureReques
 	r.data = configureData(req.ProviderData, &resp.Diagnostics)
 }
 
-// md returns a schema description pair.
-func md(s string) (string, string) { return stripMarkdown(s), s }
-
 func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	attrs := map[string]schema.Attribute{}
 	add := func(name string, a schema.Attribute) { attrs[name] = a }
-	d, m := md("The pool name, referenced as `pool` by `hangar_tenant_image` and by API clients in `POST /v1/sessions`. Lowercase letters, digits and dashes. Changing it replaces the pool. It is also the import ID.")
-	add("name", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-		Validators:    []validator.String{nameValidator{}}})
-	d, m = md("Name of the Fly app that holds the pool's machines, for example `hangar-default`. Fly app names are global: pick one nobody else uses. The provider creates the app, unless `adopt_app = true`. Changing it replaces the pool.")
-	add("app_name", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-		Validators:    []validator.String{nameValidator{}}})
-	d, m = md("Use an existing Fly app named `app_name` instead of creating one. An adopted app is left in place when the pool is destroyed; only hangar's machines are removed. Default `false`.")
+	add("name", nameAttribute("The pool name, referenced as `pool` by `hangar_tenant_image` and by API clients in `POST /v1/sessions`. Lowercase letters, digits and dashes. Changing it replaces the pool. It is also the import ID."))
+	add("app_name", nameAttribute("Name of the Fly app that holds the pool's machines, for example `hangar-default`. Fly app names are global: pick one nobody else uses. The provider creates the app, unless `adopt_app = true`. Changing it replaces the pool."))
+	d, m := md("Use an existing Fly app named `app_name` instead of creating one. An adopted app is left in place when the pool is destroyed; only hangar's machines are removed. Default `false`.")
 	add("adopt_app", schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), Description: d, MarkdownDescription: m})
 	d, m = md("Slug of the Fly organization the app is created in. Defaults to the provider's `org`. Changing it replaces the pool.")
 	add("org", schema.StringAttribute{Optional: true, Computed: true, Description: d, MarkdownDescription: m,
@@ -82,19 +73,14 @@ func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 	d, m = md("Name of an isolated 6PN private network for the app, so worker machines cannot reach the organization's other apps. Omit to use the organization's default network. Changing it replaces the pool.")
 	add("network", schema.StringAttribute{Optional: true, Description: d, MarkdownDescription: m,
 		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-		Validators:    []validator.String{nameValidator{}}})
+		Validators:    []validator.String{nameValidator()}})
 	d, m = md("Fly regions to keep standby machines in, for example `[\"iad\", \"ams\"]` (three-letter region codes). When a region has no capacity, a claim tries the next one in this order. The template machine lives in the first region.")
 	add("regions", schema.ListAttribute{Required: true, ElementType: types.StringType, Description: d, MarkdownDescription: m,
-		Validators: []validator.List{listvalidator.SizeAtLeast(1), listvalidator.UniqueValues(), listvalidator.ValueStringsAre(regionValidator{})}})
-	d, m = md("Default worker image, for example `registry.fly.io/hangar-worker:1.0.0`. It must run `hangar-agent` (see `workerimage/`). Changing it rolls the standbys onto the new image.")
-	add("image", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		Validators: []validator.String{notBlankValidator{}}})
+		Validators: []validator.List{listvalidator.SizeAtLeast(1), listvalidator.UniqueValues(), listvalidator.ValueStringsAre(regionValidator())}})
+	add("image", imageAttribute("Default worker image, for example `registry.fly.io/hangar-worker:1.0.0`. It must run `hangar-agent` (see `workerimage/`). Changing it rolls the standbys onto the new image."))
 	add("guest", guestSchema(false))
-	d, m = md("Non-secret environment variables for every worker machine, for example `{ LOG_LEVEL = \"info\" }`. Values are stored in plain text in Fly machine configs and in Terraform state: never put credentials here. `HANGAR_AGENT_PORT` and `HANGAR_BROKER_PUBLIC_KEY` are set by hangar and cannot be overridden.")
-	add("env", schema.MapAttribute{Optional: true, ElementType: types.StringType, Description: d, MarkdownDescription: m})
-	d, m = md("Standby machines to keep per region for the default image. The provider creates them on apply; at run time the hangar daemon tops them up after claims. `min_standby` × regions, summed with the pool's tenant images, must not exceed `max_machines`. Default `1`.")
-	add("min_standby", schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(1), Description: d, MarkdownDescription: m,
-		Validators: []validator.Int64{int64validator.AtLeast(0)}})
+	add("env", envAttribute("Non-secret environment variables for every worker machine, for example `{ LOG_LEVEL = \"info\" }`. Values are stored in plain text in Fly machine configs and in Terraform state: never put credentials here. `HANGAR_AGENT_PORT` and `HANGAR_BROKER_PUBLIC_KEY` are set by hangar and cannot be overridden."))
+	add("min_standby", minStandbyAttribute("Standby machines to keep per region for the default image. The provider creates them on apply; at run time the hangar daemon tops them up after claims. `min_standby` × regions, summed with the pool's tenant images, must not exceed `max_machines`. Default `1`."))
 	d, m = md("Upper bound on the pool's machines: every standby and session machine, tenant images included. Sessions beyond it queue. Default `10`.")
 	add("max_machines", schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(10), Description: d, MarkdownDescription: m,
 		Validators: []validator.Int64{int64validator.AtLeast(1)}})
@@ -103,26 +89,20 @@ func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 		Validators: []validator.String{stringvalidator.OneOf(string(pool.StandbyStop), string(pool.StandbySuspend))}})
 	d, m = md("A session with no input and no attached client for this long is ended (work pushed, machine destroyed). A Go duration such as `15m` or `1h30m`. Default `15m`.")
 	add("idle_timeout", schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("15m"), Description: d, MarkdownDescription: m,
-		Validators: []validator.String{durationValidator{}}})
+		Validators: []validator.String{durationValidator()}})
 	d, m = md("Maximum lifetime of a session, after which it is ended like an idle one. A Go duration such as `4h`. Default `4h`.")
 	add("session_ttl", schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("4h"), Description: d, MarkdownDescription: m,
-		Validators: []validator.String{durationValidator{}}})
+		Validators: []validator.String{durationValidator()}})
 	d, m = md("TCP port `hangar-agent` listens on inside worker machines (passed as `HANGAR_AGENT_PORT`); the daemon dials it over the private network. Default `8080`.")
 	add("agent_port", schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(pool.DefaultAgentPort), Description: d, MarkdownDescription: m,
 		Validators: []validator.Int64{int64validator.Between(1, 65535)}})
 	d, m = md("The hangar daemon's broker public key (standard base64 of the 32-byte ed25519 key, as printed by `hangard keygen`); agents accept only tokens signed by it. During a key rotation, give both keys comma-separated. Defaults to the `HANGAR_BROKER_PUBLIC_KEY` environment variable. Changing it rolls the standbys.")
 	add("broker_public_key", schema.StringAttribute{Optional: true, Computed: true, Description: d, MarkdownDescription: m,
-		Validators: []validator.String{brokerKeyValidator{}}})
-	d, m = md("Destroy the pool even while session machines are running (their sessions end without pushing work). With `false` (the default) destroy refuses and lists the running sessions.")
-	add("force_destroy", schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), Description: d, MarkdownDescription: m})
-	d, m = md("The pool's ID: its name.")
-	add("id", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
-	d, m = md("ID of the Fly machine that stores the pool's spec (the *template*, never started). Standbys are cloned from its config.")
-	add("template_machine_id", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
-	d, m = md("Hash of the parts of the spec that go into a standby (image, guest, env, agent port, broker keys, standby mode). Every standby carries the hash of the spec it was cloned from in its `hangar_spec` metadata; standbys with another hash are stale and get replaced. Shown as unknown in a plan when the provider will repair the pool (a template or standby destroyed outside Terraform, or stale standbys).")
-	add("spec_hash", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m})
+		Validators: []validator.String{brokerKeyValidator()}})
+	add("force_destroy", forceDestroyAttribute("Destroy the pool even while session machines are running (their sessions end without pushing work). With `false` (the default) destroy refuses and lists the running sessions."))
+	add("id", stableComputedAttribute("The pool's ID: its name."))
+	add("template_machine_id", stableComputedAttribute("ID of the Fly machine that stores the pool's spec (the *template*, never started). Standbys are cloned from its config."))
+	add("spec_hash", computedAttribute("Hash of the parts of the spec that go into a standby (image, guest, env, agent port, broker keys, standby mode). Every standby carries the hash of the spec it was cloned from in its `hangar_spec` metadata; standbys with another hash are stale and get replaced. Shown as unknown in a plan when the provider will repair the pool (a template or standby destroyed outside Terraform, or stale standbys)."))
 
 	resp.Schema = schema.Schema{
 		Description: "A hangar worker pool: a Fly app with a template machine holding the declared spec and warm standby machines cloned from it.",

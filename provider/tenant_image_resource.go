@@ -7,15 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
@@ -66,44 +61,24 @@ func (r *tenantImageResource) Configure(_ context.Context, req resource.Configur
 func (r *tenantImageResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	attrs := map[string]schema.Attribute{}
 	add := func(name string, a schema.Attribute) { attrs[name] = a }
-	d, m := md("Tenant image name, unique within the pool; API clients pick it with `tenant_image` in `POST /v1/sessions`. Lowercase letters, digits and dashes. Changing it replaces the tenant image.")
-	add("name", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-		Validators:    []validator.String{nameValidator{}}})
-	d, m = md("Name of the `hangar_pool` this image belongs to (use `hangar_pool.<x>.name` so Terraform creates the pool first). The tenant image's machines live in the pool's app, inherit its regions, standby mode, timeouts, agent port and broker key, and count against its `max_machines`. Changing it replaces the tenant image.")
-	add("pool", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-		Validators:    []validator.String{nameValidator{}}})
-	d, m = md("Name of the hangar tenant (as created with `POST /v1/tenants`) allowed to start sessions on this image.")
+	add("name", nameAttribute("Tenant image name, unique within the pool; API clients pick it with `tenant_image` in `POST /v1/sessions`. Lowercase letters, digits and dashes. Changing it replaces the tenant image."))
+	add("pool", nameAttribute("Name of the `hangar_pool` this image belongs to (use `hangar_pool.<x>.name` so Terraform creates the pool first). The tenant image's machines live in the pool's app, inherit its regions, standby mode, timeouts, agent port and broker key, and count against its `max_machines`. Changing it replaces the tenant image."))
+	d, m := md("Name of the hangar tenant (as created with `POST /v1/tenants`) allowed to start sessions on this image.")
 	add("tenant", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		Validators: []validator.String{tenantValidator{}}})
-	d, m = md("Worker image for this tenant, for example `registry.fly.io/acme-worker:2.3`; it must run `hangar-agent`. A reference with a digest (`…@sha256:…`) is used as is and its digest is reported in `image_digest`; a tag is kept as given (no registry is queried). Changing it rolls this image's standbys.")
-	add("image", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
-		Validators: []validator.String{notBlankValidator{}}})
+		Validators: []validator.String{tenantValidator()}})
+	add("image", imageAttribute("Worker image for this tenant, for example `registry.fly.io/acme-worker:2.3`; it must run `hangar-agent`. A reference with a digest (`…@sha256:…`) is used as is and its digest is reported in `image_digest`; a tag is kept as given (no registry is queried). Changing it rolls this image's standbys."))
 	add("guest", guestSchema(true))
-	d, m = md("Non-secret environment variables set on top of the pool's `env` for this image's machines. Never put credentials here.")
-	add("env", schema.MapAttribute{Optional: true, ElementType: types.StringType, Description: d, MarkdownDescription: m})
-	d, m = md("Standby machines to keep per pool region for this image. Counts against the pool's `max_machines` together with the pool's own `min_standby`. Default `1`.")
-	add("min_standby", schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(1), Description: d, MarkdownDescription: m,
-		Validators: []validator.Int64{int64validator.AtLeast(0)}})
-	d, m = md("Destroy the tenant image even while session machines started from it are running. Only its template and standby machines are destroyed: " +
-		"the running sessions are left to end on their own (they keep their machines until they finish, idle out or reach `session_ttl`), " +
-		"but no new session can start on this image. With `false` (the default) destroy refuses and lists the running sessions. " +
-		"To end them as well, end the sessions through the hangar daemon (`DELETE /v1/sessions/{id}`) or destroy the pool with its own `force_destroy`.")
-	add("force_destroy", schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false), Description: d, MarkdownDescription: m})
-	d, m = md("The tenant image's ID: `<pool>/<name>`, also the import ID.")
-	add("id", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
-	d, m = md("The Fly app of the pool.")
-	add("app_name", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
-	d, m = md("ID of the template machine holding this image's spec.")
-	add("template_machine_id", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m,
-		PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}})
-	d, m = md("Digest of the image as Fly reports it, when the reference carries one; null when the image is referenced by tag only.")
-	add("image_digest", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m})
-	d, m = md("Hash of the spec this image's standbys are built from (see `hangar_pool.spec_hash`); it also changes when the pool's inherited settings change.")
-	add("spec_hash", schema.StringAttribute{Computed: true, Description: d, MarkdownDescription: m})
+	add("env", envAttribute("Non-secret environment variables set on top of the pool's `env` for this image's machines. Never put credentials here."))
+	add("min_standby", minStandbyAttribute("Standby machines to keep per pool region for this image. Counts against the pool's `max_machines` together with the pool's own `min_standby`. Default `1`."))
+	add("force_destroy", forceDestroyAttribute("Destroy the tenant image even while session machines started from it are running. Only its template and standby machines are destroyed: "+
+		"the running sessions are left to end on their own (they keep their machines until they finish, idle out or reach `session_ttl`), "+
+		"but no new session can start on this image. With `false` (the default) destroy refuses and lists the running sessions. "+
+		"To end them as well, end the sessions through the hangar daemon (`DELETE /v1/sessions/{id}`) or destroy the pool with its own `force_destroy`."))
+	add("id", stableComputedAttribute("The tenant image's ID: `<pool>/<name>`, also the import ID."))
+	add("app_name", stableComputedAttribute("The Fly app of the pool."))
+	add("template_machine_id", stableComputedAttribute("ID of the template machine holding this image's spec."))
+	add("image_digest", computedAttribute("Digest of the image as Fly reports it, when the reference carries one; null when the image is referenced by tag only."))
+	add("spec_hash", computedAttribute("Hash of the spec this image's standbys are built from (see `hangar_pool.spec_hash`); it also changes when the pool's inherited settings change."))
 	resp.Schema = schema.Schema{
 		Description: "A tenant image: a second template (and its standbys) in a hangar pool's app, with its own image and optional guest and env overrides, for one tenant.",
 		MarkdownDescription: "A tenant image: a second *template* machine, with its own standbys, inside a `hangar_pool`'s Fly app. It runs a tenant-specific worker image " +

@@ -9,12 +9,16 @@ import (
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
-// stringCheck is a string validator built from a check function.
+// stringCheck is a string validator built from a check function: every
+// string validator of the provider has this one shape, so each is a
+// constructor filling in its description, diagnostic title and check.
 type stringCheck struct {
 	desc  string
 	title string
 	check func(string) error
 }
+
+var _ validator.String = stringCheck{}
 
 func (v stringCheck) Description(context.Context) string         { return v.desc }
 func (v stringCheck) MarkdownDescription(context.Context) string { return v.desc }
@@ -28,34 +32,23 @@ func (v stringCheck) ValidateString(_ context.Context, req validator.StringReque
 	}
 }
 
-type nameValidator struct{}
-
-func (nameValidator) Description(context.Context) string {
-	return "lowercase letters, digits and dashes, starting with a letter or digit, at most 63 characters"
-}
-func (v nameValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
-func (nameValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	stringCheck{title: "Invalid Name", check: pool.ValidateName}.ValidateString(ctx, req, resp)
-}
-
-type regionValidator struct{}
-
-func (regionValidator) Description(context.Context) string {
-	return "a Fly region code: three lowercase letters"
-}
-func (v regionValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
-func (regionValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	stringCheck{title: "Invalid Region", check: pool.ValidateRegion}.ValidateString(ctx, req, resp)
+// nameValidator checks pool, app, network and tenant image names.
+func nameValidator() stringCheck {
+	return stringCheck{
+		desc:  "lowercase letters, digits and dashes, starting with a letter or digit, at most 63 characters",
+		title: "Invalid Name",
+		check: pool.ValidateName,
+	}
 }
 
-type notBlankValidator struct{}
-
-func (notBlankValidator) Description(context.Context) string { return "must not be blank" }
-func (v notBlankValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
+// regionValidator checks a Fly region code.
+func regionValidator() stringCheck {
+	return stringCheck{desc: "a Fly region code: three lowercase letters", title: "Invalid Region", check: pool.ValidateRegion}
 }
-func (notBlankValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	stringCheck{title: "Invalid Image", check: func(s string) error {
+
+// notBlankValidator checks an image reference.
+func notBlankValidator() stringCheck {
+	return stringCheck{desc: "must not be blank", title: "Invalid Image", check: func(s string) error {
 		if strings.TrimSpace(s) == "" {
 			return errString("an image reference is required (for example \"registry.fly.io/hangar-worker:1.0.0\")")
 		}
@@ -63,17 +56,46 @@ func (notBlankValidator) ValidateString(ctx context.Context, req validator.Strin
 			return errString("the image reference contains whitespace")
 		}
 		return nil
-	}}.ValidateString(ctx, req, resp)
+	}}
 }
 
-type tenantValidator struct{}
-
-func (tenantValidator) Description(context.Context) string {
-	return "letters, digits, '.', '_', '@' and '-', starting with a letter or digit, at most 128 characters"
+// tenantValidator checks a hangar tenant name.
+func tenantValidator() stringCheck {
+	return stringCheck{
+		desc:  "letters, digits, '.', '_', '@' and '-', starting with a letter or digit, at most 128 characters",
+		title: "Invalid Tenant",
+		check: pool.ValidateTenant,
+	}
 }
-func (v tenantValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
-func (tenantValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	stringCheck{title: "Invalid Tenant", check: pool.ValidateTenant}.ValidateString(ctx, req, resp)
+
+// durationValidator checks a positive Go duration.
+func durationValidator() stringCheck {
+	return stringCheck{desc: "a positive Go duration such as 90s, 15m or 4h", title: "Invalid Duration", check: func(s string) error {
+		if _, err := pool.ParseDuration(s); err != nil {
+			return errString(err.Error() + ". Durations are Go duration strings: a number and a unit (ns, us, ms, s, m, h)")
+		}
+		return nil
+	}}
+}
+
+// brokerKeyValidator checks one or more comma-separated broker public keys.
+func brokerKeyValidator() stringCheck {
+	return stringCheck{
+		desc:  "one or more comma-separated ed25519 public keys, standard base64 of 32 bytes",
+		title: "Invalid Broker Public Key",
+		check: func(s string) error {
+			keys := splitKeys(s)
+			if len(keys) == 0 {
+				return errString("at least one key is required; `hangard keygen` prints one")
+			}
+			for _, k := range keys {
+				if err := pool.ValidateBrokerPublicKey(k); err != nil {
+					return errString("\"" + k + "\" is " + err.Error())
+				}
+			}
+			return nil
+		},
+	}
 }
 
 // guestValidator checks a whole guest object against Fly's machine sizes.
@@ -96,45 +118,6 @@ func (guestValidator) ValidateObject(ctx context.Context, req validator.ObjectRe
 	for _, e := range pool.ValidateGuest(g) {
 		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Guest Size", req.Path.String()+"."+e.Field+": "+e.Message+".")
 	}
-}
-
-type durationValidator struct{}
-
-func (durationValidator) Description(context.Context) string {
-	return "a positive Go duration such as 90s, 15m or 4h"
-}
-func (v durationValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
-func (durationValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	stringCheck{title: "Invalid Duration", check: func(s string) error {
-		_, err := pool.ParseDuration(s)
-		if err != nil {
-			return errString(err.Error() + ". Durations are Go duration strings: a number and a unit (ns, us, ms, s, m, h)")
-		}
-		return nil
-	}}.ValidateString(ctx, req, resp)
-}
-
-type brokerKeyValidator struct{}
-
-func (brokerKeyValidator) Description(context.Context) string {
-	return "one or more comma-separated ed25519 public keys, standard base64 of 32 bytes"
-}
-func (v brokerKeyValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-func (brokerKeyValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	stringCheck{title: "Invalid Broker Public Key", check: func(s string) error {
-		keys := splitKeys(s)
-		if len(keys) == 0 {
-			return errString("at least one key is required; `hangard keygen` prints one")
-		}
-		for _, k := range keys {
-			if err := pool.ValidateBrokerPublicKey(k); err != nil {
-				return errString("\"" + k + "\" is " + err.Error())
-			}
-		}
-		return nil
-	}}.ValidateString(ctx, req, resp)
 }
 
 type errString string
