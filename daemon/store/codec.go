@@ -39,14 +39,6 @@ func checkState(st SessionState) error {
 	return nil
 }
 
-func statesToStrings(states []SessionState) []string {
-	out := make([]string, len(states))
-	for i, s := range states {
-		out[i] = string(s)
-	}
-	return out
-}
-
 // encodeList, encodeMap and encodePush give nil for an empty value, stored
 // as NULL; the decoders give nil back for NULL, so a round trip is exact.
 func encodeList(v []string) ([]byte, error) {

@@ -140,59 +140,17 @@ func isPgUnique(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
-func jsonOrNil(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
-}
-
-func pgTimePtr(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return normTime(*t)
-}
-
-func utcPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
 // Tenants.
-
-func scanPgTenant(row rowScanner) (*Tenant, error) {
-	var t Tenant
-	var pools, keyHash []byte
-	var dur int64
-	if err := row.Scan(&t.ID, &t.Name, &pools, &t.MaxSessions, &dur, &keyHash, &t.CreatedAt); err != nil {
-		return nil, err
-	}
-	var err error
-	if t.Pools, err = decodeList(pools); err != nil {
-		return nil, fmt.Errorf("decode pools of tenant %s: %w", t.ID, err)
-	}
-	t.MaxSessionDuration = time.Duration(dur)
-	if len(keyHash) > 0 {
-		t.KeyHash = keyHash
-	}
-	t.CreatedAt = t.CreatedAt.UTC()
-	return &t, nil
-}
 
 func (s *pgStore) CreateTenant(ctx context.Context, t *Tenant) error {
 	if err := prepareTenant(t); err != nil {
 		return err
 	}
-	pools, err := encodeList(t.Pools)
+	q, args, err := insertTenant(pgDialect, t)
 	if err != nil {
-		return fmt.Errorf("create tenant %s: encode pools: %w", t.Name, err)
+		return fmt.Errorf("create tenant %s: %w", t.Name, err)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO tenants (`+tenantCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		t.ID, t.Name, jsonOrNil(pools), t.MaxSessions, int64(t.MaxSessionDuration), blobOrNil(t.KeyHash), t.CreatedAt)
+	_, err = s.pool.Exec(ctx, q, args...)
 	if isPgUnique(err) {
 		return fmt.Errorf("create tenant %s: name or key taken: %w", t.Name, ErrConflict)
 	}
@@ -203,8 +161,8 @@ func (s *pgStore) CreateTenant(ctx context.Context, t *Tenant) error {
 }
 
 func (s *pgStore) GetTenant(ctx context.Context, id string) (*Tenant, error) {
-	t, err := scanPgTenant(s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
+	t, err := scanTenant(s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = $1`, id))
+	if isNoRows(err) {
 		return nil, fmt.Errorf("tenant %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
@@ -217,8 +175,8 @@ func (s *pgStore) TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant, er
 	if len(hash) == 0 {
 		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
 	}
-	t, err := scanPgTenant(s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = $1`, hash))
-	if errors.Is(err, pgx.ErrNoRows) {
+	t, err := scanTenant(s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = $1`, hash))
+	if isNoRows(err) {
 		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
 	}
 	if err != nil {
@@ -233,15 +191,8 @@ func (s *pgStore) ListTenants(ctx context.Context) ([]*Tenant, error) {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
 	defer rows.Close()
-	var out []*Tenant
-	for rows.Next() {
-		t, err := scanPgTenant(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tenants: %w", err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanTenant)
+	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
 	return out, nil
@@ -285,39 +236,15 @@ func (s *pgStore) SetTenantKey(ctx context.Context, id string, hash []byte) erro
 
 // Sessions.
 
-func scanPgSession(row rowScanner) (*Session, error) {
-	var s Session
-	var j sessionJSON
-	var state string
-	err := row.Scan(&s.ID, &s.TenantID, &s.Pool, &s.TenantImage, &s.Region, &state, &s.Reason, &s.MachineID, &s.AppName,
-		&s.Repo, &s.Branch, &s.SessionBranch, &s.Mode, &j.command, &j.env, &s.Cols, &s.Rows,
-		&s.GitAuthorName, &s.GitAuthorEmail, &s.Owner, &s.CreatedAt, &s.ReadyAt, &s.EndedAt, &j.push, &s.CostUSD, &s.UpdatedAt)
-	if err != nil {
-		return nil, err
-	}
-	s.State = SessionState(state)
-	if err := j.decodeInto(&s); err != nil {
-		return nil, err
-	}
-	s.CreatedAt, s.UpdatedAt = s.CreatedAt.UTC(), s.UpdatedAt.UTC()
-	s.ReadyAt, s.EndedAt = utcPtr(s.ReadyAt), utcPtr(s.EndedAt)
-	return &s, nil
-}
-
 func (s *pgStore) CreateSession(ctx context.Context, sess *Session) error {
 	if err := prepareNewSession(sess); err != nil {
 		return err
 	}
-	j, err := encodeSessionJSON(sess)
+	q, args, err := insertSession(pgDialect, sess)
 	if err != nil {
 		return fmt.Errorf("create session %s: %w", sess.ID, err)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`,
-		sess.ID, sess.TenantID, sess.Pool, sess.TenantImage, sess.Region, string(sess.State), sess.Reason, sess.MachineID, sess.AppName,
-		sess.Repo, sess.Branch, sess.SessionBranch, sess.Mode, jsonOrNil(j.command), jsonOrNil(j.env), sess.Cols, sess.Rows,
-		sess.GitAuthorName, sess.GitAuthorEmail, sess.Owner, sess.CreatedAt, pgTimePtr(sess.ReadyAt),
-		pgTimePtr(sess.EndedAt), jsonOrNil(j.push), sess.CostUSD, sess.UpdatedAt)
+	_, err = s.pool.Exec(ctx, q, args...)
 	if isPgUnique(err) {
 		return fmt.Errorf("create session %s: id taken: %w", sess.ID, ErrConflict)
 	}
@@ -328,8 +255,8 @@ func (s *pgStore) CreateSession(ctx context.Context, sess *Session) error {
 }
 
 func (s *pgStore) GetSession(ctx context.Context, id string) (*Session, error) {
-	sess, err := scanPgSession(s.pool.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
+	sess, err := scanSession(s.pool.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
+	if isNoRows(err) {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
@@ -339,46 +266,14 @@ func (s *pgStore) GetSession(ctx context.Context, id string) (*Session, error) {
 }
 
 func (s *pgStore) ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) {
-	var where []string
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
-	if f.TenantID != "" {
-		where = append(where, "tenant_id = "+arg(f.TenantID))
-	}
-	if f.Owner != "" {
-		where = append(where, "owner = "+arg(f.Owner))
-	}
-	if f.Pool != "" {
-		where = append(where, "pool = "+arg(f.Pool))
-	}
-	if len(f.States) > 0 {
-		where = append(where, "state = ANY("+arg(statesToStrings(f.States))+")")
-	}
-	q := `SELECT ` + sessionCols + ` FROM sessions`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY seq"
-	if f.Limit > 0 {
-		q += " LIMIT " + arg(f.Limit)
-	}
+	q, args := listSessions(pgDialect, f)
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	defer rows.Close()
-	var out []*Session
-	for rows.Next() {
-		sess, err := scanPgSession(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list sessions: %w", err)
-		}
-		out = append(out, sess)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanSession)
+	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	return out, nil
@@ -387,8 +282,8 @@ func (s *pgStore) ListSessions(ctx context.Context, f SessionFilter) ([]*Session
 func (s *pgStore) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
 	var out *Session
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		old, err := scanPgSession(tx.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1 FOR UPDATE`, id))
-		if errors.Is(err, pgx.ErrNoRows) {
+		old, err := scanSession(tx.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1 FOR UPDATE`, id))
+		if isNoRows(err) {
 			return fmt.Errorf("session %s: %w", id, ErrNotFound)
 		}
 		if err != nil {
@@ -404,18 +299,11 @@ func (s *pgStore) UpdateSession(ctx context.Context, id string, from []SessionSt
 		if err := prepareUpdatedSession(id, old, sess); err != nil {
 			return err
 		}
-		j, err := encodeSessionJSON(sess)
+		q, args, err := updateSession(pgDialect, id, sess)
 		if err != nil {
 			return fmt.Errorf("update session %s: %w", id, err)
 		}
-		_, err = tx.Exec(ctx, `UPDATE sessions SET pool = $1, tenant_image = $2, region = $3, state = $4, reason = $5,
-			machine_id = $6, app_name = $7, repo = $8, branch = $9, session_branch = $10, mode = $11, command = $12, env = $13,
-			term_cols = $14, term_rows = $15, git_author_name = $16, git_author_email = $17, owner = $18, ready_at = $19,
-			ended_at = $20, push = $21, cost_usd = $22, updated_at = $23 WHERE id = $24`,
-			sess.Pool, sess.TenantImage, sess.Region, string(sess.State), sess.Reason,
-			sess.MachineID, sess.AppName, sess.Repo, sess.Branch, sess.SessionBranch, sess.Mode, jsonOrNil(j.command), jsonOrNil(j.env),
-			sess.Cols, sess.Rows, sess.GitAuthorName, sess.GitAuthorEmail, sess.Owner, pgTimePtr(sess.ReadyAt),
-			pgTimePtr(sess.EndedAt), jsonOrNil(j.push), sess.CostUSD, sess.UpdatedAt, id)
+		_, err = tx.Exec(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("write session %s: %w", id, err)
 		}
@@ -439,21 +327,7 @@ func (s *pgStore) CountLiveSessions(ctx context.Context, tenantID string) (int, 
 }
 
 func (s *pgStore) QueuePosition(ctx context.Context, id string) (int, error) {
-	var state string
-	var ahead int
-	err := s.pool.QueryRow(ctx, `SELECT s.state,
-			(SELECT count(*) FROM sessions o WHERE o.pool = s.pool AND o.state = $1 AND o.seq < s.seq)
-		FROM sessions s WHERE s.id = $2`, string(StatePending), id).Scan(&state, &ahead)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("session %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("queue position of session %s: %w", id, err)
-	}
-	if SessionState(state) != StatePending {
-		return 0, nil
-	}
-	return ahead + 1, nil
+	return queuePosition(s.pool.QueryRow(ctx, queuePositionQuery(pgDialect), string(StatePending), id), id)
 }
 
 // Tickets.
@@ -485,22 +359,18 @@ func (s *pgStore) UseTicket(ctx context.Context, hash []byte, sessionID string, 
 	if len(hash) == 0 || sessionID == "" {
 		return nil, fmt.Errorf("use ticket: %w", ErrTicketInvalid)
 	}
-	var t Ticket
 	// One statement: the row lock taken by UPDATE makes racing uses queue,
 	// and each re-checks uses_left after the one before it committed.
-	err := s.pool.QueryRow(ctx, `UPDATE tickets SET uses_left = uses_left - 1
+	t, err := scanTicket(s.pool.QueryRow(ctx, `UPDATE tickets SET uses_left = uses_left - 1
 		WHERE hash = $1 AND session_id = $3 AND uses_left > 0 AND expires_at > $2
-		RETURNING session_id, tenant_id, role, expires_at, uses_left`, hash, normTime(at), sessionID).
-		Scan(&t.SessionID, &t.TenantID, &t.Role, &t.ExpiresAt, &t.UsesLeft)
-	if errors.Is(err, pgx.ErrNoRows) {
+		RETURNING `+ticketReturning, hash, normTime(at), sessionID), hash)
+	if isNoRows(err) {
 		return nil, fmt.Errorf("use ticket: %w", ErrTicketInvalid)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("use ticket: %w", err)
 	}
-	t.ExpiresAt = t.ExpiresAt.UTC()
-	t.Hash = append([]byte(nil), hash...)
-	return &t, nil
+	return t, nil
 }
 
 // Daemon replicas.
@@ -522,7 +392,8 @@ func (s *pgStore) DeadDaemons(ctx context.Context, before time.Time) ([]string, 
 	if err != nil {
 		return nil, fmt.Errorf("dead daemons: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	defer rows.Close()
+	ids, err := collect(rows, scanString)
 	if err != nil {
 		return nil, fmt.Errorf("dead daemons: %w", err)
 	}
@@ -662,15 +533,11 @@ func (s *pgStore) Columns(ctx context.Context) (map[string][]string, error) {
 		return nil, fmt.Errorf("list columns: %w", err)
 	}
 	defer rows.Close()
-	out := map[string][]string{}
-	for rows.Next() {
-		var table, col string
-		if err := rows.Scan(&table, &col); err != nil {
-			return nil, fmt.Errorf("list columns: %w", err)
-		}
-		out[table] = append(out[table], col)
+	out, err := columnsByTable(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list columns: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Close releases every leader lock this store holds and closes its pool.

@@ -208,78 +208,18 @@ func parseSQLiteTime(s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-func sqliteTimePtr(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return fmtSQLiteTime(*t)
-}
-
-func parseSQLiteTimePtr(ns sql.NullString) (*time.Time, error) {
-	if !ns.Valid {
-		return nil, nil
-	}
-	t, err := parseSQLiteTime(ns.String)
-	if err != nil {
-		return nil, err
-	}
-	return &t, nil
-}
-
-// blobOrNil stores an empty value as NULL.
-func blobOrNil(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
-}
-
-func textOrNil(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return string(b)
-}
-
-type rowScanner interface{ Scan(dest ...any) error }
-
 // Tenants.
-
-const tenantCols = `id, name, pools, max_sessions, max_session_duration_ns, key_hash, created_at`
-
-func scanSQLiteTenant(row rowScanner) (*Tenant, error) {
-	var t Tenant
-	var pools, keyHash []byte
-	var dur int64
-	var created string
-	if err := row.Scan(&t.ID, &t.Name, &pools, &t.MaxSessions, &dur, &keyHash, &created); err != nil {
-		return nil, err
-	}
-	var err error
-	if t.Pools, err = decodeList(pools); err != nil {
-		return nil, fmt.Errorf("decode pools of tenant %s: %w", t.ID, err)
-	}
-	t.MaxSessionDuration = time.Duration(dur)
-	if len(keyHash) > 0 {
-		t.KeyHash = keyHash
-	}
-	if t.CreatedAt, err = parseSQLiteTime(created); err != nil {
-		return nil, err
-	}
-	return &t, nil
-}
 
 func (s *sqliteStore) CreateTenant(ctx context.Context, t *Tenant) error {
 	if err := prepareTenant(t); err != nil {
 		return err
 	}
-	pools, err := encodeList(t.Pools)
+	q, args, err := insertTenant(sqliteDialect, t)
 	if err != nil {
-		return fmt.Errorf("create tenant %s: encode pools: %w", t.Name, err)
+		return fmt.Errorf("create tenant %s: %w", t.Name, err)
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO tenants (`+tenantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			t.ID, t.Name, textOrNil(pools), t.MaxSessions, int64(t.MaxSessionDuration), blobOrNil(t.KeyHash), fmtSQLiteTime(t.CreatedAt))
+		_, err := tx.ExecContext(ctx, q, args...)
 		return err
 	})
 	if isSQLiteUnique(err) {
@@ -292,8 +232,8 @@ func (s *sqliteStore) CreateTenant(ctx context.Context, t *Tenant) error {
 }
 
 func (s *sqliteStore) GetTenant(ctx context.Context, id string) (*Tenant, error) {
-	t, err := scanSQLiteTenant(s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
+	t, err := scanTenant(s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = ?`, id))
+	if isNoRows(err) {
 		return nil, fmt.Errorf("tenant %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
@@ -306,8 +246,8 @@ func (s *sqliteStore) TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant
 	if len(hash) == 0 {
 		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
 	}
-	t, err := scanSQLiteTenant(s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = ?`, hash))
-	if errors.Is(err, sql.ErrNoRows) {
+	t, err := scanTenant(s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = ?`, hash))
+	if isNoRows(err) {
 		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
 	}
 	if err != nil {
@@ -322,15 +262,8 @@ func (s *sqliteStore) ListTenants(ctx context.Context) ([]*Tenant, error) {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
 	defer rows.Close()
-	var out []*Tenant
-	for rows.Next() {
-		t, err := scanSQLiteTenant(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tenants: %w", err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanTenant)
+	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
 	return out, nil
@@ -384,55 +317,16 @@ func (s *sqliteStore) SetTenantKey(ctx context.Context, id string, hash []byte) 
 
 // Sessions.
 
-const sessionCols = `id, tenant_id, pool, tenant_image, region, state, reason, machine_id, app_name,
-	repo, branch, session_branch, mode, command, env, term_cols, term_rows,
-	git_author_name, git_author_email, owner, created_at, ready_at, ended_at, push, cost_usd, updated_at`
-
-func scanSQLiteSession(row rowScanner) (*Session, error) {
-	var s Session
-	var j sessionJSON
-	var state, created, updated string
-	var ready, ended sql.NullString
-	err := row.Scan(&s.ID, &s.TenantID, &s.Pool, &s.TenantImage, &s.Region, &state, &s.Reason, &s.MachineID, &s.AppName,
-		&s.Repo, &s.Branch, &s.SessionBranch, &s.Mode, &j.command, &j.env, &s.Cols, &s.Rows,
-		&s.GitAuthorName, &s.GitAuthorEmail, &s.Owner, &created, &ready, &ended, &j.push, &s.CostUSD, &updated)
-	if err != nil {
-		return nil, err
-	}
-	s.State = SessionState(state)
-	if err := j.decodeInto(&s); err != nil {
-		return nil, err
-	}
-	if s.CreatedAt, err = parseSQLiteTime(created); err != nil {
-		return nil, err
-	}
-	if s.UpdatedAt, err = parseSQLiteTime(updated); err != nil {
-		return nil, err
-	}
-	if s.ReadyAt, err = parseSQLiteTimePtr(ready); err != nil {
-		return nil, err
-	}
-	if s.EndedAt, err = parseSQLiteTimePtr(ended); err != nil {
-		return nil, err
-	}
-	return &s, nil
-}
-
 func (s *sqliteStore) CreateSession(ctx context.Context, sess *Session) error {
 	if err := prepareNewSession(sess); err != nil {
 		return err
 	}
-	j, err := encodeSessionJSON(sess)
+	q, args, err := insertSession(sqliteDialect, sess)
 	if err != nil {
 		return fmt.Errorf("create session %s: %w", sess.ID, err)
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			sess.ID, sess.TenantID, sess.Pool, sess.TenantImage, sess.Region, string(sess.State), sess.Reason, sess.MachineID, sess.AppName,
-			sess.Repo, sess.Branch, sess.SessionBranch, sess.Mode, textOrNil(j.command), textOrNil(j.env), sess.Cols, sess.Rows,
-			sess.GitAuthorName, sess.GitAuthorEmail, sess.Owner, fmtSQLiteTime(sess.CreatedAt), sqliteTimePtr(sess.ReadyAt),
-			sqliteTimePtr(sess.EndedAt), textOrNil(j.push), sess.CostUSD, fmtSQLiteTime(sess.UpdatedAt))
+		_, err := tx.ExecContext(ctx, q, args...)
 		return err
 	})
 	if isSQLiteUnique(err) {
@@ -445,8 +339,8 @@ func (s *sqliteStore) CreateSession(ctx context.Context, sess *Session) error {
 }
 
 func (s *sqliteStore) GetSession(ctx context.Context, id string) (*Session, error) {
-	sess, err := scanSQLiteSession(s.r.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
+	sess, err := scanSession(s.r.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
+	if isNoRows(err) {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
@@ -456,49 +350,14 @@ func (s *sqliteStore) GetSession(ctx context.Context, id string) (*Session, erro
 }
 
 func (s *sqliteStore) ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) {
-	var where []string
-	var args []any
-	if f.TenantID != "" {
-		where = append(where, "tenant_id = ?")
-		args = append(args, f.TenantID)
-	}
-	if f.Owner != "" {
-		where = append(where, "owner = ?")
-		args = append(args, f.Owner)
-	}
-	if f.Pool != "" {
-		where = append(where, "pool = ?")
-		args = append(args, f.Pool)
-	}
-	if len(f.States) > 0 {
-		where = append(where, "state IN (?"+strings.Repeat(", ?", len(f.States)-1)+")")
-		for _, st := range f.States {
-			args = append(args, string(st))
-		}
-	}
-	q := `SELECT ` + sessionCols + ` FROM sessions`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY seq"
-	if f.Limit > 0 {
-		q += " LIMIT ?"
-		args = append(args, f.Limit)
-	}
+	q, args := listSessions(sqliteDialect, f)
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	defer rows.Close()
-	var out []*Session
-	for rows.Next() {
-		sess, err := scanSQLiteSession(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list sessions: %w", err)
-		}
-		out = append(out, sess)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanSession)
+	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	return out, nil
@@ -507,8 +366,8 @@ func (s *sqliteStore) ListSessions(ctx context.Context, f SessionFilter) ([]*Ses
 func (s *sqliteStore) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
 	var out *Session
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		old, err := scanSQLiteSession(tx.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
-		if errors.Is(err, sql.ErrNoRows) {
+		old, err := scanSession(tx.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
+		if isNoRows(err) {
 			return fmt.Errorf("session %s: %w", id, ErrNotFound)
 		}
 		if err != nil {
@@ -524,18 +383,11 @@ func (s *sqliteStore) UpdateSession(ctx context.Context, id string, from []Sessi
 		if err := prepareUpdatedSession(id, old, sess); err != nil {
 			return err
 		}
-		j, err := encodeSessionJSON(sess)
+		q, args, err := updateSession(sqliteDialect, id, sess)
 		if err != nil {
 			return fmt.Errorf("update session %s: %w", id, err)
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE sessions SET pool = ?, tenant_image = ?, region = ?, state = ?, reason = ?,
-			machine_id = ?, app_name = ?, repo = ?, branch = ?, session_branch = ?, mode = ?, command = ?, env = ?,
-			term_cols = ?, term_rows = ?, git_author_name = ?, git_author_email = ?, owner = ?, ready_at = ?, ended_at = ?,
-			push = ?, cost_usd = ?, updated_at = ? WHERE id = ?`,
-			sess.Pool, sess.TenantImage, sess.Region, string(sess.State), sess.Reason,
-			sess.MachineID, sess.AppName, sess.Repo, sess.Branch, sess.SessionBranch, sess.Mode, textOrNil(j.command), textOrNil(j.env),
-			sess.Cols, sess.Rows, sess.GitAuthorName, sess.GitAuthorEmail, sess.Owner, sqliteTimePtr(sess.ReadyAt), sqliteTimePtr(sess.EndedAt),
-			textOrNil(j.push), sess.CostUSD, fmtSQLiteTime(sess.UpdatedAt), id)
+		_, err = tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("write session %s: %w", id, err)
 		}
@@ -559,21 +411,7 @@ func (s *sqliteStore) CountLiveSessions(ctx context.Context, tenantID string) (i
 }
 
 func (s *sqliteStore) QueuePosition(ctx context.Context, id string) (int, error) {
-	var state string
-	var ahead int
-	err := s.r.QueryRowContext(ctx, `SELECT s.state,
-			(SELECT count(*) FROM sessions o WHERE o.pool = s.pool AND o.state = ? AND o.seq < s.seq)
-		FROM sessions s WHERE s.id = ?`, string(StatePending), id).Scan(&state, &ahead)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("session %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("queue position of session %s: %w", id, err)
-	}
-	if SessionState(state) != StatePending {
-		return 0, nil
-	}
-	return ahead + 1, nil
+	return queuePosition(s.r.QueryRowContext(ctx, queuePositionQuery(sqliteDialect), string(StatePending), id), id)
 }
 
 // Tickets.
@@ -607,24 +445,14 @@ func (s *sqliteStore) UseTicket(ctx context.Context, hash []byte, sessionID stri
 	}
 	var t *Ticket
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var tk Ticket
-		var exp string
-		err := tx.QueryRowContext(ctx, `UPDATE tickets SET uses_left = uses_left - 1
+		var err error
+		t, err = scanTicket(tx.QueryRowContext(ctx, `UPDATE tickets SET uses_left = uses_left - 1
 			WHERE hash = ? AND session_id = ? AND uses_left > 0 AND expires_at > ?
-			RETURNING session_id, tenant_id, role, expires_at, uses_left`, hash, sessionID, fmtSQLiteTime(at)).
-			Scan(&tk.SessionID, &tk.TenantID, &tk.Role, &exp, &tk.UsesLeft)
-		if errors.Is(err, sql.ErrNoRows) {
+			RETURNING `+ticketReturning, hash, sessionID, fmtSQLiteTime(at)), hash)
+		if isNoRows(err) {
 			return ErrTicketInvalid
 		}
-		if err != nil {
-			return err
-		}
-		if tk.ExpiresAt, err = parseSQLiteTime(exp); err != nil {
-			return err
-		}
-		tk.Hash = append([]byte(nil), hash...)
-		t = &tk
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("use ticket: %w", err)
@@ -655,15 +483,8 @@ func (s *sqliteStore) DeadDaemons(ctx context.Context, before time.Time) ([]stri
 		return nil, fmt.Errorf("dead daemons: %w", err)
 	}
 	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("dead daemons: %w", err)
-		}
-		out = append(out, id)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanString)
+	if err != nil {
 		return nil, fmt.Errorf("dead daemons: %w", err)
 	}
 	return out, nil
@@ -697,15 +518,11 @@ func (s *sqliteStore) Columns(ctx context.Context) (map[string][]string, error) 
 		return nil, fmt.Errorf("list columns: %w", err)
 	}
 	defer rows.Close()
-	out := map[string][]string{}
-	for rows.Next() {
-		var table, col string
-		if err := rows.Scan(&table, &col); err != nil {
-			return nil, fmt.Errorf("list columns: %w", err)
-		}
-		out[table] = append(out[table], col)
+	out, err := columnsByTable(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list columns: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func (s *sqliteStore) Close() error {
