@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/pool"
 )
@@ -137,4 +140,35 @@ func surplus(st *pool.State, tenantImage string) []*fly.Machine {
 		}
 	}
 	return out
+}
+
+// poolNotFoundDetail explains that no app of the organization holds a pool,
+// with advice on what to do.
+func poolNotFoundDetail(org, name, advice string, err error) string {
+	return fmt.Sprintf("No Fly app in organization %q holds pool %q. %s\n\nOriginal Error: %s", org, name, advice, err)
+}
+
+// loadNamedPool loads the live state of pool poolName from app, or, when app
+// is empty, from the app found to hold it. A pool no app holds is reported
+// on attribute at with advice; another failure to find it under
+// findSummary.
+func loadNamedPool(ctx context.Context, d *providerData, poolName, app string, at path.Path, advice, findSummary string, diags *diag.Diagnostics) (*pool.State, bool) {
+	if app == "" {
+		var err error
+		app, err = findPoolApp(ctx, d.client, d.org, poolName)
+		if errors.Is(err, errPoolNotFound) {
+			diags.AddAttributeError(at, "Pool Not Found", poolNotFoundDetail(d.org, poolName, advice, err))
+			return nil, false
+		}
+		if err != nil {
+			addFlyError(diags, findSummary, "find the app of pool "+poolName, err)
+			return nil, false
+		}
+	}
+	st, err := pool.Load(ctx, d.client, app)
+	if err != nil {
+		addFlyError(diags, "Read Pool Error", "list the machines of app "+app, err)
+		return nil, false
+	}
+	return st, true
 }

@@ -2,7 +2,6 @@ package provider
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 
@@ -100,27 +99,12 @@ func (d *poolDataSource) Read(ctx context.Context, req datasource.ReadRequest, r
 	if resp.Diagnostics.HasError() || !requireClient(d.data, &resp.Diagnostics) {
 		return
 	}
-	c := d.data.client
 	name := m.Name.ValueString()
-	app := m.AppName.ValueString()
-	if app == "" {
-		var err error
-		app, err = findPoolApp(ctx, c, d.data.org, name)
-		if errors.Is(err, errPoolNotFound) {
-			resp.Diagnostics.AddAttributeError(path.Root("name"), "Pool Not Found",
-				fmt.Sprintf("No Fly app in organization %q holds pool %q. Check the name, or set app_name.\n\nOriginal Error: %s", d.data.org, name, err))
-			return
-		}
-		if err != nil {
-			addFlyError(&resp.Diagnostics, "Read Pool Error", "find the app of pool "+name, err)
-			return
-		}
-	}
-	st, err := pool.Load(ctx, c, app)
-	if err != nil {
-		addFlyError(&resp.Diagnostics, "Read Pool Error", "list the machines of app "+app, err)
+	st, ok := loadNamedPool(ctx, d.data, name, m.AppName.ValueString(), path.Root("name"), "Check the name, or set app_name.", "Read Pool Error", &resp.Diagnostics)
+	if !ok {
 		return
 	}
+	app := st.App
 	t := st.Default()
 	if t == nil || t.Spec.Pool != name {
 		resp.Diagnostics.AddAttributeError(path.Root("name"), "Pool Not Found", fmt.Sprintf("App %s holds no template machine of pool %q.", app, name))

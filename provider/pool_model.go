@@ -86,6 +86,74 @@ type specBuild struct {
 
 func (b specBuild) complete() bool { return len(b.unknown) == 0 }
 
+// str reads a string attribute: def when null, def and marked unknown when
+// unknown.
+func (b specBuild) str(v types.String, name, def string) string {
+	if v.IsUnknown() {
+		b.unknown[name] = true
+		return def
+	}
+	if v.IsNull() {
+		return def
+	}
+	return v.ValueString()
+}
+
+// num reads a number attribute: def when null, placeholder and marked
+// unknown when unknown.
+func (b specBuild) num(v types.Int64, name string, def, placeholder int) int {
+	if v.IsUnknown() {
+		b.unknown[name] = true
+		return placeholder
+	}
+	if v.IsNull() {
+		return def
+	}
+	return int(v.ValueInt64())
+}
+
+// env reads the env attribute, marking it unknown when it or a value is.
+func (b specBuild) env(ctx context.Context, v types.Map, diags *diag.Diagnostics) map[string]string {
+	env, ok, d := stringMap(ctx, v)
+	diags.Append(d...)
+	if !ok {
+		b.unknown["env"] = true
+	}
+	return env
+}
+
+// validSpec returns the built spec for an apply: it must be complete (else
+// incomplete reports the unknown attributes, sorted) and valid.
+func (b specBuild) validSpec(diags *diag.Diagnostics, incomplete func(unknown []string)) (pool.Spec, bool) {
+	if diags.HasError() {
+		return pool.Spec{}, false
+	}
+	if !b.complete() {
+		keys := make([]string, 0, len(b.unknown))
+		for k := range b.unknown {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		incomplete(keys)
+		return pool.Spec{}, false
+	}
+	if err := b.spec.Validate(); err != nil {
+		addSpecErrors(diags, err, nil)
+		return pool.Spec{}, false
+	}
+	return b.spec, true
+}
+
+// checkCapacity reports specs (one pool's templates) that together exceed
+// the pool's max_machines, on min_standby.
+func checkCapacity(specs []pool.Spec, diags *diag.Diagnostics) bool {
+	if err := pool.ValidateCapacity(specs); err != nil {
+		diags.AddAttributeError(path.Root("min_standby"), "Invalid Standby Count", err.Error()+".")
+		return false
+	}
+	return true
+}
+
 // skip reports whether an error on field comes from a placeholder.
 func (b specBuild) skip(field string) bool {
 	root := rootField(field)
@@ -172,26 +240,7 @@ func durationAttr(v types.String, p path.Path, def string, diags *diag.Diagnosti
 func (m poolModel) spec(ctx context.Context, diags *diag.Diagnostics) specBuild {
 	b := specBuild{unknown: map[string]bool{}}
 	s := &b.spec
-	str := func(v types.String, name, def string) string {
-		if v.IsUnknown() {
-			b.unknown[name] = true
-			return def
-		}
-		if v.IsNull() {
-			return def
-		}
-		return v.ValueString()
-	}
-	num := func(v types.Int64, name string, def, placeholder int) int {
-		if v.IsUnknown() {
-			b.unknown[name] = true
-			return placeholder
-		}
-		if v.IsNull() {
-			return def
-		}
-		return int(v.ValueInt64())
-	}
+	str, num := b.str, b.num
 	s.Pool = str(m.Name, "name", "placeholder")
 	s.App = str(m.AppName, "app_name", "placeholder")
 	s.Network = str(m.Network, "network", "")
@@ -216,12 +265,7 @@ func (m poolModel) spec(ctx context.Context, diags *diag.Diagnostics) specBuild 
 		}
 		s.Guest = pool.Guest{CPUKind: pool.DefaultCPUKind, CPUs: pool.DefaultCPUs, MemoryMB: pool.DefaultMemoryMB}
 	}
-	env, ok, d := stringMap(ctx, m.Env)
-	diags.Append(d...)
-	if !ok {
-		b.unknown["env"] = true
-	}
-	s.Env = env
+	s.Env = b.env(ctx, m.Env, diags)
 	s.MinStandby = num(m.MinStandby, "min_standby", 1, 0)
 	s.MaxMachines = num(m.MaxMachines, "max_machines", 10, 1<<30)
 	s.StandbyMode = pool.StandbyMode(str(m.StandbyMode, "standby_mode", string(pool.DefaultStandbyMode)))

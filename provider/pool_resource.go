@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -240,14 +239,9 @@ func (r *poolResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRe
 // planRepair compares the live pool with the plan: capacity over all
 // templates, a missing template, missing or stale standbys.
 func (r *poolResource) planRepair(ctx context.Context, plan, state *poolModel, b specBuild, resp *resource.ModifyPlanResponse) {
-	c := r.data.client
 	app := state.AppName.ValueString()
-	st, err := pool.Load(ctx, c, app)
-	if errors.Is(err, fly.ErrNotFound) {
-		return
-	}
-	if err != nil {
-		resp.Diagnostics.AddWarning("Pool State Not Checked", flyErrorDetail("read the pool's machines to plan repairs", err))
+	st, ok := loadForPlan(ctx, r.data.client, app, "Pool State Not Checked", &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	if b.complete() {
@@ -259,8 +253,7 @@ func (r *poolResource) planRepair(ctx context.Context, plan, state *poolModel, b
 				specs = append(specs, s)
 			}
 		}
-		if err := pool.ValidateCapacity(specs); err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("min_standby"), "Invalid Standby Count", err.Error()+".")
+		if !checkCapacity(specs, &resp.Diagnostics) {
 			return
 		}
 	}
@@ -276,20 +269,7 @@ func (r *poolResource) planRepair(ctx context.Context, plan, state *poolModel, b
 	if plan.SpecHash.ValueString() != state.SpecHash.ValueString() {
 		return // the update rolls the standbys anyway
 	}
-	var problems []string
-	if n := len(st.Stale("")); n > 0 {
-		problems = append(problems, fmt.Sprintf("%d standby machine(s) were built from an older spec", n))
-	}
-	topUp := pool.TopUpPlan(st, "")
-	regions := make([]string, 0, len(topUp))
-	for r := range topUp {
-		regions = append(regions, r)
-	}
-	sort.Strings(regions)
-	for _, reg := range regions {
-		problems = append(problems, fmt.Sprintf("region %s is missing %d standby machine(s)", reg, topUp[reg]))
-	}
-	if len(problems) > 0 {
+	if problems := standbyProblems(st, ""); len(problems) > 0 {
 		plan.SpecHash = types.StringUnknown()
 		resp.Diagnostics.AddWarning("Pool Standbys Will Be Repaired",
 			fmt.Sprintf("Pool %q in app %s: %s. This apply replaces or tops up the standbys (a running hangar daemon would do the same shortly).",
@@ -351,23 +331,22 @@ func (r *poolResource) Create(ctx context.Context, req resource.CreateRequest, r
 			fmt.Sprintf("App %s already holds the template machine %s of pool %q. Import it instead: terraform import <address> %s.", app, t.Machine.ID, t.Spec.Pool, spec.Pool))
 		return
 	}
-	tmpl, err := c.CreateMachine(ctx, app, spec.CreateTemplateRequest())
+	tmpl, err := createTemplate(ctx, c, st, spec)
 	if err != nil {
 		r.cleanupCreate(ctx, app, createdApp)
 		addFlyError(&resp.Diagnostics, "Create Pool Error", "create the template machine in app "+app, err)
 		return
 	}
-	st.Templates[""] = &pool.Template{Machine: tmpl, Spec: spec}
-	if _, err := pool.TopUp(ctx, c, st, "", createConcurrency, pool.StandbyOptions{}); err != nil {
+	if err := topUp(ctx, c, st, ""); err != nil {
 		r.cleanupCreate(ctx, app, createdApp)
 		addFlyError(&resp.Diagnostics, "Create Pool Error", "create the pool's standby machines", err)
 		return
 	}
-	tflog.Info(ctx, "created hangar pool", map[string]any{"pool": spec.Pool, "app": app, "template": tmpl.ID})
+	tflog.Info(ctx, "created hangar pool", map[string]any{"pool": spec.Pool, "app": app, "template": tmpl.Machine.ID})
 
 	plan.ID = types.StringValue(spec.Pool)
 	plan.Org = types.StringValue(org)
-	plan.TemplateMachineID = types.StringValue(tmpl.ID)
+	plan.TemplateMachineID = types.StringValue(tmpl.Machine.ID)
 	plan.SpecHash = types.StringValue(spec.Hash())
 	plan.BrokerPublicKey = types.StringValue(strings.Join(spec.BrokerPublicKeys, ","))
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
@@ -386,9 +365,7 @@ func (r *poolResource) cleanupCreate(ctx context.Context, app string, createdApp
 		return
 	}
 	if st, err := pool.Load(ctx, c, app); err == nil {
-		for _, m := range append(append(st.Standbys, st.ExtraTemplates...), templateMachines(st)...) {
-			_ = destroyMachine(ctx, c, app, m.ID)
-		}
+		_ = destroyMachines(ctx, c, app, append(append(st.Standbys, st.ExtraTemplates...), templateMachines(st)...))
 	}
 }
 
@@ -402,25 +379,10 @@ func templateMachines(st *pool.State) []*fly.Machine {
 
 // validSpec builds and validates the spec of a plan at apply time.
 func (r *poolResource) validSpec(ctx context.Context, plan poolModel, diags *diag.Diagnostics) (pool.Spec, bool) {
-	b := plan.spec(ctx, diags)
-	if diags.HasError() {
-		return pool.Spec{}, false
-	}
-	if !b.complete() {
-		keys := make([]string, 0, len(b.unknown))
-		for k := range b.unknown {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+	return plan.spec(ctx, diags).validSpec(diags, func(unknown []string) {
 		diags.AddError("Incomplete Pool Specification",
-			"These attributes are still unknown at apply time: "+strings.Join(keys, ", ")+". This is always a bug in the provider; please report it.")
-		return pool.Spec{}, false
-	}
-	if err := b.spec.Validate(); err != nil {
-		addSpecErrors(diags, err, nil)
-		return pool.Spec{}, false
-	}
-	return b.spec, true
+			"These attributes are still unknown at apply time: "+strings.Join(unknown, ", ")+". This is always a bug in the provider; please report it.")
+	})
 }
 
 func (r *poolResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -501,8 +463,7 @@ func (r *poolResource) Update(ctx context.Context, req resource.UpdateRequest, r
 			specs = append(specs, s)
 		}
 	}
-	if err := pool.ValidateCapacity(specs); err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("min_standby"), "Invalid Standby Count", err.Error()+".")
+	if !checkCapacity(specs, &resp.Diagnostics) {
 		return
 	}
 
@@ -549,12 +510,11 @@ func writeTemplate(ctx context.Context, c *fly.Client, st *pool.State, spec pool
 	t := st.Templates[spec.TenantImage]
 	cfg := spec.TemplateConfig()
 	if t == nil {
-		m, err := c.CreateMachine(ctx, st.App, spec.CreateTemplateRequest())
+		t, err := createTemplate(ctx, c, st, spec)
 		if err != nil {
 			return "", err
 		}
-		st.Templates[spec.TenantImage] = &pool.Template{Machine: m, Spec: spec}
-		return m.ID, nil
+		return t.Machine.ID, nil
 	}
 	if sameTemplate(t.Machine.Config, cfg) {
 		return t.Machine.ID, nil
@@ -627,7 +587,7 @@ func converge(ctx context.Context, c *fly.Client, app string, tenantImages []str
 		if t := st.Templates[ti]; t == nil || t.Spec.Draining {
 			continue
 		}
-		if _, err := pool.TopUp(ctx, c, st, ti, createConcurrency, pool.StandbyOptions{}); err != nil {
+		if err := topUp(ctx, c, st, ti); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -657,11 +617,9 @@ func (r *poolResource) Delete(ctx context.Context, req resource.DeleteRequest, r
 	}
 	// Mark every template draining so daemons stop claiming and refilling.
 	templates := append(templateMachines(st), st.ExtraTemplates...)
-	for _, t := range templates {
-		if err := c.SetMetadata(ctx, app, t.ID, pool.KeyDraining, "true", ""); err != nil && !errors.Is(err, fly.ErrNotFound) {
-			addFlyError(&resp.Diagnostics, "Delete Pool Error", "mark template "+t.ID+" draining", err)
-			return
-		}
+	if t, err := markDraining(ctx, c, app, templates); err != nil {
+		addFlyError(&resp.Diagnostics, "Delete Pool Error", "mark template "+t.ID+" draining", err)
+		return
 	}
 	// A claim may have slipped in before the daemons saw the mark.
 	if st, err = pool.Load(ctx, c, app); err != nil {
@@ -669,25 +627,17 @@ func (r *poolResource) Delete(ctx context.Context, req resource.DeleteRequest, r
 		return
 	}
 	if len(st.Sessions) > 0 && !force {
-		for _, t := range templates {
-			_ = c.DeleteMetadata(ctx, app, t.ID, pool.KeyDraining, "")
-		}
+		unmarkDraining(ctx, c, app, templates)
 		resp.Diagnostics.AddError("Pool Has Running Sessions", sessionsDetail(state.Name.ValueString(), st))
 		return
 	}
-	var errs []error
 	machines := append([]*fly.Machine{}, st.Standbys...)
 	if force {
 		machines = append(machines, st.Sessions...)
 	}
 	machines = append(machines, templateMachines(st)...)
 	machines = append(machines, st.ExtraTemplates...)
-	for _, m := range machines {
-		if err := destroyMachine(ctx, c, app, m.ID); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := destroyMachines(ctx, c, app, machines); err != nil {
 		addFlyError(&resp.Diagnostics, "Delete Pool Error", "destroy the pool's machines", err)
 		return
 	}
@@ -701,17 +651,9 @@ func (r *poolResource) Delete(ctx context.Context, req resource.DeleteRequest, r
 }
 
 func sessionsDetail(name string, st *pool.State) string {
-	ids := make([]string, 0, len(st.Sessions))
-	for _, m := range st.Sessions {
-		s := m.ID
-		if sid := pool.MetadataOf(m)[pool.KeySession]; sid != "" {
-			s += " (session " + sid + ")"
-		}
-		ids = append(ids, s)
-	}
 	return fmt.Sprintf("Pool %q still has %d session machine(s) running in app %s: %s. Destroying it now would end those sessions without pushing their work. "+
 		"End the sessions first (DELETE /v1/sessions/{id} on the hangar daemon), or set force_destroy = true, apply, and destroy again.",
-		name, len(st.Sessions), st.App, strings.Join(ids, ", "))
+		name, len(st.Sessions), st.App, sessionList(st.Sessions))
 }
 
 func (r *poolResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
@@ -725,7 +667,7 @@ func (r *poolResource) ImportState(ctx context.Context, req resource.ImportState
 	}
 	app, err := findPoolApp(ctx, r.data.client, r.data.org, name)
 	if errors.Is(err, errPoolNotFound) {
-		resp.Diagnostics.AddError("Pool Not Found", fmt.Sprintf("No Fly app in organization %q holds pool %q. Check the name and the provider's org.\n\nOriginal Error: %s", r.data.org, name, err))
+		resp.Diagnostics.AddError("Pool Not Found", poolNotFoundDetail(r.data.org, name, "Check the name and the provider's org.", err))
 		return
 	}
 	if err != nil {

@@ -104,27 +104,10 @@ func placeholderPool() pool.Spec {
 // attributes that were unknown.
 func (m tenantImageModel) spec(ctx context.Context, p pool.Spec, diags *diag.Diagnostics) specBuild {
 	b := specBuild{unknown: map[string]bool{}}
-	str := func(v types.String, name, def string) string {
-		if v.IsUnknown() {
-			b.unknown[name] = true
-			return def
-		}
-		if v.IsNull() {
-			return def
-		}
-		return v.ValueString()
-	}
-	name := str(m.Name, "name", "placeholder")
-	tenant := str(m.Tenant, "tenant", "placeholder")
-	image := str(m.Image, "image", "placeholder")
-	minStandby := 1
-	switch {
-	case m.MinStandby.IsUnknown():
-		b.unknown["min_standby"] = true
-		minStandby = 0
-	case !m.MinStandby.IsNull():
-		minStandby = int(m.MinStandby.ValueInt64())
-	}
+	name := b.str(m.Name, "name", "placeholder")
+	tenant := b.str(m.Tenant, "tenant", "placeholder")
+	image := b.str(m.Image, "image", "placeholder")
+	minStandby := b.num(m.MinStandby, "min_standby", 1, 0)
 	var guest *pool.Guest
 	if g, ok, d := guestFrom(ctx, m.Guest); ok {
 		guest = &g
@@ -134,12 +117,7 @@ func (m tenantImageModel) spec(ctx context.Context, p pool.Spec, diags *diag.Dia
 			b.unknown["guest"] = true
 		}
 	}
-	env, ok, d := stringMap(ctx, m.Env)
-	diags.Append(d...)
-	if !ok {
-		b.unknown["env"] = true
-	}
-	b.spec = p.ForTenantImage(name, tenant, image, minStandby, guest, env)
+	b.spec = p.ForTenantImage(name, tenant, image, minStandby, guest, b.env(ctx, m.Env, diags))
 	return b
 }
 
@@ -196,26 +174,15 @@ func (r *tenantImageResource) ModifyPlan(ctx context.Context, req resource.Modif
 	if resp.Diagnostics.HasError() || state.AppName.IsNull() {
 		return
 	}
-	st, err := pool.Load(ctx, r.data.client, state.AppName.ValueString())
-	if errors.Is(err, fly.ErrNotFound) {
-		return
-	}
-	if err != nil {
-		resp.Diagnostics.AddWarning("Tenant Image State Not Checked", flyErrorDetail("read the pool's machines to plan repairs", err))
+	st, ok := loadForPlan(ctx, r.data.client, state.AppName.ValueString(), "Tenant Image State Not Checked", &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	name := state.Name.ValueString()
 	if st.Templates[name] == nil || !plan.SpecHash.Equal(state.SpecHash) {
 		return
 	}
-	var problems []string
-	if n := len(st.Stale(name)); n > 0 {
-		problems = append(problems, fmt.Sprintf("%d standby machine(s) were built from an older spec", n))
-	}
-	for reg, n := range pool.TopUpPlan(st, name) {
-		problems = append(problems, fmt.Sprintf("region %s is missing %d standby machine(s)", reg, n))
-	}
-	if len(problems) > 0 {
+	if problems := standbyProblems(st, name); len(problems) > 0 {
 		plan.SpecHash = types.StringUnknown()
 		resp.Diagnostics.AddWarning("Tenant Image Standbys Will Be Repaired",
 			fmt.Sprintf("Tenant image %q of pool %q: %s. This apply replaces or tops up its standbys.", name, state.Pool.ValueString(), strings.Join(problems, "; ")))
@@ -225,28 +192,14 @@ func (r *tenantImageResource) ModifyPlan(ctx context.Context, req resource.Modif
 
 // loadPool finds the pool's app and live state; diagnostics name the pool.
 func (r *tenantImageResource) loadPool(ctx context.Context, poolName, app string, diags *diag.Diagnostics) (*pool.State, bool) {
-	c := r.data.client
-	if app == "" {
-		var err error
-		app, err = findPoolApp(ctx, c, r.data.org, poolName)
-		if errors.Is(err, errPoolNotFound) {
-			diags.AddAttributeError(path.Root("pool"), "Pool Not Found",
-				fmt.Sprintf("No Fly app in organization %q holds pool %q. Create the pool first (reference hangar_pool.<x>.name so Terraform orders it), or check the name.\n\nOriginal Error: %s", r.data.org, poolName, err))
-			return nil, false
-		}
-		if err != nil {
-			addFlyError(diags, "Find Pool Error", "find the app of pool "+poolName, err)
-			return nil, false
-		}
-	}
-	st, err := pool.Load(ctx, c, app)
-	if err != nil {
-		addFlyError(diags, "Read Pool Error", "list the machines of app "+app, err)
+	st, ok := loadNamedPool(ctx, r.data, poolName, app, path.Root("pool"),
+		"Create the pool first (reference hangar_pool.<x>.name so Terraform orders it), or check the name.", "Find Pool Error", diags)
+	if !ok {
 		return nil, false
 	}
 	if st.Default() == nil {
 		diags.AddAttributeError(path.Root("pool"), "Pool Not Found",
-			fmt.Sprintf("App %s has no template machine for pool %q (it was destroyed outside Terraform). Apply the hangar_pool first to repair it.", app, poolName))
+			fmt.Sprintf("App %s has no template machine for pool %q (it was destroyed outside Terraform). Apply the hangar_pool first to repair it.", st.App, poolName))
 		return nil, false
 	}
 	return st, true
@@ -254,29 +207,22 @@ func (r *tenantImageResource) loadPool(ctx context.Context, poolName, app string
 
 // checkedSpec builds and validates the tenant image's spec over the live pool.
 func (r *tenantImageResource) checkedSpec(ctx context.Context, plan tenantImageModel, st *pool.State, diags *diag.Diagnostics) (pool.Spec, bool) {
-	b := plan.spec(ctx, st.Default().Spec, diags)
-	if diags.HasError() {
-		return pool.Spec{}, false
-	}
-	if !b.complete() {
+	spec, ok := plan.spec(ctx, st.Default().Spec, diags).validSpec(diags, func([]string) {
 		diags.AddError("Incomplete Tenant Image Specification", "Some attributes are still unknown at apply time. This is always a bug in the provider; please report it.")
+	})
+	if !ok {
 		return pool.Spec{}, false
 	}
-	if err := b.spec.Validate(); err != nil {
-		addSpecErrors(diags, err, nil)
-		return pool.Spec{}, false
-	}
-	specs := []pool.Spec{b.spec}
+	specs := []pool.Spec{spec}
 	for ti, t := range st.Templates {
-		if ti != b.spec.TenantImage && !t.Spec.Draining {
+		if ti != spec.TenantImage && !t.Spec.Draining {
 			specs = append(specs, t.Spec)
 		}
 	}
-	if err := pool.ValidateCapacity(specs); err != nil {
-		diags.AddAttributeError(path.Root("min_standby"), "Invalid Standby Count", err.Error()+".")
+	if !checkCapacity(specs, diags) {
 		return pool.Spec{}, false
 	}
-	return b.spec, true
+	return spec, true
 }
 
 func (r *tenantImageResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
@@ -300,19 +246,17 @@ func (r *tenantImageResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 	c := r.data.client
-	tmpl, err := c.CreateMachine(ctx, st.App, spec.CreateTemplateRequest())
+	t, err := createTemplate(ctx, c, st, spec)
 	if err != nil {
 		addFlyError(&resp.Diagnostics, "Create Tenant Image Error", "create the tenant image's template machine in app "+st.App, err)
 		return
 	}
-	t := &pool.Template{Machine: tmpl, Spec: spec}
-	st.Templates[name] = t
-	if _, err := pool.TopUp(ctx, c, st, name, createConcurrency, pool.StandbyOptions{}); err != nil {
+	if err := topUp(ctx, c, st, name); err != nil {
 		r.cleanup(ctx, st.App, name)
 		addFlyError(&resp.Diagnostics, "Create Tenant Image Error", "create the tenant image's standby machines", err)
 		return
 	}
-	tflog.Info(ctx, "created hangar tenant image", map[string]any{"pool": spec.Pool, "tenant_image": name, "template": tmpl.ID})
+	tflog.Info(ctx, "created hangar tenant image", map[string]any{"pool": spec.Pool, "tenant_image": name, "template": t.Machine.ID})
 	plan.fromSpec(t)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
@@ -326,7 +270,6 @@ func (r *tenantImageResource) cleanup(ctx context.Context, app, name string) err
 	if err != nil {
 		return err
 	}
-	var errs []error
 	machines := st.StandbysOf(name)
 	if t := st.Templates[name]; t != nil {
 		machines = append(machines, t.Machine)
@@ -336,12 +279,7 @@ func (r *tenantImageResource) cleanup(ctx context.Context, app, name string) err
 			machines = append(machines, m)
 		}
 	}
-	for _, m := range machines {
-		if err := destroyMachine(ctx, c, app, m.ID); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return destroyMachines(ctx, c, app, machines)
 }
 
 func (r *tenantImageResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -433,12 +371,13 @@ func (r *tenantImageResource) Delete(ctx context.Context, req resource.DeleteReq
 		return
 	}
 	// Mark the template draining so daemons stop claiming and refilling.
-	t := st.Templates[name]
-	if t != nil {
-		if err := c.SetMetadata(ctx, app, t.Machine.ID, pool.KeyDraining, "true", ""); err != nil && !errors.Is(err, fly.ErrNotFound) {
-			addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "mark the tenant image's template draining", err)
-			return
-		}
+	var templates []*fly.Machine
+	if t := st.Templates[name]; t != nil {
+		templates = []*fly.Machine{t.Machine}
+	}
+	if _, err := markDraining(ctx, c, app, templates); err != nil {
+		addFlyError(&resp.Diagnostics, "Delete Tenant Image Error", "mark the tenant image's template draining", err)
+		return
 	}
 	// A claim may have slipped in before the daemons saw the mark.
 	if !force {
@@ -447,9 +386,7 @@ func (r *tenantImageResource) Delete(ctx context.Context, req resource.DeleteReq
 			return
 		}
 		if len(st.SessionsOf(name)) > 0 {
-			if t != nil {
-				_ = c.DeleteMetadata(ctx, app, t.Machine.ID, pool.KeyDraining, "")
-			}
+			unmarkDraining(ctx, c, app, templates)
 			resp.Diagnostics.AddError("Tenant Image Has Running Sessions", tenantSessionsDetail(state.Pool.ValueString(), name, st))
 			return
 		}
@@ -466,18 +403,10 @@ func (r *tenantImageResource) Delete(ctx context.Context, req resource.DeleteReq
 
 func tenantSessionsDetail(poolName, name string, st *pool.State) string {
 	sessions := st.SessionsOf(name)
-	ids := make([]string, 0, len(sessions))
-	for _, m := range sessions {
-		s := m.ID
-		if sid := pool.MetadataOf(m)[pool.KeySession]; sid != "" {
-			s += " (session " + sid + ")"
-		}
-		ids = append(ids, s)
-	}
 	return fmt.Sprintf("Tenant image %q of pool %q still has %d session machine(s) running in app %s: %s. "+
 		"End the sessions first (DELETE /v1/sessions/{id} on the hangar daemon), or set force_destroy = true on the tenant image, apply, and destroy again: "+
 		"that destroys only the tenant image's template and standbys and leaves the running sessions to end on their own.",
-		name, poolName, len(sessions), st.App, strings.Join(ids, ", "))
+		name, poolName, len(sessions), st.App, sessionList(sessions))
 }
 
 func (r *tenantImageResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
