@@ -18,6 +18,7 @@ import (
 // replicas. Compare-and-set goes through SELECT … FOR UPDATE; leadership is a
 // session advisory lock held on a connection of its own.
 type pgStore struct {
+	sqlCommon
 	pool   *pgxpool.Pool
 	schema string // current_schema() of the store's connections
 
@@ -61,6 +62,22 @@ func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	s := &pgStore{pool: pool, leaders: map[string]*pgLeader{}}
+	s.sqlCommon = sqlCommon{
+		d:        pgDialect,
+		isUnique: isPgUnique,
+		queryRow: func(ctx context.Context, q string, args ...any) scanner { return pool.QueryRow(ctx, q, args...) },
+		query: func(ctx context.Context, q string, args ...any) (rowIter, func(), error) {
+			rows, err := pool.Query(ctx, q, args...)
+			if err != nil {
+				return nil, nil, err
+			}
+			return rows, rows.Close, nil
+		},
+		exec: func(ctx context.Context, q string, args ...any) (int64, error) {
+			tag, err := pool.Exec(ctx, q, args...)
+			return tag.RowsAffected(), err
+		},
+	}
 	var schema *string
 	if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
 		pool.Close()
@@ -142,62 +159,6 @@ func isPgUnique(err error) bool {
 
 // Tenants.
 
-func (s *pgStore) CreateTenant(ctx context.Context, t *Tenant) error {
-	if err := prepareTenant(t); err != nil {
-		return err
-	}
-	q, args, err := insertTenant(pgDialect, t)
-	if err != nil {
-		return fmt.Errorf("create tenant %s: %w", t.Name, err)
-	}
-	_, err = s.pool.Exec(ctx, q, args...)
-	if isPgUnique(err) {
-		return fmt.Errorf("create tenant %s: name or key taken: %w", t.Name, ErrConflict)
-	}
-	if err != nil {
-		return fmt.Errorf("create tenant %s: %w", t.Name, err)
-	}
-	return nil
-}
-
-func (s *pgStore) GetTenant(ctx context.Context, id string) (*Tenant, error) {
-	t, err := scanTenant(s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = $1`, id))
-	if isNoRows(err) {
-		return nil, fmt.Errorf("tenant %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get tenant %s: %w", id, err)
-	}
-	return t, nil
-}
-
-func (s *pgStore) TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant, error) {
-	if len(hash) == 0 {
-		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
-	}
-	t, err := scanTenant(s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = $1`, hash))
-	if isNoRows(err) {
-		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("tenant by key: %w", err)
-	}
-	return t, nil
-}
-
-func (s *pgStore) ListTenants(ctx context.Context) ([]*Tenant, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+tenantCols+` FROM tenants ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
-	}
-	defer rows.Close()
-	out, err := collect(rows, scanTenant)
-	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
-	}
-	return out, nil
-}
-
 func (s *pgStore) DeleteTenant(ctx context.Context, id string) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, id)
@@ -217,67 +178,7 @@ func (s *pgStore) DeleteTenant(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s *pgStore) SetTenantKey(ctx context.Context, id string, hash []byte) error {
-	if len(hash) == 0 {
-		return fmt.Errorf("set key of tenant %s: empty hash", id)
-	}
-	tag, err := s.pool.Exec(ctx, `UPDATE tenants SET key_hash = $1 WHERE id = $2`, hash, id)
-	if isPgUnique(err) {
-		return fmt.Errorf("set key of tenant %s: key taken: %w", id, ErrConflict)
-	}
-	if err != nil {
-		return fmt.Errorf("set key of tenant %s: %w", id, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("set key of tenant %s: %w", id, ErrNotFound)
-	}
-	return nil
-}
-
 // Sessions.
-
-func (s *pgStore) CreateSession(ctx context.Context, sess *Session) error {
-	if err := prepareNewSession(sess); err != nil {
-		return err
-	}
-	q, args, err := insertSession(pgDialect, sess)
-	if err != nil {
-		return fmt.Errorf("create session %s: %w", sess.ID, err)
-	}
-	_, err = s.pool.Exec(ctx, q, args...)
-	if isPgUnique(err) {
-		return fmt.Errorf("create session %s: id taken: %w", sess.ID, ErrConflict)
-	}
-	if err != nil {
-		return fmt.Errorf("create session %s: %w", sess.ID, err)
-	}
-	return nil
-}
-
-func (s *pgStore) GetSession(ctx context.Context, id string) (*Session, error) {
-	sess, err := scanSession(s.pool.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
-	if isNoRows(err) {
-		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get session %s: %w", id, err)
-	}
-	return sess, nil
-}
-
-func (s *pgStore) ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) {
-	q, args := listSessions(pgDialect, f)
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	defer rows.Close()
-	out, err := collect(rows, scanSession)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	return out, nil
-}
 
 func (s *pgStore) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
 	var out *Session
@@ -314,20 +215,6 @@ func (s *pgStore) UpdateSession(ctx context.Context, id string, from []SessionSt
 		return nil, err
 	}
 	return out, nil
-}
-
-func (s *pgStore) CountLiveSessions(ctx context.Context, tenantID string) (int, error) {
-	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE tenant_id = $1 AND state <> ALL($2)`,
-		tenantID, []string{string(StateEnded), string(StateFailed)}).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("count live sessions of tenant %s: %w", tenantID, err)
-	}
-	return n, nil
-}
-
-func (s *pgStore) QueuePosition(ctx context.Context, id string) (int, error) {
-	return queuePosition(s.pool.QueryRow(ctx, queuePositionQuery(pgDialect), string(StatePending), id), id)
 }
 
 // Tickets.
@@ -373,39 +260,7 @@ func (s *pgStore) UseTicket(ctx context.Context, hash []byte, sessionID string, 
 	return t, nil
 }
 
-// Daemon replicas.
-
-func (s *pgStore) Heartbeat(ctx context.Context, daemonID string, at time.Time) error {
-	if daemonID == "" {
-		return fmt.Errorf("heartbeat: empty daemon id")
-	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO daemons (id, last_seen) VALUES ($1, $2)
-		ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen`, daemonID, normTime(at))
-	if err != nil {
-		return fmt.Errorf("heartbeat of daemon %s: %w", daemonID, err)
-	}
-	return nil
-}
-
-func (s *pgStore) DeadDaemons(ctx context.Context, before time.Time) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id FROM daemons WHERE last_seen < $1 ORDER BY id`, normTime(before))
-	if err != nil {
-		return nil, fmt.Errorf("dead daemons: %w", err)
-	}
-	defer rows.Close()
-	ids, err := collect(rows, scanString)
-	if err != nil {
-		return nil, fmt.Errorf("dead daemons: %w", err)
-	}
-	return ids, nil
-}
-
-func (s *pgStore) ForgetDaemon(ctx context.Context, daemonID string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM daemons WHERE id = $1`, daemonID); err != nil {
-		return fmt.Errorf("forget daemon %s: %w", daemonID, err)
-	}
-	return nil
-}
+// Leadership.
 
 // TryLeader takes the session advisory lock for name on a connection of its
 // own, held until release (or Close). The lock is exclusive across stores
@@ -527,17 +382,8 @@ func (s *pgStore) unlockAndPut(l *pgLeader) {
 // Columns lists every table's columns, for the test that no column holds a
 // credential.
 func (s *pgStore) Columns(ctx context.Context) (map[string][]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
+	return s.columns(ctx, `SELECT table_name, column_name FROM information_schema.columns
 		WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position`)
-	if err != nil {
-		return nil, fmt.Errorf("list columns: %w", err)
-	}
-	defer rows.Close()
-	out, err := columnsByTable(rows)
-	if err != nil {
-		return nil, fmt.Errorf("list columns: %w", err)
-	}
-	return out, nil
 }
 
 // Close releases every leader lock this store holds and closes its pool.

@@ -293,31 +293,6 @@ func listSessions(d dialect, f SessionFilter) (string, []any) {
 	return q, args
 }
 
-// queuePosition gives the query for a session's state and the number of
-// pending sessions of its pool ahead of it, and turns its row into
-// QueuePosition's answer.
-func queuePositionQuery(d dialect) string {
-	return `SELECT s.state,
-			(SELECT count(*) FROM sessions o WHERE o.pool = s.pool AND o.state = ` + d.ph(1) + ` AND o.seq < s.seq)
-		FROM sessions s WHERE s.id = ` + d.ph(2)
-}
-
-func queuePosition(row scanner, id string) (int, error) {
-	var state string
-	var ahead int
-	err := row.Scan(&state, &ahead)
-	if isNoRows(err) {
-		return 0, fmt.Errorf("session %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("queue position of session %s: %w", id, err)
-	}
-	if SessionState(state) != StatePending {
-		return 0, nil
-	}
-	return ahead + 1, nil
-}
-
 // Tickets.
 
 // ticketReturning are the columns a used ticket's row gives back, as
@@ -338,19 +313,6 @@ func scanColumn(row scanner) ([2]string, error) {
 	var tc [2]string
 	err := row.Scan(&tc[0], &tc[1])
 	return tc, err
-}
-
-// columnsByTable groups Columns rows by table, in row order.
-func columnsByTable(rows rowIter) (map[string][]string, error) {
-	tcs, err := collect(rows, scanColumn)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string][]string{}
-	for _, tc := range tcs {
-		out[tc[0]] = append(out[tc[0]], tc[1])
-	}
-	return out, nil
 }
 
 func scanString(row scanner) (string, error) {

@@ -30,6 +30,7 @@ const busyTimeout = 10 * time.Second
 // separate pool and never wait for the writer. Other processes on the same
 // file wait up to busyTimeout, and writes retry SQLITE_BUSY until ctx ends.
 type sqliteStore struct {
+	sqlCommon
 	w, r *sql.DB
 
 	closeOnce sync.Once
@@ -92,6 +93,19 @@ func openSQLite(ctx context.Context, path, userQuery string) (*sqliteStore, erro
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	s.r = r
+	s.sqlCommon = sqlCommon{
+		d:        sqliteDialect,
+		isUnique: isSQLiteUnique,
+		queryRow: func(ctx context.Context, q string, args ...any) scanner { return r.QueryRowContext(ctx, q, args...) },
+		query: func(ctx context.Context, q string, args ...any) (rowIter, func(), error) {
+			rows, err := r.QueryContext(ctx, q, args...)
+			if err != nil {
+				return nil, nil, err
+			}
+			return rows, func() { rows.Close() }, nil
+		},
+		exec: s.execTx,
+	}
 	return s, nil
 }
 
@@ -165,6 +179,20 @@ func (s *sqliteStore) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	}
 }
 
+// execTx runs one statement in a transaction of its own, as tx does.
+func (s *sqliteStore) execTx(ctx context.Context, q string, args ...any) (int64, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
 func (s *sqliteStore) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -210,65 +238,6 @@ func parseSQLiteTime(s string) (time.Time, error) {
 
 // Tenants.
 
-func (s *sqliteStore) CreateTenant(ctx context.Context, t *Tenant) error {
-	if err := prepareTenant(t); err != nil {
-		return err
-	}
-	q, args, err := insertTenant(sqliteDialect, t)
-	if err != nil {
-		return fmt.Errorf("create tenant %s: %w", t.Name, err)
-	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, q, args...)
-		return err
-	})
-	if isSQLiteUnique(err) {
-		return fmt.Errorf("create tenant %s: name or key taken: %w", t.Name, ErrConflict)
-	}
-	if err != nil {
-		return fmt.Errorf("create tenant %s: %w", t.Name, err)
-	}
-	return nil
-}
-
-func (s *sqliteStore) GetTenant(ctx context.Context, id string) (*Tenant, error) {
-	t, err := scanTenant(s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = ?`, id))
-	if isNoRows(err) {
-		return nil, fmt.Errorf("tenant %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get tenant %s: %w", id, err)
-	}
-	return t, nil
-}
-
-func (s *sqliteStore) TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant, error) {
-	if len(hash) == 0 {
-		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
-	}
-	t, err := scanTenant(s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = ?`, hash))
-	if isNoRows(err) {
-		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("tenant by key: %w", err)
-	}
-	return t, nil
-}
-
-func (s *sqliteStore) ListTenants(ctx context.Context) ([]*Tenant, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+tenantCols+` FROM tenants ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
-	}
-	defer rows.Close()
-	out, err := collect(rows, scanTenant)
-	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
-	}
-	return out, nil
-}
-
 func (s *sqliteStore) DeleteTenant(ctx context.Context, id string) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM tenants WHERE id = ?`, id)
@@ -290,78 +259,7 @@ func (s *sqliteStore) DeleteTenant(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s *sqliteStore) SetTenantKey(ctx context.Context, id string, hash []byte) error {
-	if len(hash) == 0 {
-		return fmt.Errorf("set key of tenant %s: empty hash", id)
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE tenants SET key_hash = ? WHERE id = ?`, hash, id)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return ErrNotFound
-		}
-		return nil
-	})
-	if isSQLiteUnique(err) {
-		return fmt.Errorf("set key of tenant %s: key taken: %w", id, ErrConflict)
-	}
-	if err != nil {
-		return fmt.Errorf("set key of tenant %s: %w", id, err)
-	}
-	return nil
-}
-
 // Sessions.
-
-func (s *sqliteStore) CreateSession(ctx context.Context, sess *Session) error {
-	if err := prepareNewSession(sess); err != nil {
-		return err
-	}
-	q, args, err := insertSession(sqliteDialect, sess)
-	if err != nil {
-		return fmt.Errorf("create session %s: %w", sess.ID, err)
-	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, q, args...)
-		return err
-	})
-	if isSQLiteUnique(err) {
-		return fmt.Errorf("create session %s: id taken: %w", sess.ID, ErrConflict)
-	}
-	if err != nil {
-		return fmt.Errorf("create session %s: %w", sess.ID, err)
-	}
-	return nil
-}
-
-func (s *sqliteStore) GetSession(ctx context.Context, id string) (*Session, error) {
-	sess, err := scanSession(s.r.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
-	if isNoRows(err) {
-		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get session %s: %w", id, err)
-	}
-	return sess, nil
-}
-
-func (s *sqliteStore) ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) {
-	q, args := listSessions(sqliteDialect, f)
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	defer rows.Close()
-	out, err := collect(rows, scanSession)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	return out, nil
-}
 
 func (s *sqliteStore) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
 	var out *Session
@@ -398,20 +296,6 @@ func (s *sqliteStore) UpdateSession(ctx context.Context, id string, from []Sessi
 		return nil, err
 	}
 	return out, nil
-}
-
-func (s *sqliteStore) CountLiveSessions(ctx context.Context, tenantID string) (int, error) {
-	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM sessions WHERE tenant_id = ? AND state NOT IN (?, ?)`,
-		tenantID, string(StateEnded), string(StateFailed)).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("count live sessions of tenant %s: %w", tenantID, err)
-	}
-	return n, nil
-}
-
-func (s *sqliteStore) QueuePosition(ctx context.Context, id string) (int, error) {
-	return queuePosition(s.r.QueryRowContext(ctx, queuePositionQuery(sqliteDialect), string(StatePending), id), id)
 }
 
 // Tickets.
@@ -460,46 +344,7 @@ func (s *sqliteStore) UseTicket(ctx context.Context, hash []byte, sessionID stri
 	return t, nil
 }
 
-// Daemon replicas.
-
-func (s *sqliteStore) Heartbeat(ctx context.Context, daemonID string, at time.Time) error {
-	if daemonID == "" {
-		return fmt.Errorf("heartbeat: empty daemon id")
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO daemons (id, last_seen) VALUES (?, ?)
-			ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen`, daemonID, fmtSQLiteTime(at))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("heartbeat of daemon %s: %w", daemonID, err)
-	}
-	return nil
-}
-
-func (s *sqliteStore) DeadDaemons(ctx context.Context, before time.Time) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM daemons WHERE last_seen < ? ORDER BY id`, fmtSQLiteTime(before))
-	if err != nil {
-		return nil, fmt.Errorf("dead daemons: %w", err)
-	}
-	defer rows.Close()
-	out, err := collect(rows, scanString)
-	if err != nil {
-		return nil, fmt.Errorf("dead daemons: %w", err)
-	}
-	return out, nil
-}
-
-func (s *sqliteStore) ForgetDaemon(ctx context.Context, daemonID string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM daemons WHERE id = ?`, daemonID)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("forget daemon %s: %w", daemonID, err)
-	}
-	return nil
-}
+// Leadership.
 
 // TryLeader always grants leadership: a SQLite store serves one replica.
 func (s *sqliteStore) TryLeader(ctx context.Context, name string) (bool, func(), error) {
@@ -512,17 +357,8 @@ func (s *sqliteStore) TryLeader(ctx context.Context, name string) (bool, func(),
 // Columns lists every table's columns, for the test that no column holds a
 // credential.
 func (s *sqliteStore) Columns(ctx context.Context) (map[string][]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p
+	return s.columns(ctx, `SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p
 		WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' ORDER BY m.name, p.cid`)
-	if err != nil {
-		return nil, fmt.Errorf("list columns: %w", err)
-	}
-	defer rows.Close()
-	out, err := columnsByTable(rows)
-	if err != nil {
-		return nil, fmt.Errorf("list columns: %w", err)
-	}
-	return out, nil
 }
 
 func (s *sqliteStore) Close() error {

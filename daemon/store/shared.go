@@ -1,0 +1,213 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// sqlCommon implements the Store methods whose logic is the same on both
+// backends: reads, and writes of one statement. Each backend embeds one,
+// wired to its own connections; what needs a transaction or a lock of its
+// own (UpdateSession, DeleteTenant, CreateTicket, UseTicket, TryLeader)
+// stays with the backend.
+type sqlCommon struct {
+	d        dialect
+	isUnique func(error) bool
+	// queryRow and query read without a transaction.
+	queryRow func(ctx context.Context, q string, args ...any) scanner
+	query    func(ctx context.Context, q string, args ...any) (rows rowIter, close func(), err error)
+	// exec runs one write statement and gives the rows it changed.
+	exec func(ctx context.Context, q string, args ...any) (int64, error)
+}
+
+// Tenants.
+
+func (c *sqlCommon) CreateTenant(ctx context.Context, t *Tenant) error {
+	if err := prepareTenant(t); err != nil {
+		return err
+	}
+	q, args, err := insertTenant(c.d, t)
+	if err != nil {
+		return fmt.Errorf("create tenant %s: %w", t.Name, err)
+	}
+	_, err = c.exec(ctx, q, args...)
+	if c.isUnique(err) {
+		return fmt.Errorf("create tenant %s: name or key taken: %w", t.Name, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create tenant %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) GetTenant(ctx context.Context, id string) (*Tenant, error) {
+	t, err := scanTenant(c.queryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = `+c.d.ph(1), id))
+	if isNoRows(err) {
+		return nil, fmt.Errorf("tenant %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	return t, nil
+}
+
+func (c *sqlCommon) TenantByKeyHash(ctx context.Context, hash []byte) (*Tenant, error) {
+	if len(hash) == 0 {
+		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
+	}
+	t, err := scanTenant(c.queryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE key_hash = `+c.d.ph(1), hash))
+	if isNoRows(err) {
+		return nil, fmt.Errorf("tenant by key: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tenant by key: %w", err)
+	}
+	return t, nil
+}
+
+func (c *sqlCommon) ListTenants(ctx context.Context) ([]*Tenant, error) {
+	out, err := queryAll(ctx, c, scanTenant, `SELECT `+tenantCols+` FROM tenants ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	return out, nil
+}
+
+func (c *sqlCommon) SetTenantKey(ctx context.Context, id string, hash []byte) error {
+	if len(hash) == 0 {
+		return fmt.Errorf("set key of tenant %s: empty hash", id)
+	}
+	n, err := c.exec(ctx, `UPDATE tenants SET key_hash = `+c.d.ph(1)+` WHERE id = `+c.d.ph(2), hash, id)
+	if c.isUnique(err) {
+		return fmt.Errorf("set key of tenant %s: key taken: %w", id, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("set key of tenant %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("set key of tenant %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// Sessions.
+
+func (c *sqlCommon) CreateSession(ctx context.Context, sess *Session) error {
+	if err := prepareNewSession(sess); err != nil {
+		return err
+	}
+	q, args, err := insertSession(c.d, sess)
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	_, err = c.exec(ctx, q, args...)
+	if c.isUnique(err) {
+		return fmt.Errorf("create session %s: id taken: %w", sess.ID, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) GetSession(ctx context.Context, id string) (*Session, error) {
+	sess, err := scanSession(c.queryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = `+c.d.ph(1), id))
+	if isNoRows(err) {
+		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session %s: %w", id, err)
+	}
+	return sess, nil
+}
+
+func (c *sqlCommon) ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error) {
+	q, args := listSessions(c.d, f)
+	out, err := queryAll(ctx, c, scanSession, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+func (c *sqlCommon) CountLiveSessions(ctx context.Context, tenantID string) (int, error) {
+	var n int
+	err := c.queryRow(ctx, `SELECT count(*) FROM sessions WHERE tenant_id = `+c.d.ph(1)+` AND state NOT IN (`+c.d.placeholders(2, 2)+`)`,
+		tenantID, string(StateEnded), string(StateFailed)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count live sessions of tenant %s: %w", tenantID, err)
+	}
+	return n, nil
+}
+
+func (c *sqlCommon) QueuePosition(ctx context.Context, id string) (int, error) {
+	var state string
+	var ahead int
+	err := c.queryRow(ctx, `SELECT s.state,
+			(SELECT count(*) FROM sessions o WHERE o.pool = s.pool AND o.state = `+c.d.ph(1)+` AND o.seq < s.seq)
+		FROM sessions s WHERE s.id = `+c.d.ph(2), string(StatePending), id).Scan(&state, &ahead)
+	if isNoRows(err) {
+		return 0, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("queue position of session %s: %w", id, err)
+	}
+	if SessionState(state) != StatePending {
+		return 0, nil
+	}
+	return ahead + 1, nil
+}
+
+// Daemon replicas.
+
+func (c *sqlCommon) Heartbeat(ctx context.Context, daemonID string, at time.Time) error {
+	if daemonID == "" {
+		return fmt.Errorf("heartbeat: empty daemon id")
+	}
+	_, err := c.exec(ctx, `INSERT INTO daemons (id, last_seen) VALUES (`+c.d.placeholders(1, 2)+`)
+		ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen`, daemonID, c.d.time(at))
+	if err != nil {
+		return fmt.Errorf("heartbeat of daemon %s: %w", daemonID, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) DeadDaemons(ctx context.Context, before time.Time) ([]string, error) {
+	out, err := queryAll(ctx, c, scanString, `SELECT id FROM daemons WHERE last_seen < `+c.d.ph(1)+` ORDER BY id`, c.d.time(before))
+	if err != nil {
+		return nil, fmt.Errorf("dead daemons: %w", err)
+	}
+	return out, nil
+}
+
+func (c *sqlCommon) ForgetDaemon(ctx context.Context, daemonID string) error {
+	if _, err := c.exec(ctx, `DELETE FROM daemons WHERE id = `+c.d.ph(1), daemonID); err != nil {
+		return fmt.Errorf("forget daemon %s: %w", daemonID, err)
+	}
+	return nil
+}
+
+// columns lists every table's columns with q, which gives (table, column)
+// rows in order.
+func (c *sqlCommon) columns(ctx context.Context, q string) (map[string][]string, error) {
+	tcs, err := queryAll(ctx, c, scanColumn, q)
+	if err != nil {
+		return nil, fmt.Errorf("list columns: %w", err)
+	}
+	out := map[string][]string{}
+	for _, tc := range tcs {
+		out[tc[0]] = append(out[tc[0]], tc[1])
+	}
+	return out, nil
+}
+
+// queryAll runs q and scans every row it gives.
+func queryAll[T any](ctx context.Context, c *sqlCommon, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, closeRows, err := c.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer closeRows()
+	return collect(rows, scan)
+}
