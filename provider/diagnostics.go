@@ -13,27 +13,30 @@ import (
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
+// flyErrorHints says what a platform engineer can do about each kind of
+// Fly API error, the first match winning.
+var flyErrorHints = []struct {
+	err  error
+	hint string
+}{
+	{fly.ErrUnauthorized, "Fly rejected the API token (401). Check fly_api_token in the provider block or the FLY_API_TOKEN environment variable, and that the token has access to the organization."},
+	{fly.ErrForbidden, "Fly refused the request (403): the token may not act on this app, or the app name is taken in another organization."},
+	{fly.ErrNotFound, "Fly reports that the app or machine does not exist (404). It may have been deleted outside Terraform; run terraform apply again to recreate what is missing."},
+	{fly.ErrConflict, "A machine is leased by another process (409), usually a hangar daemon claiming or replacing it. Wait a minute and run terraform apply again."},
+	{fly.ErrRateLimited, "Fly rate-limited the provider (429) and the client's retries were exhausted. Wait a minute and run terraform apply again, or lower min_standby to create fewer machines at once."},
+	{fly.ErrInsufficientCapacity, "Fly has no capacity for this machine size in the region. Choose another region or a smaller guest, or retry later."},
+	{fly.ErrTimeout, "A machine did not reach the expected state in time. Check the machine's logs on Fly; a worker image that exits at start makes standbys in suspend mode fail."},
+}
+
 // flyErrorDetail explains a Fly API error so that a platform engineer knows
 // what to do, ending with the original error.
 func flyErrorDetail(action string, err error) string {
-	var hint string
-	switch {
-	case errors.Is(err, fly.ErrUnauthorized):
-		hint = "Fly rejected the API token (401). Check fly_api_token in the provider block or the FLY_API_TOKEN environment variable, and that the token has access to the organization."
-	case errors.Is(err, fly.ErrForbidden):
-		hint = "Fly refused the request (403): the token may not act on this app, or the app name is taken in another organization."
-	case errors.Is(err, fly.ErrNotFound):
-		hint = "Fly reports that the app or machine does not exist (404). It may have been deleted outside Terraform; run terraform apply again to recreate what is missing."
-	case errors.Is(err, fly.ErrConflict):
-		hint = "A machine is leased by another process (409), usually a hangar daemon claiming or replacing it. Wait a minute and run terraform apply again."
-	case errors.Is(err, fly.ErrRateLimited):
-		hint = "Fly rate-limited the provider (429) and the client's retries were exhausted. Wait a minute and run terraform apply again, or lower min_standby to create fewer machines at once."
-	case errors.Is(err, fly.ErrInsufficientCapacity):
-		hint = "Fly has no capacity for this machine size in the region. Choose another region or a smaller guest, or retry later."
-	case errors.Is(err, fly.ErrTimeout):
-		hint = "A machine did not reach the expected state in time. Check the machine's logs on Fly; a worker image that exits at start makes standbys in suspend mode fail."
-	default:
-		hint = "Check that the Fly Machines API is reachable at the configured fly_api_url and retry."
+	hint := "Check that the Fly Machines API is reachable at the configured fly_api_url and retry."
+	for _, h := range flyErrorHints {
+		if errors.Is(err, h.err) {
+			hint = h.hint
+			break
+		}
 	}
 	return fmt.Sprintf("The provider could not %s. %s\n\nOriginal Error: %s", action, hint, err)
 }
@@ -77,31 +80,27 @@ func addSpecErrors(diags *diag.Diagnostics, err error, skip func(field string) b
 	}
 }
 
+// attributeTitles names the attribute of a spec field in a diagnostic
+// summary ("Invalid Guest Size").
+var attributeTitles = map[string]string{
+	"guest":             "Guest Size",
+	"regions":           "Region",
+	"min_standby":       "Standby Count",
+	"max_machines":      "Machine Limit",
+	"image":             "Image",
+	"broker_public_key": "Broker Public Key",
+	"idle_timeout":      "Duration",
+	"session_ttl":       "Duration",
+	"env":               "Environment",
+	"agent_port":        "Agent Port",
+	"standby_mode":      "Standby Mode",
+}
+
 func attributeTitle(field string) string {
-	switch root := rootField(field); root {
-	case "guest":
-		return "Guest Size"
-	case "regions":
-		return "Region"
-	case "min_standby":
-		return "Standby Count"
-	case "max_machines":
-		return "Machine Limit"
-	case "image":
-		return "Image"
-	case "broker_public_key":
-		return "Broker Public Key"
-	case "idle_timeout", "session_ttl":
-		return "Duration"
-	case "env":
-		return "Environment"
-	case "agent_port":
-		return "Agent Port"
-	case "standby_mode":
-		return "Standby Mode"
-	default:
-		return "Attribute"
+	if t, ok := attributeTitles[rootField(field)]; ok {
+		return t
 	}
+	return "Attribute"
 }
 
 func rootField(field string) string {
