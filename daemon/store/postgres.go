@@ -77,6 +77,9 @@ func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
 			tag, err := pool.Exec(ctx, q, args...)
 			return tag.RowsAffected(), err
 		},
+		inTx: func(ctx context.Context, fn func(txOps) error) error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return fn(pgTxOps(tx)) })
+		},
 	}
 	var schema *string
 	if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
@@ -152,95 +155,31 @@ func (s *pgStore) migrate(ctx context.Context) (err error) {
 	return nil
 }
 
+// pgDialect binds times as timestamptz; a row read for update is locked
+// until its transaction ends.
+var pgDialect = dialect{
+	ph:      func(n int) string { return fmt.Sprintf("$%d", n) },
+	time:    func(t time.Time) any { return normTime(t) },
+	json:    jsonOrNil,
+	lockRow: " FOR UPDATE",
+}
+
+func pgTxOps(tx pgx.Tx) txOps {
+	return txOps{
+		queryRow: func(ctx context.Context, q string, args ...any) scanner { return tx.QueryRow(ctx, q, args...) },
+		exec: func(ctx context.Context, q string, args ...any) (int64, error) {
+			tag, err := tx.Exec(ctx, q, args...)
+			return tag.RowsAffected(), err
+		},
+	}
+}
+
 func isPgUnique(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
-// Tenants.
-
-func (s *pgStore) DeleteTenant(ctx context.Context, id string) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, id)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return ErrNotFound
-		}
-		// A deleted tenant's tickets must not open anything any more.
-		_, err = tx.Exec(ctx, `DELETE FROM tickets WHERE tenant_id = $1`, id)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("delete tenant %s: %w", id, err)
-	}
-	return nil
-}
-
-// Sessions.
-
-func (s *pgStore) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
-	var out *Session
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		old, err := scanSession(tx.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1 FOR UPDATE`, id))
-		if isNoRows(err) {
-			return fmt.Errorf("session %s: %w", id, ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("read session %s: %w", id, err)
-		}
-		if err := checkFrom(from, old.State, id); err != nil {
-			return err
-		}
-		sess := copySession(old)
-		if err := fn(sess); err != nil {
-			return err
-		}
-		if err := prepareUpdatedSession(id, old, sess); err != nil {
-			return err
-		}
-		q, args, err := updateSession(pgDialect, id, sess)
-		if err != nil {
-			return fmt.Errorf("update session %s: %w", id, err)
-		}
-		_, err = tx.Exec(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("write session %s: %w", id, err)
-		}
-		out = sess
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // Tickets.
-
-func (s *pgStore) CreateTicket(ctx context.Context, t *Ticket) error {
-	if err := prepareTicket(t); err != nil {
-		return err
-	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Tickets live for seconds to hours: sweeping the dead ones here keeps
-		// the table small without a janitor.
-		if _, err := tx.Exec(ctx, `DELETE FROM tickets WHERE expires_at <= $1 OR uses_left <= 0`, now()); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO tickets (hash, session_id, tenant_id, role, expires_at, uses_left) VALUES ($1, $2, $3, $4, $5, $6)`,
-			t.Hash, t.SessionID, t.TenantID, t.Role, t.ExpiresAt, t.UsesLeft)
-		return err
-	})
-	if isPgUnique(err) {
-		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, ErrConflict)
-	}
-	if err != nil {
-		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, err)
-	}
-	return nil
-}
 
 func (s *pgStore) UseTicket(ctx context.Context, hash []byte, sessionID string, at time.Time) (*Ticket, error) {
 	if len(hash) == 0 || sessionID == "" {

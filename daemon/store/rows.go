@@ -102,20 +102,9 @@ type dialect struct {
 	ph   func(n int) string  // placeholder of the n-th argument, from 1
 	time func(time.Time) any // a time's column value
 	json func(b []byte) any  // a JSON column's value; empty is NULL
+	// lockRow ends a SELECT of a row that its transaction then writes.
+	lockRow string
 }
-
-var (
-	sqliteDialect = dialect{
-		ph:   func(int) string { return "?" },
-		time: func(t time.Time) any { return fmtSQLiteTime(t) },
-		json: textOrNil,
-	}
-	pgDialect = dialect{
-		ph:   func(n int) string { return fmt.Sprintf("$%d", n) },
-		time: func(t time.Time) any { return normTime(t) },
-		json: jsonOrNil,
-	}
-)
 
 func (d dialect) timePtr(t *time.Time) any {
 	if t == nil {

@@ -7,10 +7,10 @@ import (
 )
 
 // sqlCommon implements the Store methods whose logic is the same on both
-// backends: reads, and writes of one statement. Each backend embeds one,
-// wired to its own connections; what needs a transaction or a lock of its
-// own (UpdateSession, DeleteTenant, CreateTicket, UseTicket, TryLeader)
-// stays with the backend.
+// backends. Each backend embeds one, wired to its own connections and
+// transactions (SQLite: IMMEDIATE on the single writer, retried while busy;
+// Postgres: the pool, rows locked with the dialect's lockRow); what differs
+// beyond that (UseTicket, TryLeader, Columns) stays with the backend.
 type sqlCommon struct {
 	d        dialect
 	isUnique func(error) bool
@@ -19,6 +19,14 @@ type sqlCommon struct {
 	query    func(ctx context.Context, q string, args ...any) (rows rowIter, close func(), err error)
 	// exec runs one write statement and gives the rows it changed.
 	exec func(ctx context.Context, q string, args ...any) (int64, error)
+	// inTx runs fn in one transaction, committed if fn returns nil.
+	inTx func(ctx context.Context, fn func(txOps) error) error
+}
+
+// txOps are the statements of one open transaction, in either driver.
+type txOps struct {
+	queryRow func(ctx context.Context, q string, args ...any) scanner
+	exec     func(ctx context.Context, q string, args ...any) (int64, error)
 }
 
 // Tenants.
@@ -91,6 +99,25 @@ func (c *sqlCommon) SetTenantKey(ctx context.Context, id string, hash []byte) er
 	return nil
 }
 
+func (c *sqlCommon) DeleteTenant(ctx context.Context, id string) error {
+	err := c.inTx(ctx, func(tx txOps) error {
+		n, err := tx.exec(ctx, `DELETE FROM tenants WHERE id = `+c.d.ph(1), id)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		// A deleted tenant's tickets must not open anything any more.
+		_, err = tx.exec(ctx, `DELETE FROM tickets WHERE tenant_id = `+c.d.ph(1), id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete tenant %s: %w", id, err)
+	}
+	return nil
+}
+
 // Sessions.
 
 func (c *sqlCommon) CreateSession(ctx context.Context, sess *Session) error {
@@ -131,6 +158,42 @@ func (c *sqlCommon) ListSessions(ctx context.Context, f SessionFilter) ([]*Sessi
 	return out, nil
 }
 
+func (c *sqlCommon) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
+	var out *Session
+	err := c.inTx(ctx, func(tx txOps) error {
+		old, err := scanSession(tx.queryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = `+c.d.ph(1)+c.d.lockRow, id))
+		if isNoRows(err) {
+			return fmt.Errorf("session %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read session %s: %w", id, err)
+		}
+		if err := checkFrom(from, old.State, id); err != nil {
+			return err
+		}
+		sess := copySession(old)
+		if err := fn(sess); err != nil {
+			return err
+		}
+		if err := prepareUpdatedSession(id, old, sess); err != nil {
+			return err
+		}
+		q, args, err := updateSession(c.d, id, sess)
+		if err != nil {
+			return fmt.Errorf("update session %s: %w", id, err)
+		}
+		if _, err := tx.exec(ctx, q, args...); err != nil {
+			return fmt.Errorf("write session %s: %w", id, err)
+		}
+		out = sess
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sqlCommon) CountLiveSessions(ctx context.Context, tenantID string) (int, error) {
 	var n int
 	err := c.queryRow(ctx, `SELECT count(*) FROM sessions WHERE tenant_id = `+c.d.ph(1)+` AND state NOT IN (`+c.d.placeholders(2, 2)+`)`,
@@ -157,6 +220,31 @@ func (c *sqlCommon) QueuePosition(ctx context.Context, id string) (int, error) {
 		return 0, nil
 	}
 	return ahead + 1, nil
+}
+
+// Tickets.
+
+func (c *sqlCommon) CreateTicket(ctx context.Context, t *Ticket) error {
+	if err := prepareTicket(t); err != nil {
+		return err
+	}
+	err := c.inTx(ctx, func(tx txOps) error {
+		// Tickets live for seconds to hours: sweeping the dead ones here keeps
+		// the table small without a janitor.
+		if _, err := tx.exec(ctx, `DELETE FROM tickets WHERE expires_at <= `+c.d.ph(1)+` OR uses_left <= 0`, c.d.time(time.Now())); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, `INSERT INTO tickets (hash, session_id, tenant_id, role, expires_at, uses_left) VALUES (`+c.d.placeholders(1, 6)+`)`,
+			t.Hash, t.SessionID, t.TenantID, t.Role, c.d.time(t.ExpiresAt), t.UsesLeft)
+		return err
+	})
+	if c.isUnique(err) {
+		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, err)
+	}
+	return nil
 }
 
 // Daemon replicas.

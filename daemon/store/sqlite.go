@@ -105,6 +105,9 @@ func openSQLite(ctx context.Context, path, userQuery string) (*sqliteStore, erro
 			return rows, func() { rows.Close() }, nil
 		},
 		exec: s.execTx,
+		inTx: func(ctx context.Context, fn func(txOps) error) error {
+			return s.tx(ctx, func(tx *sql.Tx) error { return fn(sqlTxOps(tx)) })
+		},
 	}
 	return s, nil
 }
@@ -115,6 +118,15 @@ func cloneValues(v url.Values) url.Values {
 		c[k] = append([]string(nil), vs...)
 	}
 	return c
+}
+
+// sqliteDialect binds times as fixed-width text. A row read for update needs
+// no lock clause: every write transaction is IMMEDIATE and so already holds
+// the file's write lock.
+var sqliteDialect = dialect{
+	ph:   func(int) string { return "?" },
+	time: func(t time.Time) any { return fmtSQLiteTime(t) },
+	json: textOrNil,
 }
 
 func (s *sqliteStore) migrate(ctx context.Context) error {
@@ -179,15 +191,25 @@ func (s *sqliteStore) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	}
 }
 
+func sqlTxOps(tx *sql.Tx) txOps {
+	return txOps{
+		queryRow: func(ctx context.Context, q string, args ...any) scanner { return tx.QueryRowContext(ctx, q, args...) },
+		exec: func(ctx context.Context, q string, args ...any) (int64, error) {
+			res, err := tx.ExecContext(ctx, q, args...)
+			if err != nil {
+				return 0, err
+			}
+			return res.RowsAffected()
+		},
+	}
+}
+
 // execTx runs one statement in a transaction of its own, as tx does.
 func (s *sqliteStore) execTx(ctx context.Context, q string, args ...any) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
+		var err error
+		n, err = sqlTxOps(tx).exec(ctx, q, args...)
 		return err
 	})
 	return n, err
@@ -236,92 +258,7 @@ func parseSQLiteTime(s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-// Tenants.
-
-func (s *sqliteStore) DeleteTenant(ctx context.Context, id string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM tenants WHERE id = ?`, id)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return ErrNotFound
-		}
-		// A deleted tenant's tickets must not open anything any more.
-		_, err = tx.ExecContext(ctx, `DELETE FROM tickets WHERE tenant_id = ?`, id)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("delete tenant %s: %w", id, err)
-	}
-	return nil
-}
-
-// Sessions.
-
-func (s *sqliteStore) UpdateSession(ctx context.Context, id string, from []SessionState, fn func(*Session) error) (*Session, error) {
-	var out *Session
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		old, err := scanSession(tx.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
-		if isNoRows(err) {
-			return fmt.Errorf("session %s: %w", id, ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("read session %s: %w", id, err)
-		}
-		if err := checkFrom(from, old.State, id); err != nil {
-			return err
-		}
-		sess := copySession(old)
-		if err := fn(sess); err != nil {
-			return err
-		}
-		if err := prepareUpdatedSession(id, old, sess); err != nil {
-			return err
-		}
-		q, args, err := updateSession(sqliteDialect, id, sess)
-		if err != nil {
-			return fmt.Errorf("update session %s: %w", id, err)
-		}
-		_, err = tx.ExecContext(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("write session %s: %w", id, err)
-		}
-		out = sess
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // Tickets.
-
-func (s *sqliteStore) CreateTicket(ctx context.Context, t *Ticket) error {
-	if err := prepareTicket(t); err != nil {
-		return err
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		// Tickets live for seconds to hours: sweeping the dead ones here keeps
-		// the table small without a janitor.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM tickets WHERE expires_at <= ? OR uses_left <= 0`, fmtSQLiteTime(time.Now())); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO tickets (hash, session_id, tenant_id, role, expires_at, uses_left) VALUES (?, ?, ?, ?, ?, ?)`,
-			t.Hash, t.SessionID, t.TenantID, t.Role, fmtSQLiteTime(t.ExpiresAt), t.UsesLeft)
-		return err
-	})
-	if isSQLiteUnique(err) {
-		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, ErrConflict)
-	}
-	if err != nil {
-		return fmt.Errorf("create ticket for session %s: %w", t.SessionID, err)
-	}
-	return nil
-}
 
 func (s *sqliteStore) UseTicket(ctx context.Context, hash []byte, sessionID string, at time.Time) (*Ticket, error) {
 	if len(hash) == 0 || sessionID == "" {
