@@ -96,24 +96,32 @@ func (c Credentials) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// wireCredentials is Credentials without the redaction, for the init call only.
-type wireCredentials struct {
+// PlainCredentials is Credentials without the redaction: the form in which
+// the real values travel, in the daemon's create request and the agent's init
+// call only. Never log or store one.
+type PlainCredentials struct {
 	AnthropicAPIKey  string `json:"anthropic_api_key,omitempty"`
 	ClaudeOAuthToken string `json:"claude_oauth_token,omitempty"`
 	GitToken         string `json:"git_token,omitempty"`
 }
 
-// EncodeInitRequest is the JSON body of POST /v1/init, credentials included.
+// Plain returns the unredacted form of c, or nil for a nil c.
+func (c *Credentials) Plain() *PlainCredentials {
+	if c == nil {
+		return nil
+	}
+	return &PlainCredentials{AnthropicAPIKey: c.AnthropicAPIKey, ClaudeOAuthToken: c.ClaudeOAuthToken, GitToken: c.GitToken}
+}
+
+// EncodeInitRequest is the JSON body of POST /v1/init with the credentials'
+// real values (json.Marshal of the request redacts them).
 func EncodeInitRequest(r *InitRequest) ([]byte, error) {
 	type plain InitRequest // no methods
 	w := struct {
 		*plain
 		// Shallower than plain's field of the same name, so it wins.
-		Credentials *wireCredentials `json:"credentials,omitempty"`
-	}{plain: (*plain)(r)}
-	if c := r.Credentials; c != nil {
-		w.Credentials = &wireCredentials{c.AnthropicAPIKey, c.ClaudeOAuthToken, c.GitToken}
-	}
+		Credentials *PlainCredentials `json:"credentials,omitempty"`
+	}{plain: (*plain)(r), Credentials: r.Credentials.Plain()}
 	return json.Marshal(w)
 }
 

@@ -52,14 +52,6 @@ type CreateSessionRequest struct {
 	Credentials *Credentials `json:"credentials,omitempty"`
 }
 
-// wireCredentials is Credentials without the redaction, for the create
-// request only.
-type wireCredentials struct {
-	AnthropicAPIKey  string `json:"anthropic_api_key,omitempty"`
-	ClaudeOAuthToken string `json:"claude_oauth_token,omitempty"`
-	GitToken         string `json:"git_token,omitempty"`
-}
-
 // EncodeCreateSessionRequest is the JSON body of POST /v1/sessions with the
 // credentials' real values (json.Marshal of the request redacts them).
 func EncodeCreateSessionRequest(r *CreateSessionRequest) ([]byte, error) {
@@ -67,11 +59,8 @@ func EncodeCreateSessionRequest(r *CreateSessionRequest) ([]byte, error) {
 	w := struct {
 		*plain
 		// Shallower than plain's field of the same name, so it wins.
-		Credentials *wireCredentials `json:"credentials,omitempty"`
-	}{plain: (*plain)(r)}
-	if c := r.Credentials; c != nil {
-		w.Credentials = &wireCredentials{AnthropicAPIKey: c.AnthropicAPIKey, ClaudeOAuthToken: c.ClaudeOAuthToken, GitToken: c.GitToken}
-	}
+		Credentials *agentapi.PlainCredentials `json:"credentials,omitempty"`
+	}{plain: (*plain)(r), Credentials: r.Credentials.Plain()}
 	return json.Marshal(w)
 }
 
@@ -258,3 +247,12 @@ type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// RawJSON returns the session as the daemon sent it (nil if built in Go).
+func (s Session) RawJSON() json.RawMessage { return s.Raw }
+
+// RawJSON returns the pool as the daemon sent it (nil if built in Go).
+func (p Pool) RawJSON() json.RawMessage { return p.Raw }
+
+// RawJSON returns the tenant as the daemon sent it (nil if built in Go).
+func (t Tenant) RawJSON() json.RawMessage { return t.Raw }

@@ -306,6 +306,15 @@ func apiJSON(raw json.RawMessage, v any) any {
 	return v
 }
 
+// apiJSONList is apiJSON for every element of a list.
+func apiJSONList[T interface{ RawJSON() json.RawMessage }](list []T) []any {
+	out := make([]any, 0, len(list))
+	for _, v := range list {
+		out = append(out, apiJSON(v.RawJSON(), v))
+	}
+	return out
+}
+
 // printJSON writes v as indented JSON.
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.io.Out)

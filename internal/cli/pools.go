@@ -24,11 +24,7 @@ func runPools(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if e.json() {
-		out := make([]any, 0, len(pools))
-		for i := range pools {
-			out = append(out, apiJSON(pools[i].Raw, &pools[i]))
-		}
-		return e.printJSON(out)
+		return e.printJSON(apiJSONList(pools))
 	}
 	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tAPP\tREGIONS\tMIN STANDBY\tMAX MACHINES\tSTANDBY MODE")

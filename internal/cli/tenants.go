@@ -89,11 +89,7 @@ func tenantsList(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if e.json() {
-		out := make([]any, 0, len(list))
-		for i := range list {
-			out = append(out, apiJSON(list[i].Raw, &list[i]))
-		}
-		return e.printJSON(out)
+		return e.printJSON(apiJSONList(list))
 	}
 	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tPOOLS\tMAX SESSIONS\tMAX DURATION")

@@ -58,7 +58,7 @@ func TestEveryCallMatchesSpec(t *testing.T) {
 		StopConfig:  &StopConfig{Signal: "SIGTERM", Timeout: NewDuration(10 * time.Second)},
 		Services: []Service{{Protocol: "tcp", InternalPort: 8080, Autostop: ptr(AutostopSuspend),
 			Ports: []Port{{Port: ptr(443), Handlers: []string{"tls", "http"}}}}},
-		Checks: map[string]Check{"alive": {Type: "http", Port: ptr(8080), Path: "/v1/health", Interval: NewDuration(15 * time.Second), Timeout: NewDuration(2 * time.Second)}},
+		Checks: map[string]Check{"alive": {ServiceCheck: ServiceCheck{Type: "http", Port: ptr(8080), Path: "/v1/health", Interval: NewDuration(15 * time.Second), Timeout: NewDuration(2 * time.Second)}}},
 		DNS:    &DNSConfig{SkipRegistration: true},
 	}
 	m, err := c.CreateMachine(ctx, app, CreateMachineRequest{Config: cfg, Region: "ord", Name: "standby-1", SkipLaunch: true, LeaseTTL: 30})

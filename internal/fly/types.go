@@ -455,20 +455,11 @@ type ServiceCheck struct {
 	Headers       []HTTPHeader `json:"headers,omitempty"`
 }
 
-// Check is a machine-level health check (config.checks[name]).
+// Check is a machine-level health check (config.checks[name]): a service
+// check's fields plus its kind.
 type Check struct {
-	Type          string       `json:"type,omitempty"` // tcp | http
-	Port          *int         `json:"port,omitempty"`
-	Interval      *Duration    `json:"interval,omitempty"`
-	Timeout       *Duration    `json:"timeout,omitempty"`
-	GracePeriod   *Duration    `json:"grace_period,omitempty"`
-	Method        string       `json:"method,omitempty"`
-	Path          string       `json:"path,omitempty"`
-	Protocol      string       `json:"protocol,omitempty"`
-	TLSSkipVerify *bool        `json:"tls_skip_verify,omitempty"`
-	TLSServerName string       `json:"tls_server_name,omitempty"`
-	Headers       []HTTPHeader `json:"headers,omitempty"`
-	Kind          string       `json:"kind,omitempty"` // informational | readiness
+	ServiceCheck
+	Kind string `json:"kind,omitempty"` // informational | readiness
 }
 
 // HTTPHeader is a header sent by an HTTP check.
