@@ -1,9 +1,9 @@
 package reconcile_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -543,7 +543,7 @@ func TestUnknownSessionMachineSpared(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Now().Add(24 * time.Hour).UnixNano()) // the machines are old
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
 	newR := func() *reconcile.Reconciler {
 		return e.reconciler(reconcile.Config{ReapGrace: time.Minute, UnknownGrace: 20 * time.Minute, Now: now, Logger: logger})
@@ -579,24 +579,6 @@ func TestUnknownSessionMachineSpared(t *testing.T) {
 	if !strings.Contains(logs.String(), "reaped a session machine whose session this store has not known") {
 		t.Fatalf("reaping an unknown session's machine was not a warning:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger used from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // blockingFly blocks the first ListApps until released, holding its round

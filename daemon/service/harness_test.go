@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -37,24 +38,6 @@ const (
 	region   = "iad"
 	adminKey = "hga_test-admin-key-0123456789"
 )
-
-// syncBuffer collects a daemon's logs for the secret scan.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // env is a Fly emulator running the real agent, with one pool.
 type env struct {
@@ -119,7 +102,7 @@ func newEnvSpec(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 // replica is one running daemon.
 type replica struct {
 	*service.Daemon
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func (e *env) start(t *testing.T, dsn string) *replica {
@@ -135,7 +118,7 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	cfg.HeartbeatInterval, cfg.DeadAfter = 200*time.Millisecond, 2*time.Second
 	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
 	cfg.ReadyTimeout = 90 * time.Second
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	d, err := service.Start(context.Background(), service.Options{
 		Config: cfg, LogOutput: logs, DispatchInterval: 50 * time.Millisecond,
 	})

@@ -1,10 +1,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -126,24 +126,6 @@ func (f *fakeSession) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// syncBuffer is a goroutine-safe bytes.Buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestAttachReconnectLosesNothing(t *testing.T) {
 	fs := &fakeSession{dropEvery: 4, exitAfter: 120}
 	srv := httptest.NewServer(fs)
@@ -159,7 +141,7 @@ func TestAttachReconnectLosesNothing(t *testing.T) {
 		OnState:        func(s wire.State) { states = append(states, s.State) },
 		OnReconnecting: func(int, error) { reconnects++ },
 	})
-	var out syncBuffer
+	var out syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var input strings.Builder
@@ -223,7 +205,7 @@ func TestAttachPermanentErrors(t *testing.T) {
 			c, _ := New(srv.URL, tc.token, nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			_, err := c.Attach("s1", AttachOptions{}).Run(ctx, &syncBuffer{})
+			_, err := c.Attach("s1", AttachOptions{}).Run(ctx, &syncbuf.Buffer{})
 			if err == nil {
 				t.Fatal("no error")
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"net"
 	"net/http"
 	"net/netip"
@@ -1111,26 +1112,8 @@ func ready(t *testing.T, dir, want string) {
 	eventually(t, "machine script to be ready", func() bool { return readFile(filepath.Join(dir, "ready")) == want })
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestProcessOutput(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
 	e := start(t, flyemu.Config{Logger: logger, LogProcessOutput: true})
 	app := e.app(t, "out")

@@ -1,9 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"net"
 	"net/http"
 	"regexp"
@@ -43,30 +43,7 @@ func (c *cutter) cutAll() {
 	c.conns = nil
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
-}
-
-func waitFor(t *testing.T, out *syncBuffer, want string, timeout time.Duration) {
+func waitFor(t *testing.T, out *syncbuf.Buffer, want string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !strings.Contains(out.String(), want) {
@@ -122,7 +99,7 @@ func TestAttachSurvivesCutConnections(t *testing.T) {
 		OnState:        func(st wire.State) { mu.Lock(); states = append(states, st.State); mu.Unlock() },
 		OnReconnecting: func(int, error) { mu.Lock(); reconnects++; mu.Unlock() },
 	})
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	runDone := make(chan error, 1)
 	var exit *wire.Exit
 	go func() {

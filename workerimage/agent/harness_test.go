@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"io"
 	"net/http"
 	"os"
@@ -29,24 +30,6 @@ import (
 
 const fakeClaudePkg = "github.com/hangarhq/hangar/internal/fakeclaude"
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // agentProc is a running hangar-agent binary.
 type agentProc struct {
 	t         *testing.T
@@ -56,7 +39,7 @@ type agentProc struct {
 	key       ed25519.PrivateKey
 	client    *agentapi.Client
 	cmd       *exec.Cmd
-	logs      *syncBuffer
+	logs      *syncbuf.Buffer
 	workspace string
 	home      string
 	done      chan struct{}
@@ -81,7 +64,7 @@ func startAgent(t *testing.T, o agentOpts) *agentProc {
 	other, _ := agentauth.GenerateKey()
 	root := t.TempDir()
 	a := &agentProc{t: t, machineID: "m-" + filepath.Base(root), signer: agentauth.NewSigner(key), key: key,
-		logs: &syncBuffer{}, workspace: filepath.Join(root, "workspace"), home: filepath.Join(root, "home"),
+		logs: &syncbuf.Buffer{}, workspace: filepath.Join(root, "workspace"), home: filepath.Join(root, "home"),
 		done: make(chan struct{}), fake: fake}
 	if err := os.MkdirAll(a.home, 0o755); err != nil {
 		t.Fatal(err)
