@@ -3,7 +3,6 @@ package reconcile_test
 import (
 	"context"
 	"errors"
-	"github.com/hangarhq/hangar/internal/syncbuf"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -25,6 +24,7 @@ import (
 	"github.com/hangarhq/hangar/internal/flyemu"
 	"github.com/hangarhq/hangar/internal/flyemu/flyemutest"
 	"github.com/hangarhq/hangar/internal/pool"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"github.com/hangarhq/hangar/internal/testbin"
 )
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/hangarhq/hangar/internal/syncbuf"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"github.com/hangarhq/hangar/internal/flyemu"
 	"github.com/hangarhq/hangar/internal/flyemu/flyemutest"
 	"github.com/hangarhq/hangar/internal/pool"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"github.com/hangarhq/hangar/internal/testbin"
 	"github.com/hangarhq/hangar/internal/wire"
 )

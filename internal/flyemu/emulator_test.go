@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/hangarhq/hangar/internal/syncbuf"
 	"net"
 	"net/http"
 	"net/netip"
@@ -25,6 +24,7 @@ import (
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/flyemu"
 	"github.com/hangarhq/hangar/internal/flyspec"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 )
 
 func TestApps(t *testing.T) {

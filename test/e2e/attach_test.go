@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"github.com/hangarhq/hangar/internal/syncbuf"
 	"net"
 	"net/http"
 	"regexp"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hangarhq/hangar/internal/client"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"github.com/hangarhq/hangar/internal/wire"
 	"github.com/hangarhq/hangar/test/devtest"
 )

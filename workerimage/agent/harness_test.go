@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/hangarhq/hangar/internal/syncbuf"
 	"io"
 	"net/http"
 	"os"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/agentauth"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"github.com/hangarhq/hangar/internal/testbin"
 	"github.com/hangarhq/hangar/internal/wire"
 )
