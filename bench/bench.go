@@ -108,16 +108,15 @@ func (t Throughput) mbps() float64 {
 
 // run is the state of one benchmark run.
 type run struct {
-	opts   Options
-	dev    *devDaemon
-	api    *client.Client
-	fly    *fly.Client
-	hc     *http.Client
-	res    Results
-	ended  []string
-	mu     sync.Mutex
-	logf   func(format string, args ...any)
-	suspOK chan error
+	opts  Options
+	dev   *devDaemon
+	api   *client.Client
+	fly   *fly.Client
+	hc    *http.Client
+	res   Results
+	ended []string
+	mu    sync.Mutex
+	logf  func(format string, args ...any)
 }
 
 const (

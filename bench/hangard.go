@@ -25,7 +25,6 @@ type devDaemon struct {
 	env  map[string]string // dev.env
 	key  *agentauth.Signer // the broker key, from the data directory
 	done chan error
-	logs *os.File
 }
 
 // startDev starts `hangard dev` on a loopback port with data in dir and

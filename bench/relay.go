@@ -151,8 +151,6 @@ func (p *relayProc) stop() {
 	}
 }
 
-func (p *relayProc) pid() int { return p.cmd.Process.Pid }
-
 // relayPath attaches to the agent through the reference relay.
 type relayPath struct {
 	relay    string

@@ -50,12 +50,3 @@ func parseSignal(s string) (string, syscall.Signal, bool) {
 	sig, ok := signals[name]
 	return name, sig, ok
 }
-
-func signalName(sig syscall.Signal) string {
-	for name, s := range signals {
-		if s == sig {
-			return name
-		}
-	}
-	return "SIG" + strconv.Itoa(int(sig))
-}

@@ -73,10 +73,3 @@ const (
 	// EnvBrokerPublicKey carries Spec.BrokerPublicKeys, comma-separated.
 	EnvBrokerPublicKey = "HANGAR_BROKER_PUBLIC_KEY"
 )
-
-// specKeys are the template-only keys; CloneConfig drops them.
-var specKeys = []string{
-	KeyMinStandby, KeyMaxMachines, KeyStandbyMode, KeyRegions, KeyIdleTimeout,
-	KeySessionTTL, KeyAgentPort, KeyBrokerPublicKeys, KeyTenant, KeyDraining,
-	KeyNetwork, KeyAdoptedApp, KeyGuestOverride, KeyEnvOverrides,
-}
