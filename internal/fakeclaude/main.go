@@ -192,8 +192,13 @@ func repl() int {
 				fmt.Print("usage: /write FILE TEXT\r\n")
 				break
 			}
-			if err := os.MkdirAll(filepath.Dir(fields[1]), 0o755); err == nil {
+			err := os.MkdirAll(filepath.Dir(fields[1]), 0o755)
+			if err == nil {
 				err = os.WriteFile(fields[1], []byte(strings.Join(fields[2:], " ")+"\n"), 0o644)
+			}
+			if err != nil {
+				fmt.Printf("write %s: %v\r\n", fields[1], err)
+				break
 			}
 			fmt.Printf("wrote %s\r\n", fields[1])
 		case "/env":

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -73,9 +72,10 @@ func build(pkg string) (string, error) {
 	return out, nil
 }
 
+// goTool is the go command that runs the tests: `go test` puts its own
+// GOROOT's bin first on PATH for the test binaries it runs.
 func goTool() string {
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
+	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
 	return "go"
