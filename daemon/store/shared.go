@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"time"
 )
@@ -270,6 +271,9 @@ func (c *sqlCommon) DeadDaemons(ctx context.Context, before time.Time) ([]string
 }
 
 func (c *sqlCommon) ForgetDaemon(ctx context.Context, daemonID string) error {
+	if _, err := c.exec(ctx, `DELETE FROM agent_tunnels WHERE daemon_id = `+c.d.ph(1), daemonID); err != nil {
+		return fmt.Errorf("forget the tunnels of daemon %s: %w", daemonID, err)
+	}
 	if _, err := c.exec(ctx, `DELETE FROM daemons WHERE id = `+c.d.ph(1), daemonID); err != nil {
 		return fmt.Errorf("forget daemon %s: %w", daemonID, err)
 	}
@@ -298,4 +302,67 @@ func queryAll[T any](ctx context.Context, c *sqlCommon, scan func(scanner) (T, e
 	}
 	defer closeRows()
 	return collect(rows, scan)
+}
+
+// Agent tunnels and replica addresses.
+
+func (c *sqlCommon) AdvertiseDaemon(ctx context.Context, daemonID, addr string, at time.Time) error {
+	if daemonID == "" {
+		return fmt.Errorf("advertise daemon: empty daemon id")
+	}
+	_, err := c.exec(ctx, `INSERT INTO daemons (id, last_seen, addr) VALUES (`+c.d.placeholders(1, 3)+`)
+		ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, addr = excluded.addr`, daemonID, c.d.time(at), addr)
+	if err != nil {
+		return fmt.Errorf("advertise daemon %s: %w", daemonID, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) AnnounceTunnel(ctx context.Context, machineID, daemonID string, at time.Time) error {
+	if machineID == "" || daemonID == "" {
+		return fmt.Errorf("announce tunnel: empty machine or daemon id")
+	}
+	_, err := c.exec(ctx, `INSERT INTO agent_tunnels (machine_id, daemon_id, since) VALUES (`+c.d.placeholders(1, 3)+`)
+		ON CONFLICT (machine_id) DO UPDATE SET daemon_id = excluded.daemon_id, since = excluded.since`, machineID, daemonID, c.d.time(at))
+	if err != nil {
+		return fmt.Errorf("announce the tunnel of machine %s: %w", machineID, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) WithdrawTunnel(ctx context.Context, machineID, daemonID string) error {
+	_, err := c.exec(ctx, `DELETE FROM agent_tunnels WHERE machine_id = `+c.d.ph(1)+` AND daemon_id = `+c.d.ph(2), machineID, daemonID)
+	if err != nil {
+		return fmt.Errorf("withdraw the tunnel of machine %s: %w", machineID, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) TunnelOwner(ctx context.Context, machineID string) (daemonID, addr string, err error) {
+	row := c.queryRow(ctx, `SELECT t.daemon_id, COALESCE(d.addr, '') FROM agent_tunnels t
+		LEFT JOIN daemons d ON d.id = t.daemon_id WHERE t.machine_id = `+c.d.ph(1), machineID)
+	err = row.Scan(&daemonID, &addr)
+	if isNoRows(err) {
+		return "", "", fmt.Errorf("tunnel of machine %s: %w", machineID, ErrNotFound)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("tunnel of machine %s: %w", machineID, err)
+	}
+	return daemonID, addr, nil
+}
+
+func (c *sqlCommon) UseToken(ctx context.Context, key string, until, now time.Time) (bool, error) {
+	if key == "" {
+		return false, fmt.Errorf("use token: empty key")
+	}
+	if _, err := c.exec(ctx, `DELETE FROM used_tokens WHERE expires_at < `+c.d.ph(1), c.d.time(now)); err != nil {
+		return false, fmt.Errorf("sweep used tokens: %w", err)
+	}
+	sum := sha256.Sum256([]byte(key))
+	n, err := c.exec(ctx, `INSERT INTO used_tokens (hash, expires_at) VALUES (`+c.d.placeholders(1, 2)+`)
+		ON CONFLICT (hash) DO NOTHING`, sum[:], c.d.time(until))
+	if err != nil {
+		return false, fmt.Errorf("use token: %w", err)
+	}
+	return n == 1, nil
 }

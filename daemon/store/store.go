@@ -162,9 +162,27 @@ type Store interface {
 	Heartbeat(ctx context.Context, daemonID string, now time.Time) error
 	// DeadDaemons lists replicas whose last heartbeat is older than before.
 	DeadDaemons(ctx context.Context, before time.Time) ([]string, error)
-	// ForgetDaemon removes a replica's heartbeat; forgetting an unknown one
-	// is not an error.
+	// ForgetDaemon removes a replica's heartbeat and the agent tunnels it
+	// announced; forgetting an unknown one is not an error.
 	ForgetDaemon(ctx context.Context, daemonID string) error
+	// AdvertiseDaemon records the address other replicas reach daemonID on
+	// (its internal listener) and counts as a heartbeat at at.
+	AdvertiseDaemon(ctx context.Context, daemonID, addr string, at time.Time) error
+
+	// Agent tunnels (internal/tunnel): which replica holds each machine's.
+	// AnnounceTunnel records that daemonID holds machineID's tunnel (a later
+	// announcement, from any replica, replaces it).
+	AnnounceTunnel(ctx context.Context, machineID, daemonID string, at time.Time) error
+	// WithdrawTunnel forgets machineID's tunnel if daemonID still holds it.
+	WithdrawTunnel(ctx context.Context, machineID, daemonID string) error
+	// TunnelOwner returns the replica holding machineID's tunnel and that
+	// replica's advertised address ("" if it advertised none); ErrNotFound
+	// when no replica holds one.
+	TunnelOwner(ctx context.Context, machineID string) (daemonID, addr string, err error)
+	// UseToken records a single-use token key (a jti, never a token; the
+	// store keeps its SHA-256) until it expires; fresh is false if it was used before. Keys
+	// past their expiry (before now) are swept.
+	UseToken(ctx context.Context, key string, until, now time.Time) (fresh bool, err error)
 	// TryLeader tries to become the one leader for name (Postgres: a session
 	// advisory lock on a connection of its own; SQLite: always granted, one
 	// process). In Postgres it is exclusive across replicas and within one

@@ -55,6 +55,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"tickets/race_multi_use", func(t *testing.T, s store.Store) { testTicketRace(t, s, s, 5) }},
 		{"tickets/deleted_tenant", testTicketDeletedTenant},
 		{"daemons/heartbeat", testDaemons},
+		{"daemons/tunnels", testTunnels},
+		{"tokens/single_use", testUseToken},
+		{"tokens/race_one_winner", testUseTokenRace},
 		{"leader/release", testLeaderSingle},
 		{"schema/no_credential_columns", testNoCredentialColumns},
 		{"close", testClose},
@@ -1118,6 +1121,110 @@ func testDaemons(t *testing.T, s store.Store) {
 	}
 }
 
+func testTunnels(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	now := time.Now()
+	if _, _, err := s.TunnelOwner(ctx, "m1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TunnelOwner with no tunnel = %v; want ErrNotFound", err)
+	}
+	if err := s.AdvertiseDaemon(ctx, "d1", "10.0.0.1:7781", now); err != nil {
+		t.Fatalf("AdvertiseDaemon: %v", err)
+	}
+	if err := s.AnnounceTunnel(ctx, "m1", "d1", now); err != nil {
+		t.Fatalf("AnnounceTunnel: %v", err)
+	}
+	owner := func(want, wantAddr string) {
+		t.Helper()
+		d, addr, err := s.TunnelOwner(ctx, "m1")
+		if err != nil || d != want || addr != wantAddr {
+			t.Fatalf("TunnelOwner(m1) = %q, %q, %v; want %q, %q", d, addr, err, want, wantAddr)
+		}
+	}
+	owner("d1", "10.0.0.1:7781")
+	// A heartbeat keeps the advertised address.
+	if err := s.Heartbeat(ctx, "d1", now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	owner("d1", "10.0.0.1:7781")
+	// The agent redialled and landed on d2, which advertised nothing yet.
+	if err := s.AnnounceTunnel(ctx, "m1", "d2", now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	owner("d2", "")
+	// d1's late withdrawal must not remove d2's tunnel.
+	if err := s.WithdrawTunnel(ctx, "m1", "d1"); err != nil {
+		t.Fatal(err)
+	}
+	owner("d2", "")
+	if err := s.WithdrawTunnel(ctx, "m1", "d2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.TunnelOwner(ctx, "m1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TunnelOwner after withdrawal = %v; want ErrNotFound", err)
+	}
+	// Forgetting a dead replica forgets its tunnels.
+	if err := s.AnnounceTunnel(ctx, "m2", "d1", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ForgetDaemon(ctx, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.TunnelOwner(ctx, "m2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TunnelOwner after ForgetDaemon = %v; want ErrNotFound", err)
+	}
+	if err := s.AnnounceTunnel(ctx, "", "d1", now); err == nil {
+		t.Fatal("AnnounceTunnel with an empty machine id succeeded")
+	}
+	if err := s.AdvertiseDaemon(ctx, "", "x", now); err == nil {
+		t.Fatal("AdvertiseDaemon with an empty id succeeded")
+	}
+}
+
+func testUseToken(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	now := time.Now()
+	use := func(key string, until, at time.Time, want bool) {
+		t.Helper()
+		fresh, err := s.UseToken(ctx, key, until, at)
+		if err != nil || fresh != want {
+			t.Fatalf("UseToken(%s) = %v, %v; want %v", key, fresh, err, want)
+		}
+	}
+	use("a", now.Add(time.Minute), now, true)
+	use("a", now.Add(time.Minute), now, false) // replayed
+	use("b", now.Add(time.Minute), now, true)
+	// Once a key has expired it is swept; the token itself is expired by
+	// then, so its verifier refuses it before asking here.
+	use("a", now.Add(3*time.Minute), now.Add(2*time.Minute), true)
+	if _, err := s.UseToken(ctx, "", now, now); err == nil {
+		t.Fatal("UseToken with an empty key succeeded")
+	}
+}
+
+func testUseTokenRace(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	now := time.Now()
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fresh, err := s.UseToken(ctx, "k", now.Add(time.Minute), now)
+			if err != nil {
+				t.Errorf("UseToken: %v", err)
+			}
+			if fresh {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d concurrent uses of one token succeeded; want 1", wins.Load())
+	}
+}
+
 func testLeaderSingle(t *testing.T, s store.Store) {
 	ctx := testContext(t)
 	ok, release, err := s.TryLeader(ctx, "reconciler")
@@ -1162,7 +1269,7 @@ func testNoCredentialColumns(t *testing.T, s store.Store) {
 			t.Fatalf("table %s missing from the schema: %v", table, cols)
 		}
 	}
-	allowed := map[string]bool{"tenants.key_hash": true, "tickets.hash": true}
+	allowed := map[string]bool{"tenants.key_hash": true, "tickets.hash": true, "used_tokens.hash": true}
 	for table, names := range cols {
 		for _, c := range names {
 			full := table + "." + c
