@@ -219,6 +219,27 @@ func (s *Signer) Token(machineID, sessionID string) (string, error) {
 	return tok, nil
 }
 
+// Sign returns the raw ed25519 signature of msg by the broker key. It is for
+// proofs of key possession (internal/tunnel): msg must be domain-separated by
+// the caller so that it can never be mistaken for a token's signing input.
+func (s *Signer) Sign(msg []byte) []byte {
+	return ed25519.Sign(s.key, msg)
+}
+
+// VerifySignature reports whether sig is a valid ed25519 signature of msg by
+// any of keys (a rotation list); malformed keys never match.
+func VerifySignature(keys []ed25519.PublicKey, msg, sig []byte) bool {
+	if len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	for _, k := range keys {
+		if len(k) == ed25519.PublicKeySize && ed25519.Verify(k, msg, sig) {
+			return true
+		}
+	}
+	return false
+}
+
 func randomID() (string, error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
