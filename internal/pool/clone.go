@@ -2,8 +2,6 @@ package pool
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/hangarhq/hangar/internal/fly"
 )
@@ -13,8 +11,10 @@ import (
 // the template's config with auto_destroy true (when the agent exits, Fly
 // destroys the machine), restart policy "no", metadata reduced to the
 // machine's identity (pool, role, tenant image, the template's spec hash,
-// session id), and env HANGAR_AGENT_PORT and HANGAR_BROKER_PUBLIC_KEY from
-// the template's spec.
+// session id), and env HANGAR_AGENT_PORT, HANGAR_BROKER_PUBLIC_KEY and
+// (when the pool declares one) HANGAR_DAEMON_URL from the template's spec:
+// the metadata is the spec's source of truth, so it wins over whatever the
+// template's env holds.
 func CloneConfig(template *fly.Machine, role, sessionID string) (*fly.MachineConfig, error) {
 	if template == nil || template.Config == nil {
 		return nil, fmt.Errorf("clone template: no template config")
@@ -59,8 +59,7 @@ func CloneConfig(template *fly.Machine, role, sessionID string) (*fly.MachineCon
 	if cfg.Env == nil {
 		cfg.Env = map[string]string{}
 	}
-	cfg.Env[EnvAgentPort] = strconv.Itoa(spec.AgentPort)
-	cfg.Env[EnvBrokerPublicKey] = strings.Join(spec.BrokerPublicKeys, ",")
+	spec.hangarEnv(cfg.Env)
 	return cfg, nil
 }
 

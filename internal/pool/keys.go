@@ -48,6 +48,9 @@ const (
 	KeyDraining = "hangar_draining"
 	// KeyNetwork is the app's 6PN network name, if any.
 	KeyNetwork = "hangar_network"
+	// KeyDaemonURL is the URL of the hangar daemon the pool's agents dial
+	// (Spec.DaemonURL); absent for a pool whose daemon dials its agents.
+	KeyDaemonURL = "hangar_daemon_url"
 	// KeyAdoptedApp is "true" when the app existed before the pool and must
 	// survive the pool's deletion.
 	KeyAdoptedApp = "hangar_adopted_app"
@@ -72,4 +75,7 @@ const (
 	EnvAgentPort = "HANGAR_AGENT_PORT"
 	// EnvBrokerPublicKey carries Spec.BrokerPublicKeys, comma-separated.
 	EnvBrokerPublicKey = "HANGAR_BROKER_PUBLIC_KEY"
+	// EnvDaemonURL carries Spec.DaemonURL, the URL hangar-agent opens its
+	// outbound tunnel to; set only when the pool declares one.
+	EnvDaemonURL = "HANGAR_DAEMON_URL"
 )

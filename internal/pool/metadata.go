@@ -41,6 +41,9 @@ func (s Spec) Metadata() map[string]string {
 	if s.Network != "" {
 		md[KeyNetwork] = s.Network
 	}
+	if s.DaemonURL != "" {
+		md[KeyDaemonURL] = s.DaemonURL
+	}
 	if s.AdoptedApp {
 		md[KeyAdoptedApp] = "true"
 	}
@@ -51,22 +54,35 @@ func (s Spec) Metadata() map[string]string {
 }
 
 // TemplateConfig is the machine config of the spec's template: the worker
-// image, guest and env (with the hangar env a clone runs with), the spec in
-// metadata, restart policy "no". The template is created with skip_launch and
-// never started.
+// image, guest and env (with the hangar env a clone runs with, see
+// hangarEnv), the spec in metadata, restart policy "no". The template is
+// created with skip_launch and never started.
 func (s Spec) TemplateConfig() *fly.MachineConfig {
-	env := make(map[string]string, len(s.Env)+2)
+	env := make(map[string]string, len(s.Env)+3)
 	for k, v := range s.Env {
 		env[k] = v
 	}
-	env[EnvAgentPort] = strconv.Itoa(s.AgentPort)
-	env[EnvBrokerPublicKey] = strings.Join(s.BrokerPublicKeys, ",")
+	s.hangarEnv(env)
 	return &fly.MachineConfig{
 		Image:    s.Image,
 		Guest:    &fly.Guest{CPUKind: s.Guest.CPUKind, CPUs: s.Guest.CPUs, MemoryMB: s.Guest.MemoryMB},
 		Env:      env,
 		Metadata: s.Metadata(),
 		Restart:  &fly.Restart{Policy: fly.RestartNo},
+	}
+}
+
+// hangarEnv sets the env hangar itself gives a worker (the ReservedEnv
+// names) from the spec. HANGAR_DAEMON_URL is removed when the spec has no
+// daemon URL, so that a pool without one keeps exactly the env it had
+// before the setting existed and the agent stays in its listening mode.
+func (s Spec) hangarEnv(env map[string]string) {
+	env[EnvAgentPort] = strconv.Itoa(s.AgentPort)
+	env[EnvBrokerPublicKey] = strings.Join(s.BrokerPublicKeys, ",")
+	if s.DaemonURL != "" {
+		env[EnvDaemonURL] = s.DaemonURL
+	} else {
+		delete(env, EnvDaemonURL)
 	}
 }
 
@@ -151,6 +167,7 @@ func DecodeMetadata(md map[string]string) (Spec, error) {
 		TenantImage: md[KeyTenantImage],
 		Tenant:      md[KeyTenant],
 		Network:     md[KeyNetwork],
+		DaemonURL:   md[KeyDaemonURL],
 		AdoptedApp:  md[KeyAdoptedApp] == "true",
 		Draining:    md[KeyDraining] == "true",
 		StandbyMode: DefaultStandbyMode,

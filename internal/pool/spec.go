@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // StandbyMode is how a standby machine waits to be claimed.
@@ -52,7 +55,14 @@ type Spec struct {
 	// App is the Fly app holding the pool's machines.
 	App string
 	// Network is the app's isolated 6PN network ("" = the org's default).
+	// An isolated worker cannot be reached from the daemon's network, so a
+	// Network requires a DaemonURL.
 	Network string
+	// DaemonURL is the hangar daemon's URL that agents dial to open their
+	// outbound tunnel (scheme http or https, a host, an optional port, and
+	// nothing else: see ValidateDaemonURL). "" is the legacy mode in which
+	// the daemon dials the agent over the private network.
+	DaemonURL string
 	// AdoptedApp is true when the app existed before the pool (adopt_app):
 	// deleting the pool then leaves the app in place.
 	AdoptedApp bool
@@ -149,10 +159,13 @@ func (s Spec) clone() Spec {
 }
 
 // Hash is a stable hash of the parts of the spec that go into a standby's
-// machine config (image, guest, env, agent port, broker keys, standby mode,
-// and which template it belongs to). Standbys whose KeySpec differs from
-// their template's are stale and get replaced. Counts, regions, timeouts and
-// draining do not change a standby, so they are not part of the hash.
+// machine config (image, guest, env, agent port, broker keys, daemon URL,
+// standby mode, and which template it belongs to). Standbys whose KeySpec
+// differs from their template's are stale and get replaced. Counts, regions,
+// timeouts and draining do not change a standby, so they are not part of the
+// hash. The daemon URL enters the hash only when set, so that the hash of
+// every pool declared before it existed stays the same and an upgrade rolls
+// no standbys.
 func (s Spec) Hash() string {
 	doc := struct {
 		V           int               `json:"v"`
@@ -164,7 +177,8 @@ func (s Spec) Hash() string {
 		Mode        StandbyMode       `json:"standby_mode"`
 		AgentPort   int               `json:"agent_port"`
 		BrokerKeys  []string          `json:"broker_public_keys"`
-	}{1, s.Pool, s.TenantImage, s.Image, s.Guest, s.Env, s.StandbyMode, s.AgentPort, s.BrokerPublicKeys}
+		DaemonURL   string            `json:"daemon_url,omitempty"` // omitempty: see above
+	}{1, s.Pool, s.TenantImage, s.Image, s.Guest, s.Env, s.StandbyMode, s.AgentPort, s.BrokerPublicKeys, s.DaemonURL}
 	if doc.Env == nil {
 		doc.Env = map[string]string{}
 	}
@@ -308,9 +322,55 @@ func ValidateBrokerPublicKey(k string) error {
 	return nil
 }
 
+// ValidateDaemonURL checks a daemon URL: "http://" or "https://", a host,
+// an optional port, and nothing else (no user info, path, query or
+// fragment, not even a trailing "/"). One spelling per URL, because agents
+// append the tunnel path to it and present it as the audience of their
+// identity token, which the daemon compares as a string; and the provider
+// stores it as written, so a normalized copy would show as drift.
+func ValidateDaemonURL(raw string) error {
+	const form = `use the daemon's base URL, like "https://hangar.example.com" or "http://10.0.0.5:8080"`
+	if strings.IndexFunc(raw, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return fmt.Errorf("%q contains whitespace or control characters; %s", raw, form)
+	}
+	if !strings.HasPrefix(raw, "http://") && !strings.HasPrefix(raw, "https://") {
+		return fmt.Errorf("%q is not an http:// or https:// URL; %s", raw, form)
+	}
+	if strings.ContainsAny(raw, "?#") {
+		return fmt.Errorf("%q has a query or fragment; %s", raw, form)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL (%v); %s", raw, errors.Unwrap(err), form)
+	}
+	switch {
+	case u.User != nil:
+		return fmt.Errorf("%q carries user info; agents authenticate with their machine identity, so %s", raw, form)
+	case u.Hostname() == "":
+		return fmt.Errorf("%q has no host; %s", raw, form)
+	case u.Path != "" || u.RawPath != "":
+		return fmt.Errorf("%q has a path (%q); agents add the tunnel path themselves, so %s", raw, u.EscapedPath(), form)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q has port %s, not a TCP port (1-65535)", raw, p)
+		}
+	}
+	return nil
+}
+
 // ReservedEnv reports whether an env name is set by hangar itself.
 func ReservedEnv(name string) bool {
-	return name == EnvAgentPort || name == EnvBrokerPublicKey
+	_, ok := reservedEnv[name]
+	return ok
+}
+
+// reservedEnv maps each env name hangar sets to the pool attribute it comes
+// from, for the message that refuses it in env.
+var reservedEnv = map[string]string{
+	EnvAgentPort:       "agent_port",
+	EnvBrokerPublicKey: "broker_public_key",
+	EnvDaemonURL:       "daemon_url",
 }
 
 // Validate checks the spec and returns a ValidationError naming every invalid
@@ -331,6 +391,17 @@ func (s Spec) Validate() error {
 			if err := ValidateName(s.Network); err != nil {
 				add("network", "%v", err)
 			}
+		}
+		// Pool-wide settings: a tenant image inherits them as the pool has
+		// them, so they are checked on the pool's own spec only.
+		switch {
+		case s.DaemonURL != "":
+			if err := ValidateDaemonURL(s.DaemonURL); err != nil {
+				add("daemon_url", "%v", err)
+			}
+		case s.Network != "":
+			add("daemon_url", "network %q isolates the workers, so the daemon cannot connect to them: they must dial the daemon. "+
+				"Set daemon_url (or HANGAR_DAEMON_URL) to the daemon's public URL", s.Network)
 		}
 	} else {
 		if err := ValidateName(s.TenantImage); err != nil {
@@ -370,7 +441,7 @@ func (s Spec) Validate() error {
 		case !envNameRE.MatchString(k):
 			add("env", "%q is not a valid environment variable name", k)
 		case ReservedEnv(k):
-			add("env", "%s is set by hangar from the pool's agent_port and broker_public_key; remove it from env", k)
+			add("env", "%s is set by hangar from the pool's %s; remove it from env", k, reservedEnv[k])
 		}
 	}
 	if s.MinStandby < 0 {

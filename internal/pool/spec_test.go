@@ -28,6 +28,7 @@ func validSpec(t *testing.T) Spec {
 		Pool:             "default",
 		App:              "hangar-default",
 		Network:          "hangar-default",
+		DaemonURL:        "https://hangar.example.com",
 		Regions:          []string{"iad", "ams"},
 		Image:            "registry.fly.io/hangar-worker:1.0.0",
 		Guest:            Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 2048},
@@ -52,6 +53,7 @@ func TestTemplateRoundTrip(t *testing.T) {
 	suspend.AdoptedApp = true
 	suspend.Draining = true
 	suspend.Network = ""
+	suspend.DaemonURL = "" // legacy: the daemon dials the agent
 	suspend.Env = nil
 	g := Guest{CPUKind: "performance", CPUs: 2, MemoryMB: 8192}
 	ti := base.ForTenantImage("acme-node22", "acme", "registry.fly.io/acme-worker:2.3", 2, &g, map[string]string{"NODE": "22", "LOG_LEVEL": "debug"})
@@ -89,6 +91,12 @@ func TestTemplateRoundTrip(t *testing.T) {
 			}
 			if cfg.Restart == nil || cfg.Restart.Policy != fly.RestartNo {
 				t.Fatalf("template restart policy = %+v, want no", cfg.Restart)
+			}
+			// The daemon URL is in metadata and env exactly when declared.
+			md, hasMD := m.Config.Metadata[KeyDaemonURL]
+			env, hasEnv := m.Config.Env[EnvDaemonURL]
+			if hasMD != (s.DaemonURL != "") || md != s.DaemonURL || hasEnv != hasMD || env != s.DaemonURL {
+				t.Fatalf("daemon URL %q: metadata %q (%v), env %q (%v)", s.DaemonURL, md, hasMD, env, hasEnv)
 			}
 		})
 	}
@@ -168,6 +176,12 @@ func TestValidate(t *testing.T) {
 		{"bad pool name", func(s *Spec) { s.Pool = "Default Pool" }, "name"},
 		{"bad app name", func(s *Spec) { s.App = "" }, "app_name"},
 		{"bad network", func(s *Spec) { s.Network = "net_1" }, "network"},
+		{"reserved env daemon url", func(s *Spec) { s.Env = map[string]string{EnvDaemonURL: "https://x"} }, "env"},
+		{"no daemon url, no network (legacy)", func(s *Spec) { s.DaemonURL = ""; s.Network = "" }, ""},
+		{"daemon url without network", func(s *Spec) { s.Network = "" }, ""},
+		{"network requires daemon url", func(s *Spec) { s.DaemonURL = "" }, "daemon_url"},
+		{"bad daemon url", func(s *Spec) { s.DaemonURL = "hangar.example.com" }, "daemon_url"},
+		{"tenant image: pool-wide daemon url not rechecked", func(s *Spec) { s.TenantImage = "ti"; s.Tenant = "acme"; s.DaemonURL = "" }, ""},
 		{"tenant image without tenant", func(s *Spec) { s.TenantImage = "ti"; s.Tenant = "" }, "tenant"},
 	}
 	for _, tc := range cases {
@@ -241,14 +255,16 @@ func TestHash(t *testing.T) {
 	}
 	// Part of a standby's config: new hash.
 	for name, f := range map[string]func(*Spec){
-		"image":        func(s *Spec) { s.Image = "img:2" },
-		"guest":        func(s *Spec) { s.Guest.MemoryMB = 1024 },
-		"env":          func(s *Spec) { s.Env["X"] = "1" },
-		"env value":    func(s *Spec) { s.Env["LOG_LEVEL"] = "debug" },
-		"agent_port":   func(s *Spec) { s.AgentPort = 9090 },
-		"broker key":   func(s *Spec) { s.BrokerPublicKeys = []string{testKey(t)} },
-		"standby_mode": func(s *Spec) { s.StandbyMode = StandbySuspend },
-		"tenant image": func(s *Spec) { s.TenantImage = "x" },
+		"image":         func(s *Spec) { s.Image = "img:2" },
+		"guest":         func(s *Spec) { s.Guest.MemoryMB = 1024 },
+		"env":           func(s *Spec) { s.Env["X"] = "1" },
+		"env value":     func(s *Spec) { s.Env["LOG_LEVEL"] = "debug" },
+		"agent_port":    func(s *Spec) { s.AgentPort = 9090 },
+		"broker key":    func(s *Spec) { s.BrokerPublicKeys = []string{testKey(t)} },
+		"standby_mode":  func(s *Spec) { s.StandbyMode = StandbySuspend },
+		"tenant image":  func(s *Spec) { s.TenantImage = "x" },
+		"daemon_url":    func(s *Spec) { s.DaemonURL = "https://other.example.com" },
+		"no daemon_url": func(s *Spec) { s.DaemonURL = "" },
 	} {
 		c := a.clone()
 		f(&c)
@@ -256,15 +272,70 @@ func TestHash(t *testing.T) {
 			t.Errorf("%s did not change the hash", name)
 		}
 	}
-	// A pinned value guards against an accidental change of the encoding,
-	// which would roll every standby of every pool on upgrade.
+	// Pinned values guard against an accidental change of the encoding,
+	// which would roll every standby of every pool on upgrade. Both were
+	// computed before daemon_url existed: a spec without it hashes as it
+	// always did.
 	fixed := Spec{Pool: "p", Image: "i", Guest: Guest{"shared", 1, 256}, StandbyMode: StandbyStop, AgentPort: 8080}
 	if got := fixed.Hash(); got != fixedHash {
 		t.Fatalf("hash encoding changed: got %s, want %s", got, fixedHash)
 	}
+	full := Spec{Pool: "default", App: "hangar-default", Network: "hangar-default", Regions: []string{"iad"},
+		Image: "registry.fly.io/hangar-worker:1.0.0", Guest: Guest{"shared", 1, 2048}, Env: map[string]string{"LOG_LEVEL": "info"},
+		MinStandby: 1, MaxMachines: 10, StandbyMode: StandbySuspend, IdleTimeout: 15 * time.Minute, SessionTTL: 4 * time.Hour,
+		AgentPort: 8080, BrokerPublicKeys: []string{"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}, TenantImage: "acme", Tenant: "acme"}
+	if got := full.Hash(); got != fullHash {
+		t.Fatalf("hash of a spec without daemon_url changed: got %s, want %s", got, fullHash)
+	}
+	full.DaemonURL = "https://hangar.example.com"
+	if full.Hash() == fullHash {
+		t.Fatal("daemon_url did not change the pinned spec's hash")
+	}
 }
 
-const fixedHash = "9bb48aa5ed74cf7f"
+const (
+	fixedHash = "9bb48aa5ed74cf7f"
+	fullHash  = "d40fbd1b4faa24ff"
+)
+
+func TestValidateDaemonURL(t *testing.T) {
+	cases := []struct {
+		url  string
+		want string // a substring of the error; "" = valid
+	}{
+		{"https://hangar.example.com", ""},
+		{"http://hangar.example.com", ""},
+		{"http://127.0.0.1:4280", ""},
+		{"https://hangar.example.com:8443", ""},
+		{"http://[fdaa:0:1::2]:8080", ""},
+		{"", "not an http:// or https:// URL"},
+		{"hangar.example.com", "not an http:// or https:// URL"},
+		{"ftp://hangar.example.com", "not an http:// or https:// URL"},
+		{"HTTPS://hangar.example.com", "not an http:// or https:// URL"},
+		{"wss://hangar.example.com", "not an http:// or https:// URL"},
+		{"https://", "has no host"},
+		{"https://:8443", "has no host"},
+		{"https://user:pw@hangar.example.com", "user info"},
+		{"https://hangar.example.com/", "has a path"},
+		{"https://hangar.example.com/hangar", "has a path"},
+		{"https://hangar.example.com?x=1", "query or fragment"},
+		{"https://hangar.example.com#top", "query or fragment"},
+		{"https://hangar.example.com:0", "not a TCP port"},
+		{"https://hangar.example.com:70000", "not a TCP port"},
+		{"https://hangar.example.com:http", "not a URL"},
+		{" https://hangar.example.com", "whitespace"},
+		{"https://hangar.example.com\n", "whitespace"},
+	}
+	for _, c := range cases {
+		err := ValidateDaemonURL(c.url)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("ValidateDaemonURL(%q) = %v, want valid", c.url, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("ValidateDaemonURL(%q) = %v, want an error containing %q", c.url, err, c.want)
+		}
+	}
+}
 
 func TestCloneConfig(t *testing.T) {
 	s := validSpec(t)
@@ -288,7 +359,8 @@ func TestCloneConfig(t *testing.T) {
 		if !reflect.DeepEqual(cfg.Metadata, want) {
 			t.Errorf("%s metadata = %v, want %v", tc.role, cfg.Metadata, want)
 		}
-		if cfg.Env[EnvAgentPort] != "9000" || cfg.Env[EnvBrokerPublicKey] != strings.Join(s.BrokerPublicKeys, ",") || cfg.Env["LOG_LEVEL"] != "info" {
+		if cfg.Env[EnvAgentPort] != "9000" || cfg.Env[EnvBrokerPublicKey] != strings.Join(s.BrokerPublicKeys, ",") || cfg.Env["LOG_LEVEL"] != "info" ||
+			cfg.Env[EnvDaemonURL] != "https://hangar.example.com" {
 			t.Errorf("%s env = %v", tc.role, cfg.Env)
 		}
 		if cfg.Image != s.Image || cfg.Guest.MemoryMB != 2048 || cfg.Init == nil || cfg.Init.Exec[0] != "/bin/sleep" {
@@ -303,6 +375,23 @@ func TestCloneConfig(t *testing.T) {
 	cfg, err := CloneConfig(&fly.Machine{ID: "t2", Config: ti.TemplateConfig()}, RoleStandby, "")
 	if err != nil || cfg.Metadata[KeyTenantImage] != "acme" || cfg.Metadata[KeySpec] != ti.Hash() {
 		t.Fatalf("tenant image clone: %v %v", cfg, err)
+	}
+
+	// The clone's hangar env comes from the template's metadata, not its
+	// env: a changed daemon URL reaches the clone, a removed one leaves it.
+	for _, daemonURL := range []string{"https://moved.example.com", ""} {
+		s2 := s
+		s2.Network = ""
+		s2.DaemonURL = daemonURL
+		stale := &fly.Machine{ID: "t3", Config: s2.TemplateConfig()}
+		stale.Config.Env[EnvDaemonURL] = "https://old.example.com"
+		cfg, err := CloneConfig(stale, RoleSession, "sess-2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := cfg.Env[EnvDaemonURL]; got != daemonURL || ok != (daemonURL != "") {
+			t.Errorf("daemon URL %q: clone env has %q (%v)", daemonURL, got, ok)
+		}
 	}
 
 	for name, c := range map[string]struct {
