@@ -161,6 +161,7 @@ func Prepare(ctx context.Context, opts Options) (*Env, error) {
 	e.emuServer = &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
 	go e.emuServer.Serve(ln)
 	e.FlyURL = "http://" + ln.Addr().String()
+	emu.SetBaseURL(e.FlyURL)
 
 	if err := e.ensurePool(ctx, opts); err != nil {
 		e.Close()

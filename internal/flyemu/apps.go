@@ -56,6 +56,8 @@ func (e *Emulator) routes() {
 	e.handle("POST /v1/apps/{app}/machines/{id}/metadata/{key}", "metadata_set", e.setMetadataKey)
 	e.handle("DELETE /v1/apps/{app}/machines/{id}/metadata/{key}", "metadata_delete", e.deleteMetadataKey)
 
+	e.oidcRoutes()
+
 	e.handle("/", "", func(r *http.Request) response {
 		return errResp(http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

@@ -1,10 +1,12 @@
 package flyemu
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -65,6 +67,9 @@ type Config struct {
 	// KeepMachineDirs keeps a destroyed machine's directory (and its log)
 	// instead of removing it.
 	KeepMachineDirs bool
+	// Network is how machines are networked: NetworkAuto (or ""),
+	// NetworkNamespaces or NetworkLoopback (see the package doc).
+	Network string
 }
 
 // Image is what an image ref runs: Entrypoint plus Cmd, as a container image
@@ -83,8 +88,13 @@ type Emulator struct {
 	cfg     Config
 	log     hclog.Logger
 	mux     *http.ServeMux
-	ips     *ipAllocator
-	tempDir bool // DataDir was created by New and is removed by Close
+	net     netBackend
+	sockDir string // machines' local API sockets
+	tempDir bool   // DataDir was created by New and is removed by Close
+
+	oidcOnce sync.Once
+	oidc     *oidcKey
+	oidcErr  error
 
 	faultMu  sync.Mutex
 	faults   *mrand.Rand
@@ -93,7 +103,8 @@ type Emulator struct {
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
 
-	procWG sync.WaitGroup // process waiters and dir removals
+	procWG sync.WaitGroup // process waiters, dir and network removals
+	apiWG  sync.WaitGroup // local API socket servers
 	copyWG sync.WaitGroup // output copiers (LogProcessOutput)
 
 	mu       sync.Mutex
@@ -104,11 +115,17 @@ type Emulator struct {
 	entropy  *ulid.MonotonicEntropy
 	launched []int // every pid ever launched, for leak checks
 	nextApp  int64
+	baseURL  string
 }
 
-// New returns an emulator with no apps. It claims a block of loopback
-// addresses for its machines, released by Close.
+// New returns an emulator with no apps. It sets up the machines' network
+// (see Config.Network), released by Close.
 func New(cfg Config) (*Emulator, error) {
+	return NewContext(context.Background(), cfg)
+}
+
+// NewContext is New with a context bounding the network setup.
+func NewContext(ctx context.Context, cfg Config) (*Emulator, error) {
 	if cfg.Org == "" {
 		cfg.Org = "personal"
 	}
@@ -149,7 +166,11 @@ func New(cfg Config) (*Emulator, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	e.cfg.DataDir = abs
-	if e.ips, err = newIPAllocator(); err != nil {
+	if e.sockDir, err = os.MkdirTemp("", "hgemu-"); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if e.net, err = e.newNetBackend(ctx); err != nil {
+		os.RemoveAll(e.sockDir)
 		return nil, err
 	}
 	e.routes()
@@ -168,7 +189,9 @@ func findAgent() string {
 }
 
 // Close kills every machine process (whole process groups), waits for them to
-// be reaped and releases the address block. Machines are left destroyed.
+// be reaped and removes what the machines' network and local API sockets
+// used (namespaces, links, addresses, firewall table). Machines are left
+// destroyed.
 func (e *Emulator) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -183,10 +206,13 @@ func (e *Emulator) Close() error {
 				m.intent = intentDestroy
 				m.proc.kill()
 			}
+			m.api.close()
+			m.api = nil
 		}
 	}
 	e.mu.Unlock()
 	e.procWG.Wait()
+	e.apiWG.Wait()
 	// Output copiers end when the last writer is gone; a process that left
 	// the machine (and its ancestry) may hold the pipe, so don't wait forever.
 	copied := make(chan struct{})
@@ -196,13 +222,19 @@ func (e *Emulator) Close() error {
 	case <-time.After(2 * time.Second):
 		e.log.Warn("machine output still open after close; not waiting for it")
 	}
-	e.ips.close()
+	var errs []error
+	if err := e.net.close(context.Background()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(e.sockDir); err != nil {
+		errs = append(errs, fmt.Errorf("remove socket dir: %w", err))
+	}
 	if e.tempDir {
 		if err := os.RemoveAll(e.cfg.DataDir); err != nil {
-			return fmt.Errorf("remove data dir: %w", err)
+			errs = append(errs, fmt.Errorf("remove data dir: %w", err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // DataDir returns the directory holding the machines' directories.

@@ -122,8 +122,19 @@ func TestMachineEnvironment(t *testing.T) {
 		envs[k] = v
 	}
 	ip, err := netip.ParseAddr(m.PrivateIP)
-	if err != nil || !ip.Is4() || ip.As4()[0] != 127 || ip == netip.MustParseAddr("127.0.0.1") {
+	namespaced := e.srv.NetworkMode() == flyemu.NetworkNamespaces
+	switch {
+	case err != nil:
+		t.Errorf("private_ip %q: %v", m.PrivateIP, err)
+	case namespaced && !netip.MustParsePrefix("fdaa::/16").Contains(ip):
+		t.Errorf("private_ip %q is not a 6PN address", m.PrivateIP)
+	case !namespaced && (!ip.Is4() || ip.As4()[0] != 127 || ip == netip.MustParseAddr("127.0.0.1")):
 		t.Errorf("private_ip %q is not a machine loopback address", m.PrivateIP)
+	}
+	if sock := envs[flyemu.EnvFlyAPISocket]; sock == "" {
+		t.Errorf("%s not set", flyemu.EnvFlyAPISocket)
+	} else if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("%s=%s is not a socket (%v)", flyemu.EnvFlyAPISocket, sock, err)
 	}
 	want := map[string]string{
 		"FLY_APP_NAME": app, "FLY_MACHINE_ID": m.ID, "FLY_ALLOC_ID": m.ID, "FLY_REGION": "ams",
@@ -143,6 +154,9 @@ func TestMachineEnvironment(t *testing.T) {
 	if got := readFile(filepath.Join(dir, "pwd.txt")); got != dir {
 		t.Errorf("working dir %q, want %q", got, dir)
 	}
+	if namespaced {
+		return // the address lives in the machine's namespace: see netns_test.go
+	}
 	// The address is usable: something can listen on it.
 	l, err := net.Listen("tcp", net.JoinHostPort(m.PrivateIP, "0"))
 	if err != nil {
@@ -160,7 +174,12 @@ func TestAddressBlocksDoNotCollide(t *testing.T) {
 		app := e.app(t, "ips")
 		for range 3 {
 			m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exit 0"), SkipLaunch: true})
-			blocks[m.PrivateIP[:strings.LastIndexByte(m.PrivateIP, '.')]] = true
+			ip := netip.MustParseAddr(m.PrivateIP)
+			bits := 24
+			if ip.Is6() {
+				bits = 64
+			}
+			blocks[netip.PrefixFrom(ip, bits).Masked().String()] = true
 		}
 	}
 	if len(blocks) != 2 {

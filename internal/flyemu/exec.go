@@ -84,7 +84,12 @@ func (e *Emulator) execMachine(r *http.Request) response {
 		case <-ctx.Done():
 		}
 	}()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return errResp(http.StatusBadRequest, fmt.Sprintf("run %q: %v", argv[0], err))
+	}
+	path, args := inNetns(spec.netns, path, argv[1:])
+	cmd := exec.CommandContext(ctx, path, args[1:]...)
 	cmd.Dir, cmd.Env = spec.dir, spec.env
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }

@@ -51,8 +51,15 @@ type env struct {
 	c   *fly.Client
 }
 
+// networkEnv picks the network mode of the tests' emulators (default:
+// auto), so that the suite can run in both modes on one machine.
+const networkEnv = "FLYEMU_TEST_NETWORK"
+
 func start(t *testing.T, cfg flyemu.Config) *env {
 	t.Helper()
+	if cfg.Network == "" {
+		cfg.Network = os.Getenv(networkEnv)
+	}
 	srv := flyemutest.Start(t, cfg)
 	return &env{srv: srv, c: newClient(t, srv.URL, cfg.Token)}
 }

@@ -1,6 +1,7 @@
 package flyemu
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -240,7 +241,17 @@ func (e *Emulator) shouldRestart(m *machine, x exitInfo) bool {
 func (e *Emulator) finishDestroyLocked(m *machine) {
 	e.setStateLocked(m, fly.StateDestroyed, "destroy", "flyd", nil)
 	m.lease = nil
-	e.ips.release(m.ip)
+	m.api.close()
+	m.api = nil
+	if !e.closed {
+		// Close removes the whole network at once.
+		mn := m.net
+		e.procWG.Add(1)
+		go func() {
+			defer e.procWG.Done()
+			e.net.detach(context.Background(), mn)
+		}()
+	}
 	if e.cfg.KeepMachineDirs || e.closed {
 		return
 	}
@@ -312,7 +323,7 @@ func (e *Emulator) processSpec(m *machine) (processSpec, error) {
 	if cfg.Guest != nil && cfg.Guest.MemoryMB > 0 {
 		mem = cfg.Guest.MemoryMB
 	}
-	ip := m.ip.String()
+	ip := m.net.addr.String()
 	for k, v := range map[string]string{
 		"HOME":                home,
 		"FLY_APP_NAME":        m.app.name,
@@ -326,6 +337,7 @@ func (e *Emulator) processSpec(m *machine) (processSpec, error) {
 		"FLY_PROCESS_GROUP":   group,
 		"FLY_VM_MEMORY_MB":    strconv.Itoa(mem),
 		"PRIMARY_REGION":      primary,
+		EnvFlyAPISocket:       m.api.socketPath(),
 	} {
 		env[k] = v
 	}
@@ -334,7 +346,7 @@ func (e *Emulator) processSpec(m *machine) (processSpec, error) {
 		list = append(list, k+"="+v)
 	}
 	sort.Strings(list)
-	spec := processSpec{argv: argv, dir: dir, env: list, logPath: filepath.Join(dir, "machine.log")}
+	spec := processSpec{argv: argv, dir: dir, env: list, logPath: filepath.Join(dir, "machine.log"), netns: m.net.netns}
 	if e.cfg.LogProcessOutput && e.cfg.Logger != nil {
 		spec.tee = e.log.Named("machine").With("app", m.app.name, "machine", m.id)
 	}

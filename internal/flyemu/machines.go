@@ -1,6 +1,7 @@
 package flyemu
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -186,19 +187,29 @@ func (e *Emulator) createMachine(r *http.Request) response {
 		return errResp(http.StatusBadRequest, fmt.Sprintf("invalid lease_ttl %d", req.LeaseTTL))
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	a, resp, ok := e.appLocked(r)
 	if !ok {
+		e.mu.Unlock()
 		return resp
 	}
 	if e.full[region] {
+		e.mu.Unlock()
 		return errCode(http.StatusPreconditionFailed,
 			fmt.Sprintf("insufficient resources available to fulfill request in region %s", region),
 			fly.StatusInsufficientCapacity)
 	}
-	ip, err := e.ips.alloc()
+	org, network := a.org, a.network
+	e.mu.Unlock()
+	// Building a namespace takes a few exec calls: not under the lock.
+	mn, err := e.net.attach(r.Context(), org, network)
 	if err != nil {
 		return errResp(http.StatusInternalServerError, err.Error())
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.apps[a.name] != a {
+		go e.net.detach(context.Background(), mn)
+		return errResp(http.StatusNotFound, fmt.Sprintf("app %q not found", a.name))
 	}
 	now := time.Now()
 	name := req.Name
@@ -213,12 +224,16 @@ func (e *Emulator) createMachine(r *http.Request) response {
 		config:      cloneConfig(*req.Config),
 		skipSecrets: req.SkipSecrets,
 		createdAt:   now,
-		ip:          ip,
+		net:         mn,
 		cordoned:    req.SkipServiceRegistration,
 		changed:     make(chan struct{}),
 	}
 	for a.machines[m.id] != nil {
 		m.id = newMachineID()
+	}
+	if m.api, err = e.serveLocalAPILocked(m); err != nil {
+		go e.net.detach(context.Background(), mn)
+		return errResp(http.StatusInternalServerError, err.Error())
 	}
 	m.instanceID = e.newULID()
 	m.versions = []string{m.instanceID}
@@ -229,7 +244,7 @@ func (e *Emulator) createMachine(r *http.Request) response {
 		l := e.newLeaseLocked(m, "", time.Duration(req.LeaseTTL)*time.Second, "")
 		view.Nonce = l.nonce
 	}
-	e.log.Info("machine created", "app", a.name, "machine", m.id, "region", region, "private_ip", ip, "skip_launch", req.SkipLaunch)
+	e.log.Info("machine created", "app", a.name, "machine", m.id, "region", region, "private_ip", mn.addr, "netns", mn.netns, "skip_launch", req.SkipLaunch)
 	if !req.SkipLaunch {
 		e.launchLocked(m, "start", "user", nil)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -112,7 +111,8 @@ type machine struct {
 	updatedAt   time.Time
 	events      []event // oldest first
 	lease       *lease
-	ip          netip.Addr
+	net         machineNet // where the machine is on the network
+	api         *localAPI  // its local API socket; nil once destroyed
 	cordoned    bool
 
 	proc      *process
@@ -144,7 +144,7 @@ func (m *machine) view(summary bool) fly.Machine {
 		Region:     m.region,
 		InstanceID: m.instanceID,
 		Version:    m.instanceID,
-		PrivateIP:  m.ip.String(),
+		PrivateIP:  m.net.addr.String(),
 		ImageRef:   imageRef(m.config.Image),
 		CreatedAt:  m.createdAt.UTC().Format(time.RFC3339),
 		UpdatedAt:  m.updatedAt.UTC().Format(time.RFC3339),

@@ -19,6 +19,8 @@ type processSpec struct {
 	dir     string
 	env     []string
 	logPath string
+	// netns is the network namespace to run in ("" = the host's).
+	netns string
 	// tee, when set, also receives every output line of the process.
 	tee hclog.Logger
 }
@@ -58,7 +60,8 @@ func startProcess(spec processSpec, wg, copiers *sync.WaitGroup, onExit func(exi
 	if err != nil {
 		return nil, fmt.Errorf("open machine log: %w", err)
 	}
-	cmd := &exec.Cmd{Path: path, Args: spec.argv, Dir: spec.dir, Env: spec.env}
+	path, args := inNetns(spec.netns, path, spec.argv[1:])
+	cmd := &exec.Cmd{Path: path, Args: args, Dir: spec.dir, Env: spec.env}
 	cmd.SysProcAttr = sysProcAttr()
 
 	var pr, pw *os.File

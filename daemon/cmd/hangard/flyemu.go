@@ -35,6 +35,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 	region := fs.String("region", "iad", "region of machines created without one")
 	logLevel := fs.String("log-level", "info", "log level (trace, debug, info, warn, error)")
 	logOutput := fs.Bool("log-machines", false, "also log every line machines print")
+	network := fs.String("network", flyemu.NetworkAuto, "machine networking: auto (namespaces when root with ip, nsenter and nft), namespaces or loopback")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,6 +56,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 		RateLimit:        *rateLimit,
 		Logger:           log,
 		LogProcessOutput: *logOutput,
+		Network:          *network,
 	}
 	if *images != "" {
 		m, err := flyemu.LoadImages(*images)
@@ -63,7 +65,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 		}
 		cfg.Images = m
 	}
-	emu, err := flyemu.New(cfg)
+	emu, err := flyemu.NewContext(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -73,12 +75,14 @@ func runFlyemu(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
+	base := "http://" + ln.Addr().String()
+	emu.SetBaseURL(base)
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	// The base URL (without /v1) is the one line on stdout, for scripts.
-	fmt.Printf("http://%s\n", ln.Addr())
-	log.Info("fly emulator listening", "url", "http://"+ln.Addr().String(), "data", emu.DataDir())
+	fmt.Println(base)
+	log.Info("fly emulator listening", "url", base, "data", emu.DataDir(), "network", emu.NetworkMode(), "internet", emu.InternetAddr())
 
 	select {
 	case err := <-served:

@@ -29,6 +29,7 @@ func Start(t testing.TB, cfg flyemu.Config) *Server {
 		t.Fatalf("start fly emulator: %v", err)
 	}
 	srv := httptest.NewServer(e)
+	e.SetBaseURL(srv.URL)
 	t.Cleanup(func() {
 		// Close the emulator first: it ends long-polling waits that would
 		// otherwise keep the HTTP server's Close blocked.
