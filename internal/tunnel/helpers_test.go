@@ -338,4 +338,3 @@ func (r replicaLocator) Lookup(_ context.Context, m string) (string, string, err
 	}
 	return rep, r.l.addrs[rep], nil
 }
-

@@ -411,7 +411,10 @@ func TestRelayBetweenReplicas(t *testing.T) {
 	b := newDaemon(t, is, daemonOpts{locator: loc, replica: "B"})
 	l, _ := startAgent(t, a, is, "m1")
 	<-l.Up()
-	eventually(t, "the announcement", func() bool { rep, _, _ := loc.forReplica("B", strings.TrimPrefix(b.srv.URL, "http://")).Lookup(context.Background(), "m1"); return rep == "A" })
+	eventually(t, "the announcement", func() bool {
+		rep, _, _ := loc.forReplica("B", strings.TrimPrefix(b.srv.URL, "http://")).Lookup(context.Background(), "m1")
+		return rep == "A"
+	})
 
 	if b.reg.Connected("m1") {
 		t.Fatal("B has a local tunnel")
