@@ -3,11 +3,14 @@
 package flyemu_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -39,6 +42,10 @@ func TestMain(m *testing.M) {
 		}
 		time.Sleep(time.Hour)
 		os.Exit(0)
+	case "serve":
+		serveHelper()
+	case "dial":
+		dialHelper(os.Args[1])
 	default:
 		os.Exit(2)
 	}
@@ -238,3 +245,47 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	t.Cleanup(s.Close)
 	return s.URL
 }
+
+// serveHelper is a machine's server for the network tests: it listens on
+// [::]:helperPort, says which machine it is to every connection, and marks
+// its working directory once it listens.
+func serveHelper() {
+	l, err := net.Listen("tcp", net.JoinHostPort("::", helperPort))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		os.Exit(3)
+	}
+	if err := os.WriteFile("listening", []byte("yes"), 0o644); err != nil {
+		os.Exit(3)
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			os.Exit(3)
+		}
+		fmt.Fprintf(c, "hello from %s\n", os.Getenv("FLY_MACHINE_ID"))
+		c.Close()
+	}
+}
+
+// dialHelper connects to addr and prints the first line it reads; it exits
+// 1 (printing the error) when the connection fails.
+func dialHelper(addr string) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		fmt.Println("dial:", err)
+		os.Exit(1)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		fmt.Println("read:", err)
+		os.Exit(1)
+	}
+	fmt.Print(line)
+	os.Exit(0)
+}
+
+// helperPort is where serveHelper listens.
+const helperPort = "7000"

@@ -86,11 +86,19 @@ func newNamespaceNet(ctx context.Context, log hclog.Logger) (*namespaceNet, erro
 	if err := n.claim(); err != nil {
 		return nil, err
 	}
+	// pre: a packet from a machine for anything not on its own network and
+	// not a host address would be routed to another network or out: reject
+	// it at once (forwarding is off anyway; this makes it fast and holds if
+	// it is on). With br_netfilter, traffic bridged within a network passes
+	// here too: its destination routes back through the bridge it came from.
+	// in: of the host's own addresses machines reach the internet one only.
+	// out: isolated networks get a rule each refusing the host's new
+	// connections (networkLocked).
 	table := fmt.Sprintf(`table inet %[1]s {
 	chain pre {
 		type filter hook prerouting priority 0; policy accept;
-		iifname "%[2]s*" meta l4proto tcp fib daddr type != local reject with tcp reset
-		iifname "%[2]s*" meta l4proto udp fib daddr type != local reject
+		iifname "%[2]s*" meta l4proto tcp fib daddr type != local fib daddr . iif oif missing reject with tcp reset
+		iifname "%[2]s*" meta l4proto udp fib daddr type != local fib daddr . iif oif missing reject
 	}
 	chain in {
 		type filter hook input priority 0; policy accept;

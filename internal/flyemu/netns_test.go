@@ -1,0 +1,254 @@
+//go:build linux
+
+package flyemu_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hangarhq/hangar/internal/fly"
+	"github.com/hangarhq/hangar/internal/flyemu"
+	"github.com/hangarhq/hangar/internal/flyspec"
+)
+
+// startNamespaces starts an emulator in namespace mode, skipping the test
+// where this machine cannot build namespaces.
+func startNamespaces(t *testing.T) *env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("namespace mode needs root")
+	}
+	for _, tool := range []string{"ip", "nsenter", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("namespace mode needs %s on PATH (apt-get install iproute2 util-linux nftables)", tool)
+		}
+	}
+	e := start(t, flyemu.Config{Network: flyemu.NetworkNamespaces})
+	if got := e.srv.NetworkMode(); got != flyemu.NetworkNamespaces {
+		t.Fatalf("network mode %q, want %q", got, flyemu.NetworkNamespaces)
+	}
+	return e
+}
+
+// appOn creates an app on a custom network ("" = the org's default one).
+func (e *env) appOn(t *testing.T, name, network string) string {
+	t.Helper()
+	if _, err := e.c.CreateApp(ctx(t), fly.CreateAppRequest{Name: name, OrgSlug: "personal", Network: network}); err != nil {
+		t.Fatalf("create app %s: %v", name, err)
+	}
+	return name
+}
+
+// server starts a machine of app running serveHelper and waits until it
+// listens.
+func (e *env) server(t *testing.T, app string) *fly.Machine {
+	t.Helper()
+	m := e.create(t, app, fly.CreateMachineRequest{Config: &fly.MachineConfig{
+		Image:   "registry.example/test:1",
+		Init:    &fly.Init{Exec: []string{os.Args[0]}},
+		Env:     map[string]string{helperEnv: "serve"},
+		Restart: &fly.Restart{Policy: fly.RestartNo},
+	}})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	dir := e.srv.MachineDir(app, m.ID)
+	eventually(t, m.ID+" to listen", func() bool { return readFile(filepath.Join(dir, "listening")) == "yes" })
+	return m
+}
+
+// dialFrom connects from inside machine m to addr (through the exec
+// endpoint, which runs in the machine's namespace) and returns what the
+// other end said, or the error.
+func (e *env) dialFrom(t *testing.T, m *fly.Machine, app, addr string) (string, error) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"command": []string{"env", helperEnv + "=dial", os.Args[0], addr}})
+	resp, err := flyspec.CheckingClient(t).Post(e.srv.URL+"/v1/apps/"+app+"/machines/"+m.ID+"/exec", "application/json", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("exec in %s: %v", m.ID, err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		ExitCode int    `json:"exit_code"`
+		Stdout   string `json:"stdout"`
+		Stderr   string `json:"stderr"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("exec in %s: status %d, %v", m.ID, resp.StatusCode, err)
+	}
+	if out.ExitCode != 0 {
+		return "", fmt.Errorf("%s%s", strings.TrimSpace(out.Stdout), strings.TrimSpace(out.Stderr))
+	}
+	return strings.TrimSpace(out.Stdout), nil
+}
+
+func port(m *fly.Machine) string { return net.JoinHostPort(m.PrivateIP, helperPort) }
+
+// mustReach and mustNotReach check one path from inside a machine.
+func (e *env) mustReach(t *testing.T, from *fly.Machine, app, addr, want string) {
+	t.Helper()
+	got, err := e.dialFrom(t, from, app, addr)
+	if err != nil || !strings.Contains(got, want) {
+		t.Errorf("%s (%s) → %s: got %q, %v; want %q", app, from.PrivateIP, addr, got, err, want)
+	}
+}
+
+func (e *env) mustNotReach(t *testing.T, from *fly.Machine, app, addr string) {
+	t.Helper()
+	if got, err := e.dialFrom(t, from, app, addr); err == nil {
+		t.Errorf("%s (%s) → %s: connected (%q), want it refused", app, from.PrivateIP, addr, got)
+	}
+}
+
+// TestSixPNIsolation: machines of one network reach each other, networks
+// never reach each other, and the host may dial the default network but not
+// an isolated one — the old design's daemon-dials-worker fails there.
+func TestSixPNIsolation(t *testing.T) {
+	e := startNamespaces(t)
+	web := e.appOn(t, "web", "")
+	api := e.appOn(t, "api", "")
+	t1 := e.appOn(t, "tenant1", "tenant-1")
+	t1b := e.appOn(t, "tenant1-b", "tenant-1") // same network name, same network
+	t2 := e.appOn(t, "tenant2", "tenant-2")
+	w1, w2 := e.server(t, web), e.server(t, web)
+	a1 := e.server(t, api)
+	i1, i1b, i2 := e.server(t, t1), e.server(t, t1b), e.server(t, t2)
+
+	sixpn := netip.MustParsePrefix("fdaa::/16")
+	for _, m := range []*fly.Machine{w1, w2, a1, i1, i1b, i2} {
+		if ip, err := netip.ParseAddr(m.PrivateIP); err != nil || !sixpn.Contains(ip) {
+			t.Fatalf("machine %s private_ip %q is not in %s", m.ID, m.PrivateIP, sixpn)
+		}
+	}
+
+	// Within a network.
+	e.mustReach(t, w1, web, port(w2), w2.ID)
+	e.mustReach(t, w2, web, port(w1), w1.ID)
+	e.mustReach(t, w1, web, port(a1), a1.ID) // apps of the org share its default network
+	e.mustReach(t, i1, t1, port(i1b), i1b.ID)
+	e.mustReach(t, i1b, t1b, port(i1), i1.ID)
+
+	// Across networks, both ways.
+	e.mustNotReach(t, i1, t1, port(w1))
+	e.mustNotReach(t, w1, web, port(i1))
+	e.mustNotReach(t, i1, t1, port(i2))
+	e.mustNotReach(t, i2, t2, port(i1))
+	e.mustNotReach(t, i2, t2, port(a1))
+
+	// From the host.
+	if got, err := hostDial(port(w1)); err != nil || !strings.Contains(got, w1.ID) {
+		t.Errorf("host → default network machine: %q, %v", got, err)
+	}
+	for _, m := range []*fly.Machine{i1, i2} {
+		if got, err := hostDial(port(m)); err == nil {
+			t.Errorf("host → isolated machine %s connected (%q), want it refused", m.PrivateIP, got)
+		} else if !isRefused(err) {
+			t.Errorf("host → isolated machine %s: %v, want connection refused", m.PrivateIP, err)
+		}
+	}
+}
+
+// TestInternetAddress: a machine reaches a server bound on InternetAddr, and
+// nothing else on the host: not 127.0.0.1, not its gateway, not another
+// network's gateway, even for a server listening on every address.
+func TestInternetAddress(t *testing.T) {
+	e := startNamespaces(t)
+	t1 := e.appOn(t, "tenant1", "tenant-1")
+	web := e.appOn(t, "web", "")
+	i1, w1 := e.server(t, t1), e.server(t, web)
+
+	inet := e.srv.InternetAddr()
+	if !inet.Is6() || netip.MustParsePrefix("fdaa::/16").Contains(inet) {
+		t.Fatalf("internet address %s: want an IPv6 address outside fdaa::/16", inet)
+	}
+	onInet := hostServer(t, net.JoinHostPort(inet.String(), "0"), "internet")
+	onLoopback := hostServer(t, "127.0.0.1:0", "loopback")
+	onAll := hostServer(t, "[::]:0", "everywhere")
+	_, allPort, _ := net.SplitHostPort(onAll)
+	gateway := func(m *fly.Machine) string {
+		p := netip.PrefixFrom(netip.MustParseAddr(m.PrivateIP), 64).Masked()
+		return net.JoinHostPort(p.Addr().Next().String(), allPort)
+	}
+
+	for _, c := range []struct {
+		m   *fly.Machine
+		app string
+	}{{i1, t1}, {w1, web}} {
+		e.mustReach(t, c.m, c.app, onInet, "internet")
+		e.mustReach(t, c.m, c.app, net.JoinHostPort(inet.String(), allPort), "everywhere")
+		e.mustNotReach(t, c.m, c.app, onLoopback)
+		e.mustNotReach(t, c.m, c.app, gateway(c.m))
+	}
+	e.mustNotReach(t, i1, t1, gateway(w1))
+	e.mustNotReach(t, w1, web, gateway(i1))
+	for _, a := range hostAddrs(t) {
+		e.mustNotReach(t, i1, t1, net.JoinHostPort(a.String(), allPort))
+	}
+}
+
+// hostAddrs lists the host's global addresses outside the emulators' ranges.
+func hostAddrs(t *testing.T) []netip.Addr {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := p.Addr()
+		b := ip.As16()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || (ip.Is6() && b[0] == 0xfd) {
+			continue
+		}
+		out = append(out, ip)
+	}
+	return out
+}
+
+// hostServer serves on addr until the test ends, greeting with word.
+func hostServer(t *testing.T, addr, word string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "%s\n", word)
+			c.Close()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func hostDial(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 128)
+	n, err := c.Read(b)
+	return string(b[:n]), err
+}
+
+func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
