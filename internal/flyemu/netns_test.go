@@ -252,3 +252,184 @@ func hostDial(addr string) (string, error) {
 }
 
 func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+
+// netnsOf returns the name of the namespace (under /run/netns) process pid
+// runs in.
+func netnsOf(t *testing.T, pid int) string {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir("/run/netns")
+	for _, de := range ents {
+		var ns syscall.Stat_t
+		if syscall.Stat("/run/netns/"+de.Name(), &ns) == nil && ns.Ino == st.Ino && ns.Dev == st.Dev {
+			return de.Name()
+		}
+	}
+	t.Fatalf("pid %d runs in no named namespace", pid)
+	return ""
+}
+
+// leftovers lists what of emulator id is still on the host: namespaces,
+// links, the nft table and the state file.
+func leftovers(t *testing.T, id string) []string {
+	t.Helper()
+	var out []string
+	ents, _ := os.ReadDir("/run/netns")
+	for _, de := range ents {
+		if strings.HasPrefix(de.Name(), "hgemu-"+id+"-") {
+			out = append(out, "netns "+de.Name())
+		}
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		if strings.HasPrefix(i.Name, "hg"+id) {
+			out = append(out, "link "+i.Name)
+		}
+	}
+	tables, err := exec.Command("nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, tables)
+	}
+	if strings.Contains(string(tables), "hgemu_"+id) {
+		out = append(out, "table hgemu_"+id)
+	}
+	if _, err := os.Stat("/run/hangar-flyemu/" + id + ".json"); err == nil {
+		out = append(out, "state file")
+	}
+	return out
+}
+
+// TestNamespaceCleanup: destroy removes the machine's namespace and link,
+// Close everything the emulator made.
+func TestNamespaceCleanup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("namespace mode needs root")
+	}
+	emu, err := flyemu.New(flyemu.Config{Network: flyemu.NetworkNamespaces, DataDir: t.TempDir()})
+	if err != nil {
+		t.Skipf("namespace mode unavailable: %v", err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	srv := httptestServer(t, emu)
+	emu.SetBaseURL(srv)
+	e := &env{c: newClient(t, srv, "")}
+	app := e.appOn(t, "gone", "")
+	iso := e.appOn(t, "gone-iso", "private")
+	var ms []*fly.Machine
+	for _, a := range []string{app, app, iso} {
+		m := e.create(t, a, fly.CreateMachineRequest{Config: shell("exec sleep 1000")})
+		w, err := e.c.WaitMachine(ctx(t), a, m.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Timeout: 30 * time.Second})
+		if err != nil || w.State != fly.StateStarted {
+			t.Fatalf("wait for %s: %v", m.ID, err)
+		}
+		ms = append(ms, m)
+	}
+	ns := netnsOf(t, emu.PIDs()[ms[0].ID])
+	rest, ok := strings.CutPrefix(ns, "hgemu-")
+	id, n, ok2 := strings.Cut(rest, "-")
+	if !ok || !ok2 {
+		t.Fatalf("namespace %q is not named hgemu-<id>-<n>", ns)
+	}
+	veth := "hg" + id + "v" + n
+	if _, err := net.InterfaceByName(veth); err != nil {
+		t.Fatalf("machine link %s: %v", veth, err)
+	}
+	inet := emu.InternetAddr()
+
+	if err := e.c.DestroyMachine(ctx(t), app, ms[0].ID, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the destroyed machine's namespace and link to go", func() bool {
+		_, err := os.Stat("/run/netns/" + ns)
+		_, lerr := net.InterfaceByName(veth)
+		return errors.Is(err, os.ErrNotExist) && lerr != nil
+	})
+	if got := leftovers(t, id); len(got) == 0 {
+		t.Fatal("the emulator's other machines lost their network")
+	}
+
+	if err := emu.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if got := leftovers(t, id); len(got) > 0 {
+		t.Errorf("left after Close: %v", got)
+	}
+	if hasLocalAddr(t, inet) {
+		t.Errorf("internet address %s still on the host", inet)
+	}
+}
+
+func hasLocalAddr(t *testing.T, a netip.Addr) bool {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range addrs {
+		if p, err := netip.ParsePrefix(x.String()); err == nil && p.Addr() == a {
+			return true
+		}
+	}
+	return false
+}
+
+// TestStaleLeftoversRemoved: what an emulator that died without Close left
+// (its process is gone) is removed by the next emulator's New.
+func TestStaleLeftoversRemoved(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("namespace mode needs root")
+	}
+	for _, tool := range []string{"ip", "nsenter", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("namespace mode needs %s on PATH", tool)
+		}
+	}
+	// A process that has exited stands for the crashed emulator.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("%06x", time.Now().UnixNano()&0xffffff)
+	inet := netip.MustParseAddr(fmt.Sprintf("fd68:6e67:%x::1", 0xf000|time.Now().UnixNano()&0xfff))
+	run := func(stdin string, name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v: %s", name, args, err, out)
+		}
+	}
+	t.Cleanup(func() { // in case the emulator did not
+		exec.Command("ip", "netns", "del", "hgemu-"+id+"-1").Run()
+		exec.Command("ip", "link", "del", "hg"+id+"b1").Run()
+		exec.Command("ip", "addr", "del", inet.String()+"/128", "dev", "lo").Run()
+		exec.Command("nft", "delete", "table", "inet", "hgemu_"+id).Run()
+		os.Remove("/run/hangar-flyemu/" + id + ".json")
+	})
+	if err := os.MkdirAll("/run/hangar-flyemu", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st := fmt.Sprintf(`{"pid":%d,"start_time":"1","internet":%q}`, dead.Process.Pid, inet)
+	if err := os.WriteFile("/run/hangar-flyemu/"+id+".json", []byte(st), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(fmt.Sprintf("netns add hgemu-%[1]s-1\nlink add hg%[1]sb1 type bridge\naddr add %[2]s/128 dev lo nodad\n", id, inet), "ip", "-batch", "-")
+	run("", "nft", "add", "table", "inet", "hgemu_"+id)
+	if got := leftovers(t, id); len(got) != 4 {
+		t.Fatalf("planted leftovers %v, want 4", got)
+	}
+
+	start(t, flyemu.Config{Network: flyemu.NetworkNamespaces})
+	if got := leftovers(t, id); len(got) > 0 {
+		t.Errorf("left after New: %v", got)
+	}
+	if hasLocalAddr(t, inet) {
+		t.Errorf("dead emulator's internet address %s still on the host", inet)
+	}
+}
