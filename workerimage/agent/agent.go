@@ -20,6 +20,7 @@ import (
 
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/agentauth"
+	"github.com/hangarhq/hangar/internal/tunnel"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
@@ -80,18 +81,61 @@ func Main() int {
 	return a.Run(ctx)
 }
 
-// Run listens and serves until finish, a fatal error or ctx ends.
+// Run serves until finish, a fatal error or ctx ends: through the tunnel to
+// the daemon when a daemon URL is configured, and on TCP when an address is
+// (see the package doc).
 func (a *Agent) Run(ctx context.Context) int {
-	ln, err := net.Listen("tcp", a.cfg.Addr)
-	if err != nil {
-		a.log.Error("listen", "addr", a.cfg.Addr, "error", err)
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 2)
+	var where []any
+	if a.cfg.Addr != "" {
+		ln, err := net.Listen("tcp", a.cfg.Addr)
+		if err != nil {
+			a.log.Error("listen", "addr", a.cfg.Addr, "error", err)
+			return 1
+		}
+		go func() { serveErr <- srv.Serve(ln) }()
+		where = append(where, "addr", ln.Addr().String())
+	}
+	if a.cfg.DaemonURL != "" {
+		tl, err := tunnel.Listen(context.Background(), tunnel.ListenerConfig{
+			DaemonURL:  a.cfg.DaemonURL,
+			MachineID:  a.cfg.MachineID,
+			PublicKeys: a.cfg.PublicKeys,
+			Token:      tunnel.FlyTokenSource(a.cfg.FlyAPISocket),
+			Logger:     a.log.Named("tunnel"),
+		})
+		if err != nil {
+			a.log.Error("tunnel", "daemon", a.cfg.DaemonURL, "error", err)
+			_ = srv.Close()
+			return 1
+		}
+		defer tl.Close()
+		go func() { serveErr <- srv.Serve(tl) }()
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		stopUSR1 := make(chan struct{})
+		defer close(stopUSR1)
+		go func() {
+			for {
+				select {
+				case <-usr1:
+					a.log.Info("SIGUSR1: redialling the tunnel")
+					tl.Redial()
+				case <-stopUSR1:
+					return
+				}
+			}
+		}()
+		where = append(where, "daemon", a.cfg.DaemonURL)
+	}
+	if len(where) == 0 {
+		a.log.Error("nothing to serve on: set " + EnvDaemonURL + " or " + EnvAddr)
 		return 1
 	}
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	a.log.Info("listening", "addr", ln.Addr().String(), "machine", a.cfg.MachineID, "workspace", a.cfg.Workspace,
-		"version", Version, "keys", len(a.cfg.PublicKeys))
+	a.log.Info("listening", append(where, "machine", a.cfg.MachineID, "workspace", a.cfg.Workspace,
+		"version", Version, "keys", len(a.cfg.PublicKeys))...)
 	code := 0
 	select {
 	case err := <-serveErr:

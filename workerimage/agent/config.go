@@ -3,6 +3,14 @@
 // runs Claude Code under a PTY (or in stream-json mode), serves the stream
 // over an authenticated WebSocket (internal/wire), and pushes the work back
 // to git when the session finishes. Its own exit ends the VM (auto_destroy).
+//
+// The agent normally dials home: with HANGAR_DAEMON_URL set it opens the
+// tunnel to the daemon (internal/tunnel), authenticated by the machine's Fly
+// OIDC token, and serves its HTTP API on the streams the daemon opens through
+// it — no TCP port is listened on unless HANGAR_AGENT_ADDR is set explicitly
+// (then it serves both). SIGUSR1 makes it drop the tunnel and dial again (it
+// is sent after a resume). Without HANGAR_DAEMON_URL it listens on TCP as
+// before (HANGAR_AGENT_ADDR, else [FLY_PRIVATE_IP]:HANGAR_AGENT_PORT).
 package agent
 
 import (
@@ -10,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,12 +27,15 @@ import (
 
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/agentauth"
+	"github.com/hangarhq/hangar/internal/tunnel"
 )
 
 // Environment variables read by the agent.
 const (
-	EnvAddr            = "HANGAR_AGENT_ADDR"        // full listen address
-	EnvPort            = "HANGAR_AGENT_PORT"        // port on FLY_PRIVATE_IP (default 8080)
+	EnvAddr            = "HANGAR_AGENT_ADDR"        // full listen address (with a daemon URL: also listen on TCP here)
+	EnvPort            = "HANGAR_AGENT_PORT"        // port on FLY_PRIVATE_IP (default 8080; without a daemon URL)
+	EnvDaemonURL       = tunnel.EnvDaemonURL        // dial the daemon's tunnel here instead of listening on TCP
+	EnvFlyAPISocket    = tunnel.EnvFlyAPISocket     // local Machines API socket for OIDC tokens (default /.fly/api)
 	EnvPublicKey       = agentauth.EnvPublicKey     // broker public key(s), required
 	EnvWorkspace       = "HANGAR_WORKSPACE"         // default /workspace; relative = against cwd
 	EnvBuffer          = "HANGAR_AGENT_BUFFER"      // output ring size, bytes (suffixes K, M, KiB, MiB)
@@ -59,7 +71,9 @@ const (
 
 // Config is the agent's configuration, normally from the environment.
 type Config struct {
-	Addr            string
+	Addr            string // TCP listen address; "" = none (tunnel only)
+	DaemonURL       string // dial home through internal/tunnel; "" = TCP only
+	FlyAPISocket    string // where the machine's OIDC tokens come from
 	PublicKeys      []ed25519.PublicKey
 	MachineID       string
 	Workspace       string
@@ -75,10 +89,23 @@ type Config struct {
 // public key or machine id.
 func ConfigFromEnv(getenv func(string) string) (*Config, error) {
 	c := &Config{
-		Addr:      listenAddr(getenv),
-		MachineID: getenv(EnvMachineID),
-		LogLevel:  getenv(EnvLogLevel),
-		ClaudeBin: getenv(EnvClaudeBin),
+		Addr:         listenAddr(getenv),
+		DaemonURL:    strings.TrimSpace(getenv(EnvDaemonURL)),
+		FlyAPISocket: getenv(EnvFlyAPISocket),
+		MachineID:    getenv(EnvMachineID),
+		LogLevel:     getenv(EnvLogLevel),
+		ClaudeBin:    getenv(EnvClaudeBin),
+	}
+	if c.DaemonURL != "" {
+		u, err := url.Parse(c.DaemonURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%s=%q: want an http:// or https:// URL", EnvDaemonURL, c.DaemonURL)
+		}
+		// Tunnel mode: TCP only when asked for explicitly.
+		c.Addr = getenv(EnvAddr)
+	}
+	if c.FlyAPISocket == "" {
+		c.FlyAPISocket = tunnel.DefaultFlyAPISocket
 	}
 	if c.ClaudeBin == "" {
 		c.ClaudeBin = defaultClaude
@@ -148,7 +175,8 @@ func within(p, dir string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-// listenAddr: HANGAR_AGENT_ADDR, else [FLY_PRIVATE_IP]:port, else 0.0.0.0:port.
+// listenAddr: HANGAR_AGENT_ADDR, else [FLY_PRIVATE_IP]:port, else 0.0.0.0:port
+// (the TCP address without a daemon URL).
 func listenAddr(getenv func(string) string) string {
 	if a := getenv(EnvAddr); a != "" {
 		return a
