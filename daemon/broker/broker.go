@@ -24,6 +24,9 @@ type Endpoint struct {
 	AgentURL string
 	// MachineID is the token's audience; SessionID its subject.
 	MachineID, SessionID string
+	// HTTPClient reaches AgentURL (an agent tunnel's client); nil: the
+	// broker's own dialling client (Config.HTTPClient).
+	HTTPClient *http.Client
 }
 
 // Target is the session one client attaches to.

@@ -790,8 +790,12 @@ func (s *stream) handshake(ctx context.Context, ep Endpoint, first bool) (*webso
 	}
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Bearer "+tok)
+	hc := ep.HTTPClient
+	if hc == nil {
+		hc = s.b.client
+	}
 	conn, resp, err := websocket.Dial(ctx, attachURL(ep.AgentURL), &websocket.DialOptions{
-		HTTPClient:   s.b.client,
+		HTTPClient:   hc,
 		HTTPHeader:   hdr,
 		Subprotocols: []string{s.proto},
 	})

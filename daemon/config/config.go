@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -28,6 +29,21 @@ type Config struct {
 	TrustedProxyHeaders bool
 	// PublicURL, when set, is the daemon's external base URL (used in ticket URLs).
 	PublicURL string
+	// DaemonURL is the URL workers dial for their tunnel (the pools'
+	// daemon_url, and the audience of the machine identity tokens they
+	// present). Empty: PublicURL, else the listen address.
+	DaemonURL string
+	// InternalListen is the replica-to-replica listener (tunnel relay);
+	// empty disables it, which is right for a single replica. It must not be
+	// reachable by workers or users.
+	InternalListen string
+	// AdvertiseAddr is the host:port other replicas dial to reach
+	// InternalListen (default: InternalListen when it names a host, else
+	// [FLY_PRIVATE_IP]:port on Fly).
+	AdvertiseAddr string
+	// FlyOIDCIssuer is the issuer of the machine identity tokens agents
+	// present (default https://oidc.fly.io/<fly org>).
+	FlyOIDCIssuer string
 	// AllowedOrigins lists the Origins (scheme://host[:port], or "*") allowed
 	// to open WebSockets besides the daemon's own.
 	AllowedOrigins []string
@@ -92,6 +108,10 @@ type file struct {
 	TLSKey              *string  `hcl:"tls_key,optional"`
 	TrustedProxyHeaders *bool    `hcl:"trusted_proxy_headers,optional"`
 	PublicURL           *string  `hcl:"public_url,optional"`
+	DaemonURL           *string  `hcl:"daemon_url,optional"`
+	InternalListen      *string  `hcl:"internal_listen,optional"`
+	AdvertiseAddr       *string  `hcl:"advertise_addr,optional"`
+	FlyOIDCIssuer       *string  `hcl:"fly_oidc_issuer,optional"`
 	AllowedOrigins      []string `hcl:"allowed_origins,optional"`
 	FlyAPIURL           *string  `hcl:"fly_api_url,optional"`
 	FlyAPIToken         *string  `hcl:"fly_api_token,optional"`
@@ -127,6 +147,10 @@ func (c *Config) LoadFile(path string) error {
 		c.TrustedProxyHeaders = *f.TrustedProxyHeaders
 	}
 	setS(&c.PublicURL, f.PublicURL)
+	setS(&c.DaemonURL, f.DaemonURL)
+	setS(&c.InternalListen, f.InternalListen)
+	setS(&c.AdvertiseAddr, f.AdvertiseAddr)
+	setS(&c.FlyOIDCIssuer, f.FlyOIDCIssuer)
 	if f.AllowedOrigins != nil {
 		c.AllowedOrigins = f.AllowedOrigins
 	}
@@ -199,6 +223,10 @@ var EnvVars = []EnvVar{
 		return nil
 	}},
 	{[]string{"HANGARD_PUBLIC_URL"}, str(func(c *Config) *string { return &c.PublicURL })},
+	{[]string{"HANGARD_DAEMON_URL"}, str(func(c *Config) *string { return &c.DaemonURL })},
+	{[]string{"HANGARD_INTERNAL_LISTEN"}, str(func(c *Config) *string { return &c.InternalListen })},
+	{[]string{"HANGARD_ADVERTISE_ADDR"}, str(func(c *Config) *string { return &c.AdvertiseAddr })},
+	{[]string{"HANGARD_FLY_OIDC_ISSUER"}, str(func(c *Config) *string { return &c.FlyOIDCIssuer })},
 	{[]string{"HANGARD_ALLOWED_ORIGINS"}, func(c *Config, v string) error {
 		c.AllowedOrigins = splitList(v)
 		return nil
@@ -265,6 +293,10 @@ type Flags struct {
 	allowedOrigins    string
 	flyAPIURL, flyOrg string
 	publicURL         string
+	daemonURL         string
+	internalListen    string
+	advertiseAddr     string
+	flyOIDCIssuer     string
 	tlsCert, tlsKey   string
 	trustProxy        bool
 }
@@ -282,6 +314,10 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.flyAPIURL, "fly-api-url", "", "Fly Machines API base URL without /v1 (FLY_API_URL)")
 	fs.StringVar(&f.flyOrg, "fly-org", "", "Fly organisation slug (FLY_ORG)")
 	fs.StringVar(&f.publicURL, "public-url", "", "external base URL of the daemon (HANGARD_PUBLIC_URL)")
+	fs.StringVar(&f.daemonURL, "daemon-url", "", "URL workers dial for their tunnel; default the public URL (HANGARD_DAEMON_URL)")
+	fs.StringVar(&f.internalListen, "internal-listen", "", "replica-to-replica listen address, never public (HANGARD_INTERNAL_LISTEN)")
+	fs.StringVar(&f.advertiseAddr, "advertise-addr", "", "host:port other replicas reach --internal-listen on (HANGARD_ADVERTISE_ADDR)")
+	fs.StringVar(&f.flyOIDCIssuer, "fly-oidc-issuer", "", "issuer of machine identity tokens; default https://oidc.fly.io/<org> (HANGARD_FLY_OIDC_ISSUER)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (HANGARD_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file (HANGARD_TLS_KEY)")
 	fs.BoolVar(&f.trustProxy, "trusted-proxy-headers", false, "believe X-Forwarded-Proto/-Host, behind a proxy that terminates TLS; --trusted-proxy-headers=false turns it off (HANGARD_TRUSTED_PROXY_HEADERS)")
@@ -315,6 +351,10 @@ func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
 	apply("fly-api-url", &c.FlyAPIURL, f.flyAPIURL)
 	apply("fly-org", &c.FlyOrg, f.flyOrg)
 	apply("public-url", &c.PublicURL, f.publicURL)
+	apply("daemon-url", &c.DaemonURL, f.daemonURL)
+	apply("internal-listen", &c.InternalListen, f.internalListen)
+	apply("advertise-addr", &c.AdvertiseAddr, f.advertiseAddr)
+	apply("fly-oidc-issuer", &c.FlyOIDCIssuer, f.flyOIDCIssuer)
 	apply("tls-cert", &c.TLSCert, f.tlsCert)
 	apply("tls-key", &c.TLSKey, f.tlsKey)
 	if set["trusted-proxy-headers"] {
@@ -345,6 +385,19 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("public_url %q: want http(s)://host", c.PublicURL))
 		}
 	}
+	for name, v := range map[string]string{"daemon_url": c.DaemonURL, "fly_oidc_issuer": c.FlyOIDCIssuer} {
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want http(s)://host", name, v))
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdvertiseAddr); err != nil {
+			errs = append(errs, fmt.Errorf("advertise_addr %q: want host:port", c.AdvertiseAddr))
+		}
+	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
 			continue
@@ -368,6 +421,47 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("dead_after must be at least twice heartbeat_interval"))
 	}
 	return errors.Join(errs...)
+}
+
+// TunnelAudience is the daemon URL agents dial and name as the audience of
+// their identity tokens: DaemonURL, else PublicURL, else listenURL (the URL
+// the replica serves on).
+func (c *Config) TunnelAudience(listenURL string) string {
+	for _, u := range []string{c.DaemonURL, c.PublicURL, listenURL} {
+		if u != "" {
+			return strings.TrimRight(u, "/")
+		}
+	}
+	return ""
+}
+
+// OIDCIssuer is the machine identity issuer: FlyOIDCIssuer, else Fly's
+// issuer for FlyOrg.
+func (c *Config) OIDCIssuer() string {
+	if c.FlyOIDCIssuer != "" {
+		return strings.TrimRight(c.FlyOIDCIssuer, "/")
+	}
+	return "https://oidc.fly.io/" + c.FlyOrg
+}
+
+// Advertise is the address other replicas reach this one's internal
+// listener on (bound: the address it actually listens on): AdvertiseAddr,
+// else bound when it names a host, else [FLY_PRIVATE_IP]:port from getenv.
+func (c *Config) Advertise(bound string, getenv func(string) string) (string, error) {
+	if c.AdvertiseAddr != "" {
+		return c.AdvertiseAddr, nil
+	}
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return "", fmt.Errorf("internal listener %q: %w", bound, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return bound, nil
+	}
+	if ip := getenv("FLY_PRIVATE_IP"); ip != "" {
+		return net.JoinHostPort(ip, port), nil
+	}
+	return "", fmt.Errorf("internal_listen %q binds every address: set advertise_addr to the host:port other replicas dial", bound)
 }
 
 // LoadBrokerKey returns the broker private key text: HANGARD_BROKER_KEY if

@@ -82,6 +82,12 @@ type Env struct {
 	Emulator    *flyemu.Emulator
 	emuServer   *http.Server
 	emuListener net.Listener
+	// AgentListener is where the dev pool's agents reach the daemon: on the
+	// emulator's internet address, the only host address its machines can
+	// reach. The daemon serves its API there too (service.Options).
+	AgentListener net.Listener
+	// DaemonURL is AgentListener's URL: the dev pool's daemon_url.
+	DaemonURL string
 }
 
 // secretFile returns the content of DataDir/name, creating it with make()
@@ -162,6 +168,12 @@ func Prepare(ctx context.Context, opts Options) (*Env, error) {
 	go e.emuServer.Serve(ln)
 	e.FlyURL = "http://" + ln.Addr().String()
 	emu.SetBaseURL(e.FlyURL)
+	agentLn, err := net.Listen("tcp", net.JoinHostPort(emu.InternetAddr().String(), "0"))
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("listen for agents on the emulator's internet address: %w", err)
+	}
+	e.AgentListener, e.DaemonURL = agentLn, "http://"+agentLn.Addr().String()
 
 	if err := e.ensurePool(ctx, opts); err != nil {
 		e.Close()
@@ -194,7 +206,7 @@ func (e *Env) ensurePool(ctx context.Context, opts Options) error {
 		return fmt.Errorf("list dev templates: %w", err)
 	}
 	if len(ms) > 0 {
-		return nil
+		return e.pointPoolHere(ctx, c, &ms[0])
 	}
 	spec := pool.Spec{
 		Pool: PoolName, App: AppName, Regions: []string{Region}, Image: DevImage,
@@ -204,6 +216,7 @@ func (e *Env) ensurePool(ctx context.Context, opts Options) error {
 		MinStandby: 1, MaxMachines: orDefault(opts.MaxMachines, 20),
 		StandbyMode: opts.StandbyMode, IdleTimeout: time.Hour, SessionTTL: 8 * time.Hour,
 		AgentPort: pool.DefaultAgentPort, BrokerPublicKeys: []string{e.PublicKey},
+		DaemonURL: e.DaemonURL,
 	}
 	if opts.MinStandby != nil {
 		spec.MinStandby = *opts.MinStandby
@@ -222,6 +235,26 @@ func (e *Env) ensurePool(ctx context.Context, opts Options) error {
 		if _, err := pool.CreateStandby(ctx, c, AppName, tmpl, Region, pool.StandbyOptions{}); err != nil {
 			return fmt.Errorf("create dev standby: %w", err)
 		}
+	}
+	return nil
+}
+
+// pointPoolHere updates a dev template made by an earlier run whose agents
+// dialled another address (the agent listener's port is picked anew each
+// run); the reconciler then replaces the stale standbys.
+func (e *Env) pointPoolHere(ctx context.Context, c *fly.Client, tmpl *fly.Machine) error {
+	spec, err := pool.FromTemplate(AppName, tmpl)
+	if err != nil {
+		return fmt.Errorf("read dev template: %w", err)
+	}
+	if spec.DaemonURL == e.DaemonURL {
+		return nil
+	}
+	spec.DaemonURL = e.DaemonURL
+	if _, err := c.UpdateMachine(ctx, AppName, tmpl.ID, fly.UpdateMachineRequest{
+		Config: spec.TemplateConfig(), SkipLaunch: true, CurrentVersion: tmpl.InstanceID,
+	}, ""); err != nil {
+		return fmt.Errorf("point the dev template at this daemon: %w", err)
 	}
 	return nil
 }
@@ -301,6 +334,9 @@ func (e *Env) Close() error {
 	}
 	if e.emuServer != nil {
 		e.emuServer.Close()
+	}
+	if e.AgentListener != nil {
+		e.AgentListener.Close()
 	}
 	return err
 }

@@ -26,9 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -36,8 +34,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/store"
-	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/pool"
 )
@@ -98,9 +96,9 @@ type Config struct {
 	Concurrency int
 	// StandbyTimeout bounds one standby creation (default pool's).
 	StandbyTimeout time.Duration
-	// AgentHTTPClient is used for suspend-mode health probes (default
-	// http.DefaultClient).
-	AgentHTTPClient *http.Client
+	// Agents reaches agents for suspend-mode health probes (through their
+	// tunnels, or dialled for pools without daemon_url; default: dialled).
+	Agents *agents.Router
 	// Metrics, if set, counts what the reconciler does.
 	Metrics *Metrics
 	Logger  hclog.Logger
@@ -130,6 +128,9 @@ type unknownSighting struct {
 func New(cfg Config) (*Reconciler, error) {
 	if cfg.Fly == nil || cfg.Store == nil {
 		return nil, errors.New("reconcile: Fly and Store are required")
+	}
+	if cfg.Agents == nil {
+		cfg.Agents = &agents.Router{}
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
@@ -431,16 +432,10 @@ func (r *Reconciler) standbyOptions(t *pool.Template) pool.StandbyOptions {
 	return opts
 }
 
-// waitAgentHealthy polls the agent's GET /v1/health on the machine's
-// private IP until it answers ok or ctx ends.
+// waitAgentHealthy asks the agent's GET /v1/health until it answers ok or
+// ctx ends; a tunnelled agent's call waits for its tunnel to come up.
 func (r *Reconciler) waitAgentHealthy(ctx context.Context, m *fly.Machine, port int) error {
-	if m.Config != nil {
-		if v, err := strconv.Atoi(m.Config.Env[pool.EnvAgentPort]); err == nil && v > 0 {
-			port = v
-		}
-	}
-	c := agentapi.NewClient(agentapi.BaseURL(m.PrivateIP, port), nil, m.ID)
-	c.HTTPClient = r.cfg.AgentHTTPClient
+	c := r.cfg.Agents.Client(m, port, nil)
 	delay := 50 * time.Millisecond
 	for {
 		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -24,7 +24,7 @@ const (
 func Worker() service.Worker {
 	return service.Worker{Name: "reconciler", Run: func(ctx context.Context, d *service.Deps) error {
 		cfg := Config{
-			Fly: d.Fly, Org: d.Config.FlyOrg, Store: d.Store,
+			Fly: d.Fly, Org: d.Config.FlyOrg, Store: d.Store, Agents: d.Agents,
 			Logger: d.Logger.Named("reconciler"),
 		}
 		var err error

@@ -268,11 +268,11 @@ func (s *Server) waitReady(id string) func(ctx context.Context, progress func(st
 				}
 				return broker.Endpoint{}, fmt.Errorf("session %s %s: %w", id, msg, broker.ErrGone)
 			case store.StateReady:
-				agentURL, machineID, err := s.cfg.Sessions.Endpoint(ctx, ss)
+				agentURL, hc, machineID, err := s.cfg.Sessions.Endpoint(ctx, ss)
 				if err != nil {
 					return broker.Endpoint{}, fmt.Errorf("session %s: %v: %w", id, err, broker.ErrUnavailable)
 				}
-				return broker.Endpoint{AgentURL: agentURL, MachineID: machineID, SessionID: id}, nil
+				return broker.Endpoint{AgentURL: agentURL, HTTPClient: hc, MachineID: machineID, SessionID: id}, nil
 			}
 			q := s.cfg.Sessions.QueuePosition(ctx, ss)
 			if progress != nil && (ss.State != lastState || q != lastQ) {

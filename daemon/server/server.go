@@ -28,6 +28,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/sessions"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/api"
+	"github.com/hangarhq/hangar/internal/tunnel"
 	"github.com/hangarhq/hangar/web"
 )
 
@@ -55,6 +56,9 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Web serves "/" (default: the embedded web terminal).
 	Web http.Handler
+	// Tunnels serves agents dialling home (internal/tunnel.Path); nil: no
+	// agent tunnels on this replica.
+	Tunnels http.Handler
 }
 
 // Server is the HTTP API.
@@ -96,6 +100,9 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/sessions/{id}/events", s.tenant(s.events))
 	m.HandleFunc("GET /v1/sessions/{id}/attach", s.attach)
 	m.HandleFunc("GET /v1/pools", s.listPools)
+	if cfg.Tunnels != nil {
+		m.Handle("GET "+tunnel.Path, cfg.Tunnels)
+	}
 	m.HandleFunc("POST /v1/tenants", s.admin(s.createTenant))
 	m.HandleFunc("GET /v1/tenants", s.admin(s.listTenants))
 	m.HandleFunc("DELETE /v1/tenants/{id}", s.admin(s.deleteTenant))

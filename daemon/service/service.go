@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/auth"
 	"github.com/hangarhq/hangar/daemon/broker"
 	"github.com/hangarhq/hangar/daemon/config"
@@ -31,6 +32,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentauth"
 	"github.com/hangarhq/hangar/internal/fly"
+	"github.com/hangarhq/hangar/internal/tunnel"
 )
 
 // Deps are a replica's shared parts, handed to background workers.
@@ -43,8 +45,12 @@ type Deps struct {
 	Pools    *pools.Cache
 	Sessions *sessions.Manager
 	Signer   *agentauth.Signer
-	Metrics  *metrics.Metrics
-	Logger   hclog.Logger
+	// Agents reaches agents (through their tunnels, or dialled).
+	Agents *agents.Router
+	// Tunnels holds the agent tunnels of this replica.
+	Tunnels *tunnel.Registry
+	Metrics *metrics.Metrics
+	Logger  hclog.Logger
 }
 
 // Worker is a background loop run for the replica's lifetime (e.g. the
@@ -63,6 +69,12 @@ type Options struct {
 	LogOutput io.Writer
 	// Listener overrides listening on Config.Listen.
 	Listener net.Listener
+	// AgentListener, if set, serves the same API on a second address, for
+	// agents that cannot reach Listener (hangard dev: the emulator's
+	// internet address). Production agents use the public URL.
+	AgentListener net.Listener
+	// InternalListener overrides listening on Config.InternalListen.
+	InternalListener net.Listener
 	// Store overrides opening Config.StoreDSN (the replica then does not close it).
 	Store store.Store
 	// Workers run in the background (the reconciler plugs in here).
@@ -83,16 +95,21 @@ type Daemon struct {
 	// URL is the replica's base URL (http(s)://host:port).
 	URL string
 
-	opts      Options
-	http      *http.Server
-	api       *server.Server
-	ln        net.Listener
-	ownsStore bool
-	cancel    context.CancelFunc
-	streams   context.CancelFunc
-	done      chan struct{}
-	closeOnce sync.Once
-	err       error
+	opts     Options
+	http     *http.Server
+	internal *http.Server
+	api      *server.Server
+	ln       net.Listener
+	// internalLn is the replica-to-replica listener (nil: none) and
+	// advertised the address other replicas reach it on.
+	internalLn net.Listener
+	advertised string
+	ownsStore  bool
+	cancel     context.CancelFunc
+	streams    context.CancelFunc
+	done       chan struct{}
+	closeOnce  sync.Once
+	err        error
 }
 
 // NewLogger builds the daemon's logger from the configured format and level.
@@ -145,46 +162,6 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 
-	var mgr *sessions.Manager
-	d.Metrics = metrics.New(func(ctx context.Context) (map[string]int, error) {
-		if mgr == nil {
-			return nil, nil
-		}
-		return mgr.CountByState(ctx)
-	})
-	d.Fly, err = fly.New(fly.Options{
-		BaseURL: cfg.FlyAPIURL, Token: cfg.FlyAPIToken, Logger: log.Named("fly"),
-		OnResponse: d.Metrics.ObserveFly,
-	})
-	if err != nil {
-		return fail(fmt.Errorf("fly client: %w", err))
-	}
-	d.Pools = pools.New(d.Fly, cfg.FlyOrg, log.Named("pools"))
-	mgr = sessions.New(sessions.Config{
-		DaemonID: d.DaemonID, Store: st, Fly: d.Fly, Pools: d.Pools, Signer: signer, Logger: log,
-		Metrics: d.Metrics, Workers: cfg.ClaimWorkers, HeartbeatInterval: cfg.HeartbeatInterval,
-		DeadAfter: cfg.DeadAfter, SweepInterval: cfg.SweepInterval, ReadyTimeout: cfg.ReadyTimeout,
-		DispatchInterval: opts.DispatchInterval, DefaultCommand: opts.DefaultCommand,
-		AllowFileRepos: opts.AllowFileRepos,
-	})
-	d.Sessions = mgr
-	brk := broker.New(broker.Config{
-		Signer: signer, Logger: log.Named("broker"),
-		Hooks: broker.Hooks{Bytes: func(toClient bool, n int) {
-			dir := "to_agent"
-			if toClient {
-				dir = "to_client"
-			}
-			d.Metrics.BytesBrokered.WithLabelValues(dir).Add(float64(n))
-		}},
-	})
-	d.api = server.New(server.Config{
-		Store: st, Sessions: mgr, Pools: d.Pools, Broker: brk,
-		Auth: &auth.Authenticator{Store: st, AdminKey: cfg.AdminKey}, Metrics: d.Metrics, Logger: log,
-		PublicURL: cfg.PublicURL, TrustedProxyHeaders: cfg.TrustedProxyHeaders,
-		AllowedOrigins: cfg.AllowedOrigins, ReadyTimeout: cfg.ReadyTimeout, Web: opts.Web,
-	})
-
 	ln := opts.Listener
 	if ln == nil {
 		ln, err = net.Listen("tcp", cfg.Listen)
@@ -204,6 +181,57 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	}
 	d.ln = ln
 	d.URL = scheme + "://" + ln.Addr().String()
+	fail = func(err error) (*Daemon, error) {
+		d.ln.Close()
+		if d.ownsStore {
+			st.Close()
+		}
+		return nil, err
+	}
+
+	var mgr *sessions.Manager
+	d.Metrics = metrics.New(func(ctx context.Context) (map[string]int, error) {
+		if mgr == nil {
+			return nil, nil
+		}
+		return mgr.CountByState(ctx)
+	})
+	d.Fly, err = fly.New(fly.Options{
+		BaseURL: cfg.FlyAPIURL, Token: cfg.FlyAPIToken, Logger: log.Named("fly"),
+		OnResponse: d.Metrics.ObserveFly,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("fly client: %w", err))
+	}
+	d.Pools = pools.New(d.Fly, cfg.FlyOrg, log.Named("pools"))
+	if err := d.startTunnels(ctx, cfg); err != nil {
+		return fail(err)
+	}
+	mgr = sessions.New(sessions.Config{
+		DaemonID: d.DaemonID, Store: st, Fly: d.Fly, Pools: d.Pools, Signer: signer, Logger: log,
+		Metrics: d.Metrics, Workers: cfg.ClaimWorkers, HeartbeatInterval: cfg.HeartbeatInterval,
+		DeadAfter: cfg.DeadAfter, SweepInterval: cfg.SweepInterval, ReadyTimeout: cfg.ReadyTimeout,
+		DispatchInterval: opts.DispatchInterval, DefaultCommand: opts.DefaultCommand,
+		AllowFileRepos: opts.AllowFileRepos, Agents: d.Agents,
+	})
+	d.Sessions = mgr
+	brk := broker.New(broker.Config{
+		Signer: signer, Logger: log.Named("broker"),
+		Hooks: broker.Hooks{Bytes: func(toClient bool, n int) {
+			dir := "to_agent"
+			if toClient {
+				dir = "to_client"
+			}
+			d.Metrics.BytesBrokered.WithLabelValues(dir).Add(float64(n))
+		}},
+	})
+	d.api = server.New(server.Config{
+		Store: st, Sessions: mgr, Pools: d.Pools, Broker: brk,
+		Auth: &auth.Authenticator{Store: st, AdminKey: cfg.AdminKey}, Metrics: d.Metrics, Logger: log,
+		PublicURL: cfg.PublicURL, TrustedProxyHeaders: cfg.TrustedProxyHeaders,
+		AllowedOrigins: cfg.AllowedOrigins, ReadyTimeout: cfg.ReadyTimeout, Web: opts.Web,
+		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel),
+	})
 
 	// Streams (attaches, event streams) live in a context of their own that
 	// shutdown cancels first: clients then reconnect to another replica.
@@ -230,8 +258,18 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 			}
 		}(w)
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- d.http.Serve(ln) }()
+	if opts.AgentListener != nil {
+		go func() { served <- d.http.Serve(opts.AgentListener) }()
+	}
+	if d.internal != nil {
+		go func() {
+			if err := d.internal.Serve(d.internalLn); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("internal listener stopped", "error", err)
+			}
+		}()
+	}
 	go func() {
 		select {
 		case err := <-served:
@@ -245,8 +283,63 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		wg.Wait()
 		close(d.done)
 	}()
-	log.Info("hangard started", "daemon", d.DaemonID, "url", d.URL, "fly", d.Fly.BaseURL(), "org", cfg.FlyOrg)
+	log.Info("hangard started", "daemon", d.DaemonID, "url", d.URL, "fly", d.Fly.BaseURL(), "org", cfg.FlyOrg,
+		"agent_url", cfg.TunnelAudience(d.URL), "oidc_issuer", cfg.OIDCIssuer(), "internal", d.advertised)
 	return d, nil
+}
+
+// startTunnels sets up the agent tunnels of this replica: the identity
+// verifier (Fly OIDC, tokens single-use across replicas), the admission of
+// machines of the daemon's pools, the registry, and the internal listener
+// other replicas relay through.
+func (d *Daemon) startTunnels(ctx context.Context, cfg config.Config) error {
+	audience := cfg.TunnelAudience(d.URL)
+	verifier, err := tunnel.NewOIDCVerifier(tunnel.OIDCConfig{
+		Issuer: cfg.OIDCIssuer(), Audience: audience, Replay: agents.ReplayGuard{Store: d.Store},
+	})
+	if err != nil {
+		return fmt.Errorf("agent identity verifier: %w", err)
+	}
+	admission := &agents.Admission{Org: cfg.FlyOrg, Pools: d.Pools, Machines: d.Fly}
+	d.Tunnels, err = tunnel.NewRegistry(tunnel.RegistryConfig{
+		ReplicaID: d.DaemonID, Audience: audience, Signer: d.Signer,
+		Verifier: verifier, Authorize: admission.Authorize,
+		Locator: &agents.Locator{Store: d.Store, ReplicaID: d.DaemonID},
+		Logger:  d.Logger.Named("tunnels"),
+	})
+	if err != nil {
+		return fmt.Errorf("agent tunnels: %w", err)
+	}
+	d.Agents = &agents.Router{Tunnels: d.Tunnels, Direct: agents.DirectClient()}
+
+	ln := d.opts.InternalListener
+	if ln == nil && cfg.InternalListen != "" {
+		if ln, err = net.Listen("tcp", cfg.InternalListen); err != nil {
+			d.Tunnels.Close()
+			return fmt.Errorf("internal listener on %s: %w", cfg.InternalListen, err)
+		}
+	}
+	if ln == nil {
+		return nil
+	}
+	if d.advertised, err = cfg.Advertise(ln.Addr().String(), os.Getenv); err != nil {
+		ln.Close()
+		d.Tunnels.Close()
+		return err
+	}
+	if err := d.Store.AdvertiseDaemon(ctx, d.DaemonID, d.advertised, time.Now()); err != nil {
+		ln.Close()
+		d.Tunnels.Close()
+		return fmt.Errorf("advertise the internal listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+tunnel.RelayPath+"{machine}", d.Tunnels.ServeRelay)
+	d.internalLn = ln
+	d.internal = &http.Server{
+		Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: d.Logger.Named("internal").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	return nil
 }
 
 // Handler is the replica's HTTP handler (for tests that serve it themselves).
@@ -267,6 +360,10 @@ func (d *Daemon) Close() error {
 			d.http.Close()
 		}
 		cancel()
+		if d.internal != nil {
+			d.internal.Close()
+		}
+		d.Tunnels.Close()
 		d.cancel()
 		<-d.done
 		if d.ownsStore {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
@@ -429,11 +430,20 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	}
 	m.release(c.app, c.mach.ID, c.nonce)
 	c.nonce = ""
+	resumed := c.mach.State == fly.StateSuspended
 	mach, err := m.fly.GetMachine(ctx, c.app, c.mach.ID)
 	if err != nil {
 		return fmt.Errorf("read machine %s: %w", c.mach.ID, err)
 	}
 	c.mach = mach
+	if resumed && agents.Tunnelled(mach) {
+		// The tunnel a suspended agent held died while it slept (its peer
+		// timed it out, or Fly moved the snapshot); the agent would notice
+		// only at its next keepalive. The signal makes it redial at once.
+		if err := m.fly.SignalMachine(ctx, c.app, mach.ID, "SIGUSR1", ""); err != nil {
+			m.log.Warn("signal the resumed agent to redial", "machine", mach.ID, "error", err)
+		}
+	}
 	agent := m.agentClient(ctx, s, mach)
 	if err := m.waitHealthy(ctx, agent); err != nil {
 		return fmt.Errorf("agent on %s never became healthy: %w", mach.ID, err)

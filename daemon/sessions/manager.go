@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/hangarhq/hangar/daemon/metrics"
+	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
@@ -59,6 +59,7 @@ type Fly interface {
 	AcquireLease(ctx context.Context, app, id string, ttl time.Duration, description string) (*fly.Lease, error)
 	ReleaseLease(ctx context.Context, app, id, nonce string) error
 	UpdateMetadata(ctx context.Context, app, id string, req fly.UpdateMetadataRequest, nonce string) error
+	SignalMachine(ctx context.Context, app, id, signal, nonce string) error
 }
 
 // Config wires a Manager.
@@ -89,8 +90,9 @@ type Config struct {
 	DefaultCommand map[string][]string
 	// AllowFileRepos lets file:// repos through (development and tests).
 	AllowFileRepos bool
-	// AgentHTTPClient talks to agents (default: 30s timeout).
-	AgentHTTPClient *http.Client
+	// Agents reaches agents: through their tunnels, or dialled for pools
+	// without daemon_url (default: dialled only).
+	Agents *agents.Router
 }
 
 // Manager runs sessions. Create it with New, start its loops with Run.
@@ -139,13 +141,8 @@ func New(cfg Config) *Manager {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 30 * time.Second
 	}
-	if cfg.AgentHTTPClient == nil {
-		// No overall timeout: an init that clones a large repository may take
-		// minutes; every call is bounded by its context instead.
-		cfg.AgentHTTPClient = &http.Client{Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second,
-		}}
+	if cfg.Agents == nil {
+		cfg.Agents = &agents.Router{}
 	}
 	workCtx, stop := context.WithCancel(context.Background())
 	return &Manager{
@@ -386,40 +383,35 @@ func (m *Manager) finished(s *store.Session) {
 
 // agentClient returns a client for the agent of machine mach of session s.
 func (m *Manager) agentClient(ctx context.Context, s *store.Session, mach *fly.Machine) *agentapi.Client {
-	c := agentapi.NewClient(m.AgentURL(ctx, s, mach), m.cfg.Signer, mach.ID)
-	c.HTTPClient = m.cfg.AgentHTTPClient
-	return c
+	return m.cfg.Agents.Client(mach, m.agentPort(ctx, s), m.cfg.Signer)
 }
 
-// AgentURL is the base URL of the agent on mach (http://ip:port).
-func (m *Manager) AgentURL(ctx context.Context, s *store.Session, mach *fly.Machine) string {
-	port := 0
+// agentPort is the agent port of s's template (0: the default), for agents
+// that are dialled rather than tunnelled.
+func (m *Manager) agentPort(ctx context.Context, s *store.Session) int {
 	if p, err := m.cfg.Pools.Get(ctx, s.Pool); err == nil {
 		if t := p.Template(s.TenantImage); t != nil {
-			port = t.Spec.AgentPort
+			return t.Spec.AgentPort
 		}
 	}
-	if mach.Config != nil {
-		if v := mach.Config.Env["HANGAR_AGENT_PORT"]; v != "" {
-			fmt.Sscanf(v, "%d", &port)
-		}
-	}
-	return agentapi.BaseURL(mach.PrivateIP, port)
+	return 0
 }
 
-// Endpoint resolves a ready session's agent: its base URL and machine id.
-func (m *Manager) Endpoint(ctx context.Context, s *store.Session) (agentURL, machineID string, err error) {
+// Endpoint resolves a ready session's agent: its base URL, the client that
+// reaches it, and its machine id.
+func (m *Manager) Endpoint(ctx context.Context, s *store.Session) (agentURL string, hc *http.Client, machineID string, err error) {
 	if s.MachineID == "" || s.AppName == "" {
-		return "", "", fmt.Errorf("session %s has no machine", s.ID)
+		return "", nil, "", fmt.Errorf("session %s has no machine", s.ID)
 	}
 	mach, err := m.fly.GetMachine(ctx, s.AppName, s.MachineID)
 	if err != nil {
-		return "", "", fmt.Errorf("get machine %s: %w", s.MachineID, err)
+		return "", nil, "", fmt.Errorf("get machine %s: %w", s.MachineID, err)
 	}
 	if mach.State != fly.StateStarted {
-		return "", "", fmt.Errorf("machine %s is %s: %w", mach.ID, mach.State, errMachineDown)
+		return "", nil, "", fmt.Errorf("machine %s is %s: %w", mach.ID, mach.State, errMachineDown)
 	}
-	return m.AgentURL(ctx, s, mach), mach.ID, nil
+	u, hc := m.cfg.Agents.Agent(mach, m.agentPort(ctx, s))
+	return u, hc, mach.ID, nil
 }
 
 // errMachineDown: the session's machine is not running.

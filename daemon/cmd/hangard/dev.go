@@ -78,9 +78,10 @@ func runDev(ctx context.Context, args []string) error {
 	defer env.Close()
 	cfg.FlyAPIURL, cfg.FlyAPIToken, cfg.FlyOrg = env.FlyURL, env.FlyToken, devenv.Org
 	cfg.StoreDSN, cfg.BrokerKey, cfg.AdminKey = env.StoreDSN, env.BrokerKey, env.AdminKey
+	cfg.DaemonURL, cfg.FlyOIDCIssuer = env.DaemonURL, env.Emulator.OIDCIssuer(devenv.Org)
 
 	d, err := service.Start(ctx, service.Options{
-		Config: cfg, Logger: log, Workers: backgroundWorkers(),
+		Config: cfg, Logger: log, Workers: backgroundWorkers(), AgentListener: env.AgentListener,
 		DefaultCommand: map[string][]string{devenv.PoolName: strings.Fields(*command)},
 		AllowFileRepos: true,
 	})
