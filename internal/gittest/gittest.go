@@ -6,11 +6,19 @@ package gittest
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -22,6 +30,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // User is the basic-auth user name the server expects by default; any user
@@ -36,6 +45,9 @@ type Server struct {
 	Root string
 	// Token is the password every request must carry (basic auth).
 	Token string
+	// CAFile is the PEM of the server's certificate with Options.TLS (set
+	// GIT_SSL_CAINFO to it), else "".
+	CAFile string
 
 	srv      *httptest.Server
 	authFail atomic.Int64
@@ -47,6 +59,38 @@ type Server struct {
 type Options struct {
 	// Token is the required password; random when empty.
 	Token string
+	// Addr is the listen address (default 127.0.0.1:0). Machines in the
+	// Fly emulator's network namespaces reach only its internet address.
+	Addr string
+	// TLS serves https with a certificate of its own for Addr's host, whose
+	// PEM is in Server.CAFile (agents only use http with loopback hosts).
+	TLS bool
+}
+
+// selfSigned makes a certificate for host (an IP address or a name) and
+// returns it with its PEM, which clients trust as their CA.
+func selfSigned(host string) (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("certificate key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gittest"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{host}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
 // Start runs a server until the test ends.
@@ -80,7 +124,7 @@ func Start(t testing.TB, opts ...Options) *Server {
 		// answered to the client; keep them out of the test output.
 		Stderr: io.Discard,
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
 		if g := s.gate.Load(); g != nil {
 			select {
@@ -101,6 +145,29 @@ func Start(t testing.TB, opts ...Options) *Server {
 		// http-backend also honours.
 		h.ServeHTTP(w, r)
 	}))
+	if o.Addr != "" {
+		ln, err := net.Listen("tcp", o.Addr)
+		if err != nil {
+			t.Fatalf("gittest: listen on %s: %v", o.Addr, err)
+		}
+		s.srv.Listener.Close()
+		s.srv.Listener = ln
+	}
+	if o.TLS {
+		host, _, _ := net.SplitHostPort(s.srv.Listener.Addr().String())
+		cert, pemBytes, err := selfSigned(host)
+		if err != nil {
+			t.Fatalf("gittest: %v", err)
+		}
+		s.CAFile = filepath.Join(t.TempDir(), "gittest-ca.pem")
+		if err := os.WriteFile(s.CAFile, pemBytes, 0o644); err != nil {
+			t.Fatalf("gittest: %v", err)
+		}
+		s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		s.srv.StartTLS()
+	} else {
+		s.srv.Start()
+	}
 	s.URL = s.srv.URL
 	t.Cleanup(s.srv.Close)
 	return s
