@@ -148,11 +148,11 @@ func yamuxConfig(keepAlive time.Duration, log hclog.Logger) *yamux.Config {
 	c.ConnectionWriteTimeout = writeTimeout
 	c.StreamOpenTimeout = 30 * time.Second
 	c.StreamCloseTimeout = time.Minute
-	c.LogOutput = nil
-	if log == nil {
-		c.LogOutput = io.Discard
-	} else {
-		c.Logger = log.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	c.LogOutput = io.Discard
+	if log != nil {
+		// yamux reports every ended tunnel as an error; the tunnel's own
+		// up/down lines carry that at Info, so its lines are debug detail.
+		c.LogOutput = log.Named("yamux").StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})
 	}
 	return c
 }
