@@ -15,8 +15,8 @@
 //     (metadata.KEY=VALUE, include_deleted, region, state, summary), update
 //     (full replace, current_version check, restart of a running machine,
 //     skip_launch), start, stop (signal, timeout), suspend, restart, signal,
-//     cordon/uncordon, exec (a command run in the machine's directory with its
-//     environment), destroy (force or kill), wait (repeatable or comma
+//     cordon/uncordon, exec (a command run in the machine's directory, environment
+//     and network namespace), destroy (force or kill), wait (repeatable or comma
 //     separated states including settled, timeout ≤ 60 s, 408 on timeout,
 //     version, from_event_id), events (newest first, ms timestamps);
 //   - leases: get, acquire (TTL in the body or ?ttl=), refresh (same nonce),
@@ -35,9 +35,51 @@
 // and Fly's runtime variables (FLY_APP_NAME, FLY_MACHINE_ID, FLY_ALLOC_ID,
 // FLY_REGION, FLY_PRIVATE_IP, FLY_PUBLIC_IP, FLY_IMAGE_REF,
 // FLY_MACHINE_VERSION, FLY_PROCESS_GROUP, FLY_VM_MEMORY_MB, PRIMARY_REGION).
-// Its private_ip is its own loopback address 127.A.B.N from a /24 claimed per
-// emulator instance (by holding a listener on 127.A.B.1), so several
-// emulators and parallel tests never share addresses.
+//
+// # Networking
+//
+// On Fly an app created with a custom network cannot be reached from outside
+// that network, which is what lets a worker's agent dial out to the daemon
+// while nothing dials in. Code that relies on it must be tested against the
+// same wall, so in namespace mode (Config.Network; the default when running
+// as root with ip, nsenter and nft) every machine runs in its own network
+// namespace, entered with nsenter so its pid and process group are the
+// program's, with a 6PN address in fdaa::/16 as private_ip and
+// FLY_PRIVATE_IP. Apps without a network share their org's default network;
+// apps naming one share that network (per org). Each network is a bridge on
+// the host, fdaa:EEEE:NNNN::/64 (EEEE random per emulator, so parallel
+// emulators never collide), with the host as gateway (::1). Machines of a
+// network reach each other; networks never reach each other; the host may
+// dial machines of a default network (the daemon sits on the org network)
+// but its new connections into a custom network are refused. One host
+// address stands for the internet (InternetAddr: a ULA outside fdaa::/16 on
+// lo): every machine reaches it and nothing else on the host, so servers
+// machines must reach (the daemon's public URL, test git servers) listen
+// there or on [::]. An nftables table per emulator (inet hgemu_<id>) holds
+// these rules; host forwarding stays off. Namespaces, links, addresses and
+// the table are removed on destroy and Close, and by the next emulator when
+// their owner died (state files under /run/hangar-flyemu). A machine's
+// address belongs to its place on the host, not its id, as a migration can
+// change it on Fly. Creating a machine costs about 45 ms more than in
+// loopback mode (two ip invocations).
+//
+// In loopback mode (no root, or Config.Network "loopback") machines share the
+// host's network: private_ip is a loopback address 127.A.B.N from a /24
+// claimed per emulator (by holding a listener on 127.A.B.1), InternetAddr is
+// 127.0.0.1, and nothing is isolated.
+//
+// # Machine identity
+//
+// Each machine gets a local Machines API socket (its path in
+// HANGAR_FLY_API_SOCKET; /.fly/api on Fly) serving POST /v1/tokens/oidc
+// {"aud": ...}: a raw RS256 JWT with Fly's claims (sub <org>:<app>:<machine
+// name>, app_id, app_name, image, image_digest, machine_id, machine_name,
+// machine_version, org_id, org_name, region; 10 minutes). The token names
+// the machine the socket was made for, never what the caller claims, so
+// that a daemon can trust it as Fly's word. The emulator is the issuer:
+// <base URL>/oidc/<org> (SetBaseURL; OIDCIssuer), with a discovery document
+// and key set that need no API token. OIDCToken mints tokens a socket would
+// not (another machine's, expired ones) for tests of forged identities.
 //
 // State machine, as on Fly: create → created → (unless skip_launch) starting
 // → started (after Config.BootDelay); stop sends the requested signal, else
@@ -63,8 +105,8 @@
 //
 // VMs and images (nothing is pulled; the process runs on the host, as the
 // emulator's user, with the host's filesystem: the machine directory is not a
-// fresh rootfs and survives stops), 6PN IPv6 addresses and .internal DNS,
-// the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
+// fresh rootfs and survives stops), .internal DNS, IPv4 inside namespaces,
+// Flycast and ip_assignments across networks, the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
 // and mounts, files, processes[] and containers, ps/versions/memory
 // endpoints, org-wide machine lists, certificates and IP assignments,
 // multiple hosts and migrations, and GraphQL. A process that left the

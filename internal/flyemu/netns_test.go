@@ -3,6 +3,7 @@
 package flyemu_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/flyemu"
+	"github.com/hangarhq/hangar/internal/flyemu/flyemutest"
 	"github.com/hangarhq/hangar/internal/flyspec"
 )
 
@@ -431,5 +433,37 @@ func TestStaleLeftoversRemoved(t *testing.T) {
 	}
 	if hasLocalAddr(t, inet) {
 		t.Errorf("dead emulator's internet address %s still on the host", inet)
+	}
+}
+
+// BenchmarkCreateMachine measures a machine's creation (skip_launch) and
+// destruction in each network mode: the difference is what a machine's
+// namespace, link and address cost.
+func BenchmarkCreateMachine(b *testing.B) {
+	for _, mode := range []string{flyemu.NetworkLoopback, flyemu.NetworkNamespaces} {
+		b.Run(mode, func(b *testing.B) {
+			if mode == flyemu.NetworkNamespaces && os.Geteuid() != 0 {
+				b.Skip("namespace mode needs root")
+			}
+			srv := flyemutest.Start(b, flyemu.Config{Network: mode})
+			c, err := fly.New(fly.Options{BaseURL: srv.URL})
+			if err != nil {
+				b.Fatal(err)
+			}
+			bg := context.Background()
+			if _, err := c.CreateApp(bg, fly.CreateAppRequest{Name: "bench", OrgSlug: "personal"}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				m, err := c.CreateMachine(bg, "bench", fly.CreateMachineRequest{Config: shell("exit 0"), SkipLaunch: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := c.DestroyMachine(bg, "bench", m.ID, true, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
