@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/yamux"
 
@@ -172,7 +173,8 @@ func (r *Registry) ServeTunnel(w http.ResponseWriter, req *http.Request) {
 			writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot verify machine tokens now")
 			return
 		}
-		r.log.Info("tunnel refused", "remote", req.RemoteAddr, "reason", err.Error())
+		m, app := claimed(raw)
+		r.log.Info("tunnel refused", "claimed_machine", m, "claimed_app", app, "remote", req.RemoteAddr, "reason", err.Error())
 		writeError(w, http.StatusUnauthorized, "unauthorized", "machine token refused: "+err.Error())
 		return
 	}
@@ -223,6 +225,26 @@ func (r *Registry) ServeTunnel(w http.ResponseWriter, req *http.Request) {
 		r.log.Info("tunnel down", "machine", id.MachineID, "app", id.AppName)
 	}
 	cancel()
+}
+
+// claimed reads the machine and app a refused token claims, unverified,
+// for the refusal's log line.
+func claimed(raw string) (machine, app string) {
+	var c struct {
+		MachineID string `json:"machine_id"`
+		AppName   string `json:"app_name"`
+		jwt.RegisteredClaims
+	}
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, &c); err != nil {
+		return "", ""
+	}
+	clip := func(s string) string {
+		if len(s) > 64 {
+			return s[:64]
+		}
+		return s
+	}
+	return clip(c.MachineID), clip(c.AppName)
 }
 
 func offers(values []string, proto string) bool {

@@ -251,7 +251,8 @@ func TestServeTunnelRefusals(t *testing.T) {
 			t.Errorf("403 message %q lacks the Authorizer's text", msg)
 		}
 	}
-	if logs := d.log.String(); strings.Contains(logs, valid) || !strings.Contains(logs, "tunnel refused") {
+	if logs := d.log.String(); strings.Contains(logs, valid) || !strings.Contains(logs, "tunnel refused: claimed_machine=m1 claimed_app=workers") ||
+		!strings.Contains(logs, "machine=m1 app=strangers") {
 		t.Errorf("refusal logs: %s", logs)
 	}
 }
