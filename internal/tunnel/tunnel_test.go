@@ -330,7 +330,7 @@ func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
 	defer stalled.Close()
 	fmt.Fprintf(stalled, "GET /bytes?n=%d HTTP/1.1\r\nHost: m1\r\n\r\n", 16<<20)
 
-	const streams, size = 16, 2 << 20
+	const streams, size = 8, 1 << 20
 	var wg sync.WaitGroup
 	errs := make(chan error, streams)
 	for range streams {
