@@ -11,7 +11,6 @@ import (
 
 	"github.com/hangarhq/hangar/daemon/auth"
 	"github.com/hangarhq/hangar/daemon/store"
-	"github.com/hangarhq/hangar/internal/gittest"
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
@@ -741,7 +740,7 @@ func TestInitFailure(t *testing.T) {
 	d := e.start(t, "")
 	admin := newAPI(t, d.URL, adminKey)
 	u := admin.with(admin.createTenant("unlucky", nil).APIKey)
-	git := gittest.Start(t)
+	git := e.git(t)
 	var s session
 	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "repo": git.RepoURL("missing"),
 		"credentials": map[string]string{"git_token": git.Token}}, http.StatusAccepted, &s)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/hangarhq/hangar/daemon/store/storetest"
 	"github.com/hangarhq/hangar/internal/fly"
-	"github.com/hangarhq/hangar/internal/gittest"
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
@@ -32,7 +31,7 @@ func TestEndToEnd(t *testing.T) {
 	tn := a.createTenant("acme", nil)
 	ua := a.with(tn.APIKey)
 
-	git := gittest.Start(t)
+	git := e.git(t)
 	repo := git.CreateRepo(t, "proj", map[string]string{"README.md": "hello\n"})
 	const apiKey = "sk-ant-api03-e2e-SECRET-7d1c0ffee"
 	var s session

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ import (
 	"github.com/hangarhq/hangar/internal/agentauth"
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/flyemu"
+	"github.com/hangarhq/hangar/internal/gittest"
 	"github.com/hangarhq/hangar/internal/flyemu/flyemutest"
 	"github.com/hangarhq/hangar/internal/pool"
 	"github.com/hangarhq/hangar/internal/syncbuf"
@@ -39,9 +42,12 @@ const (
 	adminKey = "hga_test-admin-key-0123456789"
 )
 
-// env is a Fly emulator running the real agent, with one pool.
+// env is a Fly emulator running the real agent, with one pool whose agents
+// dial home through lb to whichever replica it picks.
 type env struct {
 	emu       *flyemutest.Server
+	lb        *balancer
+	gitCA     string // the CA file the pool's git trusts (GIT_SSL_CAINFO): see git
 	fly       *fly.Client
 	brokerKey string
 	template  *fly.Machine
@@ -68,21 +74,23 @@ func newEnvSpec(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{emu: emu, fly: c, brokerKey: agentauth.EncodePrivateKey(k)}
+	e := &env{emu: emu, fly: c, brokerKey: agentauth.EncodePrivateKey(k), lb: newBalancer(t, emu.InternetAddr().String()),
+		gitCA: filepath.Join(t.TempDir(), "git-ca.pem")}
 	ctx := context.Background()
-	if _, err := c.CreateApp(ctx, fly.CreateAppRequest{Name: testApp, OrgSlug: "personal"}); err != nil {
-		t.Fatal(err)
-	}
 	spec := pool.Spec{
 		Pool: testPool, App: testApp, Regions: []string{region}, Image: "hangar-worker:test",
 		Guest:      pool.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 1024},
-		Env:        map[string]string{"HANGAR_WORKSPACE": "workspace"},
+		Env:        map[string]string{"HANGAR_WORKSPACE": "workspace", "GIT_SSL_CAINFO": e.gitCA},
 		MinStandby: 1, MaxMachines: 4, StandbyMode: pool.StandbyStop,
 		IdleTimeout: time.Hour, SessionTTL: time.Hour, AgentPort: pool.DefaultAgentPort,
 		BrokerPublicKeys: []string{agentauth.EncodePublicKey(agentauth.NewSigner(k).PublicKey())},
+		DaemonURL:        e.lb.URL,
 	}
 	tune(&spec)
 	if err := spec.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateApp(ctx, fly.CreateAppRequest{Name: testApp, OrgSlug: "personal", Network: spec.Network}); err != nil {
 		t.Fatal(err)
 	}
 	e.template, err = c.CreateMachine(ctx, testApp, spec.CreateTemplateRequest())
@@ -103,6 +111,7 @@ func newEnvSpec(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 type replica struct {
 	*service.Daemon
 	logs *syncbuf.Buffer
+	addr string // listen address, as the balancer dials it
 }
 
 func (e *env) start(t *testing.T, dsn string) *replica {
@@ -118,6 +127,8 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	cfg.HeartbeatInterval, cfg.DeadAfter = 200*time.Millisecond, 2*time.Second
 	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
 	cfg.ReadyTimeout = 90 * time.Second
+	cfg.DaemonURL, cfg.FlyOIDCIssuer = e.lb.URL, e.emu.OIDCIssuer("personal")
+	cfg.InternalListen = "127.0.0.1:0"
 	logs := &syncbuf.Buffer{}
 	d, err := service.Start(context.Background(), service.Options{
 		Config: cfg, LogOutput: logs, DispatchInterval: 50 * time.Millisecond,
@@ -125,8 +136,28 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close() })
-	return &replica{Daemon: d, logs: logs}
+	addr := strings.TrimPrefix(d.URL, "http://")
+	e.lb.add(addr)
+	t.Cleanup(func() {
+		e.lb.remove(addr)
+		d.Close()
+	})
+	return &replica{Daemon: d, logs: logs, addr: addr}
+}
+
+// git starts a git server the pool's machines can reach (https on the
+// emulator's internet address) and points the pool's git at its CA.
+func (e *env) git(t *testing.T) *gittest.Server {
+	t.Helper()
+	g := gittest.Start(t, gittest.Options{Addr: net.JoinHostPort(e.emu.InternetAddr().String(), "0"), TLS: true})
+	pem, err := os.ReadFile(g.CAFile)
+	if err == nil {
+		err = os.WriteFile(e.gitCA, pem, 0o644)
+	}
+	if err != nil {
+		t.Fatalf("trust the git server's certificate: %v", err)
+	}
+	return g
 }
 
 // ---- HTTP client validating every answer against the OpenAPI document ----

@@ -342,6 +342,15 @@ func (d *Daemon) startTunnels(ctx context.Context, cfg config.Config) error {
 	return nil
 }
 
+// InternalAddr is the address of the replica-to-replica listener ("" when
+// there is none).
+func (d *Daemon) InternalAddr() string {
+	if d.internalLn == nil {
+		return ""
+	}
+	return d.internalLn.Addr().String()
+}
+
 // Handler is the replica's HTTP handler (for tests that serve it themselves).
 func (d *Daemon) Handler() http.Handler { return d.api }
 

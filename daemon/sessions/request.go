@@ -151,6 +151,8 @@ func ValidateRequest(r *api.CreateSessionRequest, allowFile bool) error {
 	return nil
 }
 
+var transportHelperRE = regexp.MustCompile(`^[A-Za-z0-9+.-]*::`)
+
 // ValidateRepoURL accepts https, http, ssh and git URLs and scp-like
 // user@host:path, plus file URLs when allowFile; it refuses everything git
 // could take as an option or a remote helper (leading '-', "ext::", "fd::"),
@@ -165,7 +167,9 @@ func ValidateRepoURL(s string, allowFile bool) error {
 	if strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0 {
 		return fmt.Errorf("URL contains spaces or control characters")
 	}
-	if strings.Contains(s, "::") {
+	// git's "<transport>::<address>" syntax; an IPv6 host ("[fd00::1]")
+	// also holds "::", but only after the scheme.
+	if transportHelperRE.MatchString(s) {
 		return fmt.Errorf("git remote-helper transports (like ext::) are not allowed")
 	}
 	if scpLikeRE.MatchString(s) && !strings.Contains(s, "://") {

@@ -28,6 +28,7 @@ func TestValidateRepoURL(t *testing.T) {
 		{"-oProxyCommand=x", false, false},
 		{"ext::sh -c touch% /tmp/pwned", false, false},
 		{"fd::17", false, false},
+		{"https://[fd68:6e67::1]:8443/x.git", false, true}, // an IPv6 host is no transport helper
 		{"https://user:pw@github.com/o/r.git", false, false},
 		{"https://github.com/o/r.git\n--upload-pack=x", false, false},
 		{"ftp://x/r.git", false, false},
