@@ -89,6 +89,7 @@ var attributeTitles = map[string]string{
 	"max_machines":      "Machine Limit",
 	"image":             "Image",
 	"broker_public_key": "Broker Public Key",
+	"daemon_url":        "Daemon URL",
 	"idle_timeout":      "Duration",
 	"session_ttl":       "Duration",
 	"env":               "Environment",

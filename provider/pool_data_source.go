@@ -34,6 +34,7 @@ type poolDataModel struct {
 	MinStandby        types.Int64  `tfsdk:"min_standby"`
 	MaxMachines       types.Int64  `tfsdk:"max_machines"`
 	StandbyMode       types.String `tfsdk:"standby_mode"`
+	DaemonURL         types.String `tfsdk:"daemon_url"`
 	Draining          types.Bool   `tfsdk:"draining"`
 	TenantImages      types.List   `tfsdk:"tenant_images"`
 	StandbyByState    types.Map    `tfsdk:"standby_by_state"`
@@ -81,6 +82,7 @@ func (d *poolDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 			"min_standby":         num("Declared standbys per region for the default image."),
 			"max_machines":        num("Declared upper bound on the pool's standby plus session machines."),
 			"standby_mode":        str("`stop` or `suspend`.", true),
+			"daemon_url":          str("URL of the hangar daemon the pool's workers dial (see `hangar_pool.daemon_url`); null when the pool has none and the daemon dials its workers.", true),
 			"draining":            schema.BoolAttribute{Computed: true, Description: drD, MarkdownDescription: drM},
 			"tenant_images":       schema.ListAttribute{Computed: true, ElementType: types.StringType, Description: tiD, MarkdownDescription: tiM},
 			"standby_by_state":    schema.MapAttribute{Computed: true, ElementType: types.Int64Type, Description: bsD, MarkdownDescription: bsM},
@@ -117,6 +119,7 @@ func (d *poolDataSource) Read(ctx context.Context, req datasource.ReadRequest, r
 	m.MinStandby = types.Int64Value(int64(t.Spec.MinStandby))
 	m.MaxMachines = types.Int64Value(int64(t.Spec.MaxMachines))
 	m.StandbyMode = types.StringValue(string(t.Spec.StandbyMode))
+	m.DaemonURL = optionalString(t.Spec.DaemonURL)
 	m.Draining = types.BoolValue(t.Spec.Draining)
 	var tis []string
 	stale := 0

@@ -72,6 +72,7 @@ type poolModel struct {
 	SessionTTL        types.String `tfsdk:"session_ttl"`
 	AgentPort         types.Int64  `tfsdk:"agent_port"`
 	BrokerPublicKey   types.String `tfsdk:"broker_public_key"`
+	DaemonURL         types.String `tfsdk:"daemon_url"`
 	ForceDestroy      types.Bool   `tfsdk:"force_destroy"`
 	TemplateMachineID types.String `tfsdk:"template_machine_id"`
 	SpecHash          types.String `tfsdk:"spec_hash"`
@@ -162,6 +163,10 @@ func (b specBuild) skip(field string) bool {
 	}
 	// The capacity rule involves three attributes.
 	if root == "min_standby" && (b.unknown["regions"] || b.unknown["max_machines"] || b.unknown["min_standby"]) {
+		return true
+	}
+	// So does the rule that network requires daemon_url.
+	if root == "daemon_url" && b.unknown["network"] {
 		return true
 	}
 	return false
@@ -291,6 +296,11 @@ func (m poolModel) spec(ctx context.Context, diags *diag.Diagnostics) specBuild 
 	} else {
 		s.BrokerPublicKeys = splitKeys(m.BrokerPublicKey.ValueString())
 	}
+	// Unlike broker_public_key, a null daemon_url is not looked up in
+	// HANGAR_DAEMON_URL here: ModifyPlan resolves the fallback into the
+	// plan, where null then means "no daemon URL" (the legacy mode), and an
+	// apply must build exactly the spec that was planned.
+	s.DaemonURL = str(m.DaemonURL, "daemon_url", "")
 	return b
 }
 
@@ -300,11 +310,7 @@ func (m *poolModel) setFromSpec(s pool.Spec) {
 	m.Name = types.StringValue(s.Pool)
 	m.AppName = types.StringValue(s.App)
 	m.AdoptApp = types.BoolValue(s.AdoptedApp)
-	if s.Network == "" {
-		m.Network = types.StringNull()
-	} else {
-		m.Network = types.StringValue(s.Network)
-	}
+	m.Network = optionalString(s.Network)
 	m.Regions = regionsValue(s.Regions)
 	m.Image = types.StringValue(s.Image)
 	m.Guest = guestObject(s.Guest)
@@ -316,6 +322,15 @@ func (m *poolModel) setFromSpec(s pool.Spec) {
 	m.SessionTTL = durationValue(s.SessionTTL.String(), m.SessionTTL)
 	m.AgentPort = types.Int64Value(int64(s.AgentPort))
 	m.BrokerPublicKey = types.StringValue(strings.Join(s.BrokerPublicKeys, ","))
+	m.DaemonURL = optionalString(s.DaemonURL)
+}
+
+// optionalString is null for "" (a setting the pool does not have).
+func optionalString(s string) types.String {
+	if s == "" {
+		return types.StringNull()
+	}
+	return types.StringValue(s)
 }
 
 func regionsValue(regions []string) types.List {

@@ -69,7 +69,11 @@ func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 	d, m = md("Slug of the Fly organization the app is created in. Defaults to the provider's `org`. Changing it replaces the pool.")
 	add("org", schema.StringAttribute{Optional: true, Computed: true, Description: d, MarkdownDescription: m,
 		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}})
-	d, m = md("Name of an isolated 6PN private network for the app, so worker machines cannot reach the organization's other apps. Omit to use the organization's default network. Changing it replaces the pool.")
+	d, m = md("Name of an isolated 6PN private network for the pool's app. Recommended: one network per tenant pool, so one tenant's workers never share a private network with another's. " +
+		"A worker on it can reach the daemon's public URL (`daemon_url`, its tunnel) and the internet (git servers, Anthropic's API); " +
+		"it cannot reach other apps' machines, the daemon's internal listener, or the organization's default network. " +
+		"Requires `daemon_url`: the daemon cannot connect into an isolated network, so workers must dial it. " +
+		"Omit to use the organization's default network. Changing it replaces the pool.")
 	add("network", schema.StringAttribute{Optional: true, Description: d, MarkdownDescription: m,
 		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 		Validators:    []validator.String{nameValidator()}})
@@ -78,7 +82,7 @@ func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 		Validators: []validator.List{listvalidator.SizeAtLeast(1), listvalidator.UniqueValues(), listvalidator.ValueStringsAre(regionValidator())}})
 	add("image", imageAttribute("Default worker image, for example `registry.fly.io/hangar-worker:1.0.0`. It must run `hangar-agent` (see `workerimage/`). Changing it rolls the standbys onto the new image."))
 	add("guest", guestSchema(false))
-	add("env", envAttribute("Non-secret environment variables for every worker machine, for example `{ LOG_LEVEL = \"info\" }`. Values are stored in plain text in Fly machine configs and in Terraform state: never put credentials here. `HANGAR_AGENT_PORT` and `HANGAR_BROKER_PUBLIC_KEY` are set by hangar and cannot be overridden."))
+	add("env", envAttribute("Non-secret environment variables for every worker machine, for example `{ LOG_LEVEL = \"info\" }`. Values are stored in plain text in Fly machine configs and in Terraform state: never put credentials here. `HANGAR_AGENT_PORT`, `HANGAR_BROKER_PUBLIC_KEY` and `HANGAR_DAEMON_URL` are set by hangar and cannot be overridden."))
 	add("min_standby", minStandbyAttribute("Standby machines to keep per region for the default image. The provider creates them on apply; at run time the hangar daemon tops them up after claims. `min_standby` × regions, summed with the pool's tenant images, must not exceed `max_machines`. Default `1`."))
 	d, m = md("Upper bound on the pool's machines: every standby and session machine, tenant images included. Sessions beyond it queue. Default `10`.")
 	add("max_machines", schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(10), Description: d, MarkdownDescription: m,
@@ -92,16 +96,22 @@ func (r *poolResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 	d, m = md("Maximum lifetime of a session, after which it is ended like an idle one. A Go duration such as `4h`. Default `4h`.")
 	add("session_ttl", schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("4h"), Description: d, MarkdownDescription: m,
 		Validators: []validator.String{durationValidator()}})
-	d, m = md("TCP port `hangar-agent` listens on inside worker machines (passed as `HANGAR_AGENT_PORT`); the daemon dials it over the private network. Default `8080`.")
+	d, m = md("TCP port `hangar-agent` listens on inside worker machines (passed as `HANGAR_AGENT_PORT`); without `daemon_url`, the daemon dials it over the private network. Default `8080`.")
 	add("agent_port", schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(pool.DefaultAgentPort), Description: d, MarkdownDescription: m,
 		Validators: []validator.Int64{int64validator.Between(1, 65535)}})
 	d, m = md("The hangar daemon's broker public key (standard base64 of the 32-byte ed25519 key, as printed by `hangard keygen`); agents accept only tokens signed by it. During a key rotation, give both keys comma-separated. Defaults to the `HANGAR_BROKER_PUBLIC_KEY` environment variable. Changing it rolls the standbys.")
 	add("broker_public_key", schema.StringAttribute{Optional: true, Computed: true, Description: d, MarkdownDescription: m,
 		Validators: []validator.String{brokerKeyValidator()}})
+	d, m = md("URL of the hangar daemon that workers dial (their outbound tunnel; the daemon never connects to a worker). Defaults to `HANGAR_DAEMON_URL`. Required with `network`. " +
+		"`http://` or `https://`, a host and an optional port, nothing else (no path, not even a trailing `/`), for example `https://hangar.example.com`; use `https://` outside local development. " +
+		"Passed to workers as `HANGAR_DAEMON_URL`; tenant images inherit it. Changing it rolls the standbys. " +
+		"Without it (and without `network`) the pool runs in the legacy mode in which the daemon dials `agent_port` over the organization's private network.")
+	add("daemon_url", schema.StringAttribute{Optional: true, Computed: true, Description: d, MarkdownDescription: m,
+		Validators: []validator.String{daemonURLValidator()}})
 	add("force_destroy", forceDestroyAttribute("Destroy the pool even while session machines are running (their sessions end without pushing work). With `false` (the default) destroy refuses and lists the running sessions."))
 	add("id", stableComputedAttribute("The pool's ID: its name."))
 	add("template_machine_id", stableComputedAttribute("ID of the Fly machine that stores the pool's spec (the *template*, never started). Standbys are cloned from its config."))
-	add("spec_hash", computedAttribute("Hash of the parts of the spec that go into a standby (image, guest, env, agent port, broker keys, standby mode). Every standby carries the hash of the spec it was cloned from in its `hangar_spec` metadata; standbys with another hash are stale and get replaced. Shown as unknown in a plan when the provider will repair the pool (a template or standby destroyed outside Terraform, or stale standbys)."))
+	add("spec_hash", computedAttribute("Hash of the parts of the spec that go into a standby (image, guest, env, agent port, broker keys, daemon URL, standby mode). Every standby carries the hash of the spec it was cloned from in its `hangar_spec` metadata; standbys with another hash are stale and get replaced. Shown as unknown in a plan when the provider will repair the pool (a template or standby destroyed outside Terraform, or stale standbys)."))
 
 	resp.Schema = schema.Schema{
 		Description: "A hangar worker pool: a Fly app with a template machine holding the declared spec and warm standby machines cloned from it.",
@@ -159,7 +169,11 @@ func (r *poolResource) ValidateConfig(ctx context.Context, req resource.Validate
 func attributeValidated(field string) bool {
 	switch rootField(field) {
 	case "regions", "standby_mode", "idle_timeout", "session_ttl", "agent_port", "max_machines", "name", "app_name", "network", "broker_public_key",
-		"image", "guest":
+		"image", "guest",
+		// daemon_url's format, when set. When it is null, the one rule left
+		// (network requires it) is checked by ModifyPlan, after the fallback
+		// to HANGAR_DAEMON_URL and to the pool's current URL.
+		"daemon_url":
 		return true
 	}
 	return false
@@ -210,6 +224,23 @@ func (r *poolResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRe
 			}
 		}
 	}
+	// daemon_url falls back the same way, except that without either the
+	// pool has none (the legacy mode), which is an error only with network.
+	if cfg.DaemonURL.IsNull() {
+		switch env := strings.TrimSpace(os.Getenv(EnvDaemonURL)); {
+		case env != "":
+			if err := pool.ValidateDaemonURL(env); err != nil {
+				resp.Diagnostics.AddAttributeError(path.Root("daemon_url"), "Invalid Daemon URL",
+					fmt.Sprintf("HANGAR_DAEMON_URL, which daemon_url defaults to, is not a daemon URL: %v.", err))
+				return
+			}
+			plan.DaemonURL = types.StringValue(env)
+		case state != nil && state.DaemonURL.ValueString() != "":
+			plan.DaemonURL = state.DaemonURL
+		default:
+			plan.DaemonURL = types.StringNull()
+		}
+	}
 	if cfg.Org.IsNull() {
 		switch {
 		case r.data != nil:
@@ -224,6 +255,16 @@ func (r *poolResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRe
 
 	var diags diag.Diagnostics
 	b := plan.spec(ctx, &diags)
+	if cfg.DaemonURL.IsNull() {
+		// ValidateConfig left the rule "network requires daemon_url" to
+		// this point, where the fallback is resolved.
+		if err := b.spec.Validate(); err != nil {
+			addSpecErrors(&resp.Diagnostics, err, func(field string) bool { return rootField(field) != "daemon_url" || b.skip(field) })
+			if resp.Diagnostics.HasError() {
+				return
+			}
+		}
+	}
 	if b.complete() && !diags.HasError() && b.spec.Validate() == nil {
 		plan.SpecHash = types.StringValue(b.spec.Hash())
 	} else {

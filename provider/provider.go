@@ -27,6 +27,7 @@ const (
 	EnvFlyAPIToken        = "FLY_API_TOKEN"
 	EnvFlyOrg             = "FLY_ORG"
 	EnvBrokerPublicKey    = "HANGAR_BROKER_PUBLIC_KEY"
+	EnvDaemonURL          = "HANGAR_DAEMON_URL"
 	defaultOrg            = "personal"
 	providerTypeName      = "hangar"
 	flyAPIURLDescription  = "Base URL of the Fly Machines API, without `/v1`. Defaults to the `FLY_API_URL` environment variable, else Fly's public Machines API (`https://api.machines.dev`). Point it at `hangard flyemu` (for example `http://127.0.0.1:4280`) to run against the local Fly emulator."

@@ -36,8 +36,9 @@ func TestMain(m *testing.M) {
 	if p := os.Getenv("TF_CLI_CONFIG_FILE"); p == "" || fileMissing(p) {
 		os.Setenv("TF_CLI_CONFIG_FILE", "/dev/null")
 	}
-	// The tests pass keys explicitly; a developer's key must not leak in.
+	// The tests pass keys and URLs explicitly; a developer's must not leak in.
 	os.Unsetenv(EnvBrokerPublicKey)
+	os.Unsetenv(EnvDaemonURL)
 	os.Exit(m.Run())
 }
 

@@ -67,7 +67,7 @@ func TestSchemas(t *testing.T) {
 		attrs[a.Name] = true
 	}
 	for _, n := range []string{"name", "app_name", "adopt_app", "network", "regions", "image", "guest", "env", "min_standby", "max_machines",
-		"standby_mode", "idle_timeout", "session_ttl", "agent_port", "broker_public_key", "force_destroy", "id", "template_machine_id", "spec_hash"} {
+		"standby_mode", "idle_timeout", "session_ttl", "agent_port", "broker_public_key", "daemon_url", "force_destroy", "id", "template_machine_id", "spec_hash"} {
 		if !attrs[n] {
 			t.Errorf("hangar_pool lacks %s", n)
 		}
@@ -114,6 +114,7 @@ func TestPoolModelRoundTrip(t *testing.T) {
 		SessionTTL:      types.StringValue("4h"),
 		AgentPort:       types.Int64Value(9000),
 		BrokerPublicKey: types.StringValue(key),
+		DaemonURL:       types.StringValue("https://hangar.example.com"),
 	}
 	var diags diag.Diagnostics
 	b := m.spec(ctx, &diags)
@@ -123,7 +124,7 @@ func TestPoolModelRoundTrip(t *testing.T) {
 	if err := b.spec.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if b.spec.IdleTimeout != 90*time.Minute || b.spec.Guest.CPUs != 2 || b.spec.StandbyMode != pool.StandbySuspend {
+	if b.spec.IdleTimeout != 90*time.Minute || b.spec.Guest.CPUs != 2 || b.spec.StandbyMode != pool.StandbySuspend || b.spec.DaemonURL != "https://hangar.example.com" {
 		t.Fatalf("spec = %+v", b.spec)
 	}
 	got := m

@@ -62,7 +62,7 @@ func (r *tenantImageResource) Schema(_ context.Context, _ resource.SchemaRequest
 	attrs := map[string]schema.Attribute{}
 	add := func(name string, a schema.Attribute) { attrs[name] = a }
 	add("name", nameAttribute("Tenant image name, unique within the pool; API clients pick it with `tenant_image` in `POST /v1/sessions`. Lowercase letters, digits and dashes. Changing it replaces the tenant image."))
-	add("pool", nameAttribute("Name of the `hangar_pool` this image belongs to (use `hangar_pool.<x>.name` so Terraform creates the pool first). The tenant image's machines live in the pool's app, inherit its regions, standby mode, timeouts, agent port and broker key, and count against its `max_machines`. Changing it replaces the tenant image."))
+	add("pool", nameAttribute("Name of the `hangar_pool` this image belongs to (use `hangar_pool.<x>.name` so Terraform creates the pool first). The tenant image's machines live in the pool's app, inherit its regions, standby mode, timeouts, agent port, broker key and daemon URL, and count against its `max_machines`. Changing it replaces the tenant image."))
 	d, m := md("Name of the hangar tenant (as created with `POST /v1/tenants`) allowed to start sessions on this image.")
 	add("tenant", schema.StringAttribute{Required: true, Description: d, MarkdownDescription: m,
 		Validators: []validator.String{tenantValidator()}})

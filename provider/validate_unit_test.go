@@ -152,6 +152,10 @@ func TestValidateOneDiagnosticPerProblem(t *testing.T) {
 		{"tenant name", "hangar_tenant_image", tiAttrs(map[string]any{"tenant": "a b"}), []want{{"tenant", "not a tenant name"}}},
 		{"empty tenant", "hangar_tenant_image", tiAttrs(map[string]any{"tenant": ""}), []want{{"tenant", "not a tenant name"}}},
 		{"region", "hangar_pool", poolAttrs(map[string]any{"regions": []string{"iad", "Amsterdam"}}), []want{{"regions[1]", "Fly region"}}},
+		{"pool daemon_url", "hangar_pool", poolAttrs(map[string]any{"daemon_url": "https://user@hangar.example.com"}), []want{{"daemon_url", "user info"}}},
+		// Left to the plan, where HANGAR_DAEMON_URL is resolved.
+		{"pool network without daemon_url", "hangar_pool", poolAttrs(map[string]any{"network": "hangar-default"}), nil},
+		{"pool network with daemon_url", "hangar_pool", poolAttrs(map[string]any{"network": "hangar-default", "daemon_url": "https://hangar.example.com"}), nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -192,4 +196,103 @@ func attrPathString(p *tftypes.AttributePath) string {
 		}
 	}
 	return b.String()
+}
+
+// planResource runs the provider's PlanResourceChange for creating a
+// resource with the given attributes (every other one null), with the
+// provider unconfigured as in a plan that cannot reach Fly yet, and returns
+// the planned value of attribute planned and the errors.
+func planResource(t *testing.T, typeName string, attrs map[string]any, planned string) (tftypes.Value, []*tfprotov6.Diagnostic) {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := providerserver.NewProtocol6WithError(New("test")())()
+	if err != nil {
+		t.Fatal(err)
+	}
+	schemas, err := srv.GetProviderSchema(ctx, &tfprotov6.GetProviderSchemaRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := schemas.ResourceSchemas[typeName].ValueType().(tftypes.Object)
+	cfg, err := tfprotov6.NewDynamicValue(typ, tfValue(t, typ, attrs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prior, err := tfprotov6.NewDynamicValue(typ, tftypes.NewValue(typ, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.PlanResourceChange(ctx, &tfprotov6.PlanResourceChangeRequest{TypeName: typeName, PriorState: &prior, ProposedNewState: &cfg, Config: &cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs []*tfprotov6.Diagnostic
+	for _, d := range resp.Diagnostics {
+		if d.Severity == tfprotov6.DiagnosticSeverityError {
+			errs = append(errs, d)
+		}
+	}
+	if len(errs) > 0 || resp.PlannedState == nil {
+		return tftypes.Value{}, errs
+	}
+	v, err := resp.PlannedState.Unmarshal(typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]tftypes.Value
+	if err := v.As(&obj); err != nil {
+		t.Fatal(err)
+	}
+	return obj[planned], nil
+}
+
+// TestPlanDaemonURL: a null daemon_url is resolved at plan time (from
+// HANGAR_DAEMON_URL, else none), and the errors that only the resolved
+// value shows are attached to daemon_url.
+func TestPlanDaemonURL(t *testing.T) {
+	key := newKey(t)
+	attrs := func(over map[string]any) map[string]any {
+		a := map[string]any{
+			"name": "default", "app_name": "hangar-default", "regions": []string{"iad"}, "image": testImage,
+			"guest": map[string]any{"cpu_kind": "shared", "cpus": 1, "memory_mb": 1024}, "broker_public_key": key,
+		}
+		for k, v := range over {
+			a[k] = v
+		}
+		return a
+	}
+	cases := []struct {
+		name    string
+		env     string // HANGAR_DAEMON_URL
+		attrs   map[string]any
+		planned any    // the planned daemon_url: a string, or nil for null
+		err     string // a substring of the one error on daemon_url; "" = none
+	}{
+		{"set", "http://env.example.com", attrs(map[string]any{"daemon_url": "https://hangar.example.com"}), "https://hangar.example.com", ""},
+		{"from the environment", "http://env.example.com", attrs(nil), "http://env.example.com", ""},
+		{"none (legacy)", "", attrs(nil), nil, ""},
+		{"network from the environment", "http://env.example.com", attrs(map[string]any{"network": "hangar-default"}), "http://env.example.com", ""},
+		{"network without one", "", attrs(map[string]any{"network": "hangar-default"}), nil, `network "hangar-default" isolates the workers`},
+		{"bad environment", "hangar.example.com", attrs(nil), nil, "HANGAR_DAEMON_URL, which daemon_url defaults to"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env != "" {
+				setenv(t, EnvDaemonURL, c.env)
+			}
+			got, errs := planResource(t, "hangar_pool", c.attrs, "daemon_url")
+			if c.err != "" {
+				if len(errs) != 1 || errs[0].Attribute == nil || attrPathString(errs[0].Attribute) != "daemon_url" || !strings.Contains(errs[0].Detail, c.err) {
+					t.Fatalf("want one error on daemon_url containing %q, got:%s", c.err, diagString(errs))
+				}
+				return
+			}
+			if len(errs) > 0 {
+				t.Fatalf("unexpected errors:%s", diagString(errs))
+			}
+			if want := tftypes.NewValue(tftypes.String, c.planned); !got.Equal(want) {
+				t.Fatalf("planned daemon_url = %s, want %s", got, want)
+			}
+		})
+	}
 }

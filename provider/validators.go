@@ -98,6 +98,15 @@ func brokerKeyValidator() stringCheck {
 	}
 }
 
+// daemonURLValidator checks the URL workers dial home to.
+func daemonURLValidator() stringCheck {
+	return stringCheck{
+		desc:  "an http:// or https:// URL with a host and an optional port, and no user info, path, query or fragment",
+		title: "Invalid Daemon URL",
+		check: pool.ValidateDaemonURL,
+	}
+}
+
 // guestValidator checks a whole guest object against Fly's machine sizes.
 // It validates the object rather than its fields because Terraform can show
 // a diagnostic on the `guest = {...}` line but not inside the object
