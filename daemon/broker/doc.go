@@ -26,6 +26,9 @@
 //   - input offset: in = attached.input_applied, then + the units of every
 //     binary frame the client sends (writers only). Forwarded input is also
 //     kept in a bounded input log (Config.InputLogBytes).
+//
+// The arithmetic of both offsets, the input log and the reconcile decisions
+// below are internal/streamstate's, shared with the agent and the clients.
 //   - ping/pong: each hop is kept alive by the broker itself (a ping every
 //     PingInterval; pings are answered, never forwarded). A pong from the
 //     agent proves it has read all input written before the ping, which
