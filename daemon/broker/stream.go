@@ -935,16 +935,18 @@ func (s *stream) resume(conn *websocket.Conn, a *wire.Attached) error {
 		return errorClose(wire.CloseUnavailable, wire.ErrCodeUnavailable,
 			"the agent replayed from an earlier offset than asked; reattach", time.Second)
 	}
-	applied := a.InputApplied
-	if applied > s.inLog.End() {
-		return errorClose(wire.CloseUnavailable, wire.ErrCodeUnavailable,
-			"the agent applied more input than was sent; reattach", time.Second)
-	}
+	// Only a writer's input needs reconciling: a viewer sends none, and the
+	// input a writer elsewhere had applied meanwhile is none of its business.
 	if s.att.Role == wire.RoleWriter {
+		applied := a.InputApplied
 		chunks, err := s.inLog.Since(applied)
-		if err != nil {
-			// ErrEvicted (ErrAhead was ruled out above): the client, which
-			// keeps its own unapplied input, resends it after re-attaching.
+		switch {
+		case errors.Is(err, streamstate.ErrAhead):
+			return errorClose(wire.CloseUnavailable, wire.ErrCodeUnavailable,
+				"the agent applied more input than was sent; reattach", time.Second)
+		case err != nil:
+			// The client, which keeps its own unapplied input, resends it
+			// after re-attaching.
 			return errorClose(wire.CloseUnavailable, wire.ErrCodeUnavailable,
 				"unapplied input is no longer buffered; reattach and resend it", time.Second)
 		}
