@@ -688,6 +688,26 @@ func TestReadOnlyTargetForcesRole(t *testing.T) {
 	}
 }
 
+// TestViewerReattachesAfterWriterInput: input is a writer's business. A
+// viewer's re-attachment reports the input a writer elsewhere had applied
+// meanwhile; the viewer sent none, yet it must go on without noticing.
+func TestViewerReattachesAfterWriterInput(t *testing.T) {
+	h := newHarness(t, false, nil)
+	c := h.dial(wire.SubprotocolPTY)
+	c.send(&wire.Attach{From: 0, Role: wire.RoleReader})
+	expect[*wire.Attached](c)
+	expect[*wire.Replayed](c)
+	h.agent.mu.Lock()
+	h.agent.input = []byte("typed by the writer")
+	h.agent.mu.Unlock()
+	h.agent.dropAll()
+	waitFor(t, "re-attach", func() bool { a, _, _ := h.agent.snapshot(); return len(a) == 2 })
+	h.agent.emit([]byte("more"))
+	if got := c.readOutput(4); string(got) != "more" {
+		t.Fatalf("after reconnect got %q", got)
+	}
+}
+
 func TestKeepalive(t *testing.T) {
 	h := newHarness(t, false, func(c *Config) { c.PingInterval = 50 * time.Millisecond })
 	c := h.dial(wire.SubprotocolPTY)

@@ -26,6 +26,9 @@
 //   - input offset: in = attached.input_applied, then + the units of every
 //     binary frame the client sends (writers only). Forwarded input is also
 //     kept in a bounded input log (Config.InputLogBytes).
+//
+// The arithmetic of both offsets, the input log and the reconcile decisions
+// below are internal/streamstate's, shared with the agent and the clients.
 //   - ping/pong: each hop is kept alive by the broker itself (a ping every
 //     PingInterval; pings are answered, never forwarded). A pong from the
 //     agent proves it has read all input written before the ping, which
@@ -67,10 +70,10 @@
 //  5. The new hop replaces the old one and the input lock is released.
 //
 // If the budget runs out the client gets error{unavailable} and close 4503.
-// The same happens if input to re-send is no longer in the bounded log or the
-// agent reports more input applied than was sent: the client, which keeps
-// its own unacknowledged input, then re-attaches itself with its offsets, so
-// even the fallback loses nothing.
+// The same happens if a writer's input to re-send is no longer in the
+// bounded log or the agent reports more input applied than it sent: the
+// client, which keeps its own unacknowledged input, then re-attaches itself
+// with its offsets, so even the fallback loses nothing.
 //
 // Known limits: a writer re-attaching after a drop takes the writer role
 // again, superseding any writer that attached elsewhere during the outage.

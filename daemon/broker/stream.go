@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hangarhq/hangar/internal/agentapi"
+	"github.com/hangarhq/hangar/internal/streamstate"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
@@ -35,7 +36,7 @@ type stream struct {
 	log    hclog.Logger
 	client *websocket.Conn
 	proto  string
-	jsonl  bool
+	mode   streamstate.Mode
 
 	ctx    context.Context // ends with the stream, the parent, or the client
 	cancel context.CancelFunc
@@ -53,7 +54,8 @@ type stream struct {
 	agent atomic.Pointer[websocket.Conn]
 
 	// Output state, owned by the run goroutine.
-	out             int64  // offset of the next output unit the client sees
+	out streamstate.Output // the client's output position (the next unit it sees)
+
 	replayedSent    bool   // the client has had a replayed frame
 	swallowReplayed bool   // the next replayed ends a reconnect's replay
 	exited          bool   // the agent sent exit
@@ -65,9 +67,9 @@ type stream struct {
 	// Input state, guarded by inMu. run holds inMu while the hop is down, so
 	// the input pump waits (and reads no more client frames) meanwhile.
 	inMu       sync.Mutex
-	in         int64 // the client's next input offset (units it has sent in total)
-	inLog      *inputLog
 	cols, rows int // the size the client last asked for
+
+	inLog *streamstate.InputLog // recent input; End is the client's next input offset
 
 	clientGone atomic.Bool
 
@@ -79,7 +81,7 @@ type stream struct {
 	lastFrames  int64        // keepalive-only
 	idleTicks   int          // keepalive-only
 	pingTS      atomic.Int64
-	pingIn      atomic.Int64 // s.in when the ping with pingTS was sent; -1 = unknown
+	pingIn      atomic.Int64 // input offset when the ping with pingTS was sent; -1 = unknown
 }
 
 func newStream(b *Broker, client *websocket.Conn, t Target) *stream {
@@ -92,20 +94,12 @@ func newStream(b *Broker, client *websocket.Conn, t Target) *stream {
 		t:      t,
 		client: client,
 		proto:  proto,
-		jsonl:  proto == wire.SubprotocolJSONL,
+		mode:   streamstate.ModeOf(proto),
 		log:    b.log.With("session", t.SessionID),
 	}
-	s.inLog = newInputLog(s.jsonl, b.cfg.InputLogBytes)
+	s.inLog = streamstate.NewInputLog(s.mode, b.cfg.InputLogBytes)
 	s.pingIn.Store(-1)
 	return s
-}
-
-// units is how many offsets a binary frame of n bytes counts for.
-func (s *stream) units(n int) int64 {
-	if s.jsonl {
-		return 1
-	}
-	return int64(n)
 }
 
 func (s *stream) hookBytes(toClient bool, n int) {
@@ -238,7 +232,7 @@ func (s *stream) serve(unlock func()) *closeReq {
 			s.flushPendingErr()
 			return &closeReq{code: code, reason: closeReason(err)}
 		}
-		s.log.Debug("agent hop dropped, reconnecting", "error", err, "code", int(code), "from", s.out)
+		s.log.Debug("agent hop dropped, reconnecting", "error", err, "code", int(code), "from", s.out.Next())
 		s.pendingErr = nil
 		conn, cr = s.reconnect(conn)
 		if f := s.b.cfg.Hooks.Reconnected; f != nil {
@@ -448,7 +442,7 @@ func (s *stream) handleAgentFrame(conn *websocket.Conn, typ websocket.MessageTyp
 		if err := s.writeClient(typ, b); err != nil {
 			return err
 		}
-		s.out += s.units(len(b))
+		s.out.Advance(s.mode.Units(b))
 		return nil
 	}
 	mt, err := wire.PeekType(b)
@@ -472,7 +466,7 @@ func (s *stream) handleAgentFrame(conn *websocket.Conn, typ websocket.MessageTyp
 	case wire.TypeGap:
 		var g wire.Gap
 		if decodeInto(b, &g) {
-			s.out = g.Oldest
+			s.out.Gap(g.Oldest)
 		}
 	case wire.TypeReplayed:
 		if s.swallowReplayed {
@@ -511,7 +505,7 @@ func (s *stream) trimInput(off int64) {
 	if off < 0 || !s.inMu.TryLock() {
 		return
 	}
-	s.inLog.trim(off)
+	s.inLog.Trim(off)
 	s.inMu.Unlock()
 }
 
@@ -620,8 +614,7 @@ func (s *stream) handleClientFrame(typ websocket.MessageType, b []byte) bool {
 	}
 	logged := input && s.att.Role == wire.RoleWriter
 	if logged {
-		s.inLog.append(b)
-		s.in += s.units(len(b))
+		s.inLog.Append(b)
 	}
 	if err := conn.Write(s.ctx, typ, b); err != nil {
 		// The hop dropped. Logged input is re-sent after the reconnect; other
@@ -669,10 +662,10 @@ func (s *stream) keepalive() {
 			// gone: the write's timeout closes the hop and run re-attaches.
 			ctx, cancel := context.WithTimeout(s.ctx, s.b.cfg.PingInterval)
 			if s.inMu.TryLock() {
-				// Under inMu the ping follows all input counted in s.in, so
+				// Under inMu the ping follows all input the log counts, so
 				// its pong proves the agent has read that input.
 				s.pingTS.Store(ts)
-				s.pingIn.Store(s.in)
+				s.pingIn.Store(s.inLog.End())
 				_ = c.Write(ctx, websocket.MessageText, ping)
 				s.inMu.Unlock()
 			} else {
@@ -823,7 +816,7 @@ func (s *stream) handshake(ctx context.Context, ep Endpoint, first bool) (*webso
 
 	att := s.att
 	if !first {
-		att = wire.Attach{From: s.out, InputFrom: s.in, Role: s.att.Role, Window: s.att.Window}
+		att = wire.Attach{From: s.out.Next(), InputFrom: s.inLog.End(), Role: s.att.Role, Window: s.att.Window}
 		if s.att.Role == wire.RoleWriter {
 			att.Cols, att.Rows = s.cols, s.rows
 		}
@@ -887,9 +880,10 @@ func (s *stream) handshake(ctx context.Context, ep Endpoint, first bool) (*webso
 		if err := s.writeClient(websocket.MessageText, attachedRaw); err != nil {
 			return nil, err
 		}
-		s.out = attached.From
-		s.in = attached.InputApplied
-		s.inLog.reset(s.in)
+		s.out.Attached(attached.From)
+		// Nothing was forwarded yet (the input pump waits for this hop):
+		// the client's input is numbered from what the session applied.
+		s.inLog.Rebase(attached.InputApplied)
 	} else {
 		if err := s.resume(conn, &attached); err != nil {
 			return nil, err
@@ -940,18 +934,23 @@ func refusalClose(resp *http.Response) *closeReq {
 // a gap and a changed size into a size frame, and arranges for the new
 // replay's end marker to be swallowed if the client already had one.
 func (s *stream) resume(conn *websocket.Conn, a *wire.Attached) error {
-	if a.From < s.out {
+	decision := streamstate.Reconcile(s.out.Next(), a.From)
+	if decision == streamstate.Duplicate {
 		return errorClose(wire.CloseUnavailable, wire.ErrCodeUnavailable,
 			"the agent replayed from an earlier offset than asked; reattach", time.Second)
 	}
-	applied := a.InputApplied
-	if applied > s.in {
-		return errorClose(wire.CloseUnavailable, wire.ErrCodeUnavailable,
-			"the agent applied more input than was sent; reattach", time.Second)
-	}
+	// Only a writer's input needs reconciling: a viewer sends none, and the
+	// input a writer elsewhere had applied meanwhile is none of its business.
 	if s.att.Role == wire.RoleWriter {
-		chunks, ok := s.inLog.since(applied)
-		if !ok {
+		applied := a.InputApplied
+		chunks, err := s.inLog.Since(applied)
+		switch {
+		case errors.Is(err, streamstate.ErrAhead):
+			return errorClose(wire.CloseUnavailable, wire.ErrCodeUnavailable,
+				"the agent applied more input than was sent; reattach", time.Second)
+		case err != nil:
+			// The client, which keeps its own unapplied input, resends it
+			// after re-attaching.
 			return errorClose(wire.CloseUnavailable, wire.ErrCodeUnavailable,
 				"unapplied input is no longer buffered; reattach and resend it", time.Second)
 		}
@@ -960,15 +959,15 @@ func (s *stream) resume(conn *websocket.Conn, a *wire.Attached) error {
 				return fmt.Errorf("resend input: %w", err)
 			}
 		}
-		s.inLog.trim(applied)
+		s.inLog.Trim(applied)
 	}
 	s.pendingGap = nil
-	if a.From > s.out {
+	if decision == streamstate.Gap {
 		// Output from s.out was evicted. The agent should say so with a gap
 		// (which carries the terminal modes to restore); if its next frame
 		// is not one, the client gets this plain gap first.
-		s.pendingGap = wire.MustEncode(&wire.Gap{Requested: s.out, Oldest: a.From})
-		s.out = a.From
+		s.pendingGap = wire.MustEncode(&wire.Gap{Requested: s.out.Next(), Oldest: a.From})
+		s.out.Gap(a.From)
 	}
 	if (a.Cols != s.agentCols || a.Rows != s.agentRows) && a.Cols > 0 && a.Rows > 0 {
 		z := wire.MustEncode(&wire.Size{Cols: a.Cols, Rows: a.Rows})

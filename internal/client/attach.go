@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/hangarhq/hangar/internal/streamstate"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
@@ -70,23 +71,19 @@ type AttachOptions struct {
 // and input_from = the input sent so far, then resends only the input the
 // server reports as not applied: no output is lost, no keystroke doubled.
 type Attachment struct {
-	c     *Client
-	id    string
-	opts  AttachOptions
-	jsonl bool
+	c    *Client
+	id   string
+	opts AttachOptions
+	mode streamstate.Mode
 
-	mu        sync.Mutex
-	conn      *websocket.Conn // the current connection, nil between connections
-	live      bool            // attached: input may flow on conn
-	offset    int64           // next output offset to write (= rendered so far)
-	acked     int64
-	inputSent int64    // input units (bytes, or lines in jsonl) queued in total
-	inLog     [][]byte // retained input frames, oldest first
-	inLogBase int64    // offset of inLog[0]
-	inLogSize int
-	cols      int
-	rows      int
-	closed    bool
+	mu     sync.Mutex
+	conn   *websocket.Conn       // the current connection, nil between connections
+	live   bool                  // attached: input may flow on conn
+	out    streamstate.Output    // Next: the next output offset to write (= rendered so far)
+	in     *streamstate.InputLog // input not known to be applied; End: input queued in total
+	cols   int
+	rows   int
+	closed bool
 }
 
 // maxInputLog bounds the input kept for resending after a reconnect.
@@ -106,28 +103,28 @@ func (c *Client) Attach(id string, opts AttachOptions) *Attachment {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 3 * wire.PingInterval
 	}
-	return &Attachment{c: c, id: id, opts: opts, jsonl: opts.Mode == "jsonl", offset: opts.From, cols: opts.Cols, rows: opts.Rows}
+	mode := streamstate.Bytes
+	if opts.Mode == "jsonl" {
+		mode = streamstate.Lines
+	}
+	return &Attachment{c: c, id: id, opts: opts, mode: mode, cols: opts.Cols, rows: opts.Rows,
+		out: streamstate.NewOutput(opts.Window, opts.From), in: streamstate.NewInputLog(mode, maxInputLog)}
 }
 
 // Offset returns the output offset written so far.
 func (a *Attachment) Offset() int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.offset
+	return a.out.Next()
 }
 
-// InputSent returns how much input (bytes, or lines in jsonl) was queued.
+// InputSent returns the input offset after the last input queued (bytes, or
+// lines in jsonl), in the session's count, which starts with the input
+// other clients had sent before this one attached: the next input_from.
 func (a *Attachment) InputSent() int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.inputSent
-}
-
-func (a *Attachment) units(p []byte) int64 {
-	if a.jsonl {
-		return 1
-	}
-	return int64(len(p))
+	return a.in.End()
 }
 
 // Write queues input (in jsonl mode, p is one JSON line without newline) and
@@ -140,22 +137,14 @@ func (a *Attachment) Write(p []byte) (int, error) {
 	if a.opts.Role == wire.RoleReader {
 		return 0, ErrForbidden
 	}
-	frame := append([]byte(nil), p...)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
 		return 0, io.ErrClosedPipe
 	}
-	a.inLog = append(a.inLog, frame)
-	a.inLogSize += len(frame)
-	a.inputSent += a.units(frame)
-	for a.inLogSize > maxInputLog && len(a.inLog) > 1 {
-		a.inLogBase += a.units(a.inLog[0])
-		a.inLogSize -= len(a.inLog[0])
-		a.inLog = a.inLog[1:]
-	}
+	a.in.Append(p)
 	if a.live && a.conn != nil {
-		a.sendLocked(websocket.MessageBinary, frame)
+		a.sendLocked(websocket.MessageBinary, p)
 	}
 	return len(p), nil
 }
@@ -312,7 +301,7 @@ func (c *Client) AttachURL(id, ticket string) string {
 // as an attached frame; exit is set when the process ended.
 func (a *Attachment) connectOnce(ctx context.Context, out io.Writer, reconnect bool) (attached bool, exit *wire.Exit, err error) {
 	subproto := wire.SubprotocolPTY
-	if a.jsonl {
+	if a.mode == streamstate.Lines {
 		subproto = wire.SubprotocolJSONL
 	}
 	hdr := http.Header{}
@@ -350,8 +339,8 @@ func (a *Attachment) connectOnce(ctx context.Context, out io.Writer, reconnect b
 	}
 	a.conn = conn
 	a.live = false
-	from := a.offset
-	att := &wire.Attach{From: from, InputFrom: a.inputSent, Cols: a.cols, Rows: a.rows, Role: a.opts.Role, Window: a.opts.Window}
+	from := a.out.Next()
+	att := &wire.Attach{From: from, InputFrom: a.in.End(), Cols: a.cols, Rows: a.rows, Role: a.opts.Role, Window: a.opts.Window}
 	if a.opts.Role == wire.RoleReader {
 		att.InputFrom = 0
 	}
@@ -406,8 +395,8 @@ func (a *Attachment) connectOnce(ctx context.Context, out io.Writer, reconnect b
 				return attached, nil, &permanentError{fmt.Errorf("write output: %w", werr)}
 			}
 			a.mu.Lock()
-			a.offset += a.units(data)
-			needAck := a.opts.Window > 0 && a.offset-a.acked >= max(a.opts.Window/4, 1)
+			a.out.Advance(a.mode.Units(data))
+			needAck := a.out.AckDue()
 			a.mu.Unlock()
 			if needAck {
 				a.ack()
@@ -426,8 +415,7 @@ func (a *Attachment) connectOnce(ctx context.Context, out io.Writer, reconnect b
 		case *wire.Attached:
 			attached = true
 			a.mu.Lock()
-			a.offset = m.From
-			a.acked = m.From
+			a.out.Attached(m.From)
 			if m.Cols > 0 && m.Rows > 0 && a.cols == 0 {
 				a.cols, a.rows = m.Cols, m.Rows
 			}
@@ -446,7 +434,7 @@ func (a *Attachment) connectOnce(ctx context.Context, out io.Writer, reconnect b
 				}
 			}
 			a.mu.Lock()
-			a.offset = m.Oldest
+			a.out.Gap(m.Oldest)
 			a.mu.Unlock()
 			if a.opts.OnGap != nil {
 				a.opts.OnGap(*m)
@@ -475,30 +463,22 @@ func (a *Attachment) connectOnce(ctx context.Context, out io.Writer, reconnect b
 }
 
 // resendLocked sends the retained input from offset applied on: what the
-// server has not applied yet. Callers hold a.mu.
+// server has not applied yet. Input the log no longer holds, or that the
+// server cannot tell apart from another writer's, cannot be recovered:
+// Resume still returns what is best to send. Callers hold a.mu.
 func (a *Attachment) resendLocked(applied int64) {
-	pos := a.inLogBase
-	for _, f := range a.inLog {
-		n := a.units(f)
-		if pos+n <= applied {
-			pos += n
-			continue
-		}
-		if pos < applied && !a.jsonl {
-			f = f[applied-pos:]
-		}
-		a.sendLocked(websocket.MessageBinary, f)
+	chunks, _ := a.in.Resume(applied)
+	for _, c := range chunks {
+		a.sendLocked(websocket.MessageBinary, c)
 		if !a.live {
 			return
 		}
-		pos += n
 	}
 }
 
 func (a *Attachment) ack() {
 	a.mu.Lock()
-	off := a.offset
-	a.acked = off
+	off := a.out.Ack()
 	a.mu.Unlock()
 	a.sendControl(&wire.Ack{Offset: off})
 }

@@ -127,7 +127,21 @@ func (f *fakeSession) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestAttachReconnectLosesNothing(t *testing.T) {
-	fs := &fakeSession{dropEvery: 4, exitAfter: 120}
+	for _, tc := range []struct {
+		name    string
+		earlier string // input the session applied before this client came
+	}{
+		{"fresh session", ""},
+		// The session counts input over all clients: this client's input
+		// starts at the session's input_applied, not at 0.
+		{"session with earlier input", "typed by an earlier client\r"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testReconnectLosesNothing(t, tc.earlier) })
+	}
+}
+
+func testReconnectLosesNothing(t *testing.T, earlier string) {
+	fs := &fakeSession{dropEvery: 4, exitAfter: len(earlier) + 120, applied: []byte(earlier), out: []byte(strings.ToUpper(earlier))}
 	srv := httptest.NewServer(fs)
 	t.Cleanup(srv.Close)
 	c, err := New(srv.URL, "key", nil)
@@ -162,8 +176,8 @@ func TestAttachReconnectLosesNothing(t *testing.T) {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if string(fs.applied) != input.String() {
-		t.Errorf("server applied %q, client typed %q", fs.applied, input.String())
+	if string(fs.applied) != earlier+input.String() {
+		t.Errorf("server applied %q, client typed %q after %q", fs.applied, input.String(), earlier)
 	}
 	if out.String() != string(fs.out) {
 		t.Errorf("client rendered %q, server output %q", out.String(), fs.out)

@@ -3,10 +3,12 @@
 // terminal has rendered: a reconnect asks for `from` = that offset once all
 // output in flight has been written, and resends only the input the server
 // reports as not applied (`input_applied`), so nothing is lost or doubled.
+// The arithmetic of both is streamstate.js's, shared with the Go sides.
+
+import { units, Output, InputLog } from './streamstate.js';
 
 const SUBPROTOCOLS = { pty: 'hangar.pty.v1', jsonl: 'hangar.jsonl.v1' };
 const WINDOW = 2 << 20;
-const ACK_EVERY = 256 << 10;
 const MAX_INPUT_LOG = 1 << 20;
 const PING_MS = 20000;
 
@@ -26,13 +28,8 @@ export class Link {
   constructor(o) {
     this.o = o;
     this.jsonl = o.mode === 'jsonl';
-    this.received = 0; // output handed to the terminal
-    this.rendered = 0; // output the terminal has finished writing
-    this.acked = 0;
-    this.inputSent = 0;
-    this.inLog = []; // retained input frames (Uint8Array or string), oldest first
-    this.inLogBase = 0;
-    this.inLogSize = 0;
+    this.out = new Output(WINDOW, 0); // next: the output the terminal has finished writing
+    this.inLog = new InputLog(o.mode, MAX_INPUT_LOG); // input not known to be applied
     this.ws = null;
     this.live = false;
     this.closed = false;
@@ -46,8 +43,6 @@ export class Link {
     this.ptySize = null;
     this.sentSizes = [];
   }
-
-  units(frame) { return this.jsonl ? 1 : frame.length; }
 
   start() { this.connect(false); }
 
@@ -93,7 +88,7 @@ export class Link {
     ws.onopen = () => {
       const { cols, rows } = this.o.size();
       this.sendJSON({
-        type: 'attach', from: this.rendered, input_from: this.o.role === 'rw' ? this.inputSent : 0,
+        type: 'attach', from: this.out.next, input_from: this.o.role === 'rw' ? this.inLog.end : 0,
         cols, rows, role: this.o.role, window: WINDOW,
       }, true);
       this.pingTimer = setInterval(() => this.sendJSON({ type: 'ping', ts: Date.now() }), PING_MS);
@@ -105,15 +100,11 @@ export class Link {
   onMessage(ev, reconnect) {
     if (typeof ev.data !== 'string') {
       const data = new Uint8Array(ev.data);
-      const n = this.jsonl ? 1 : data.length;
-      this.received += n;
-      this.pending++;
+      const n = units(this.o.mode, data);
       const out = this.jsonl ? new TextDecoder().decode(data) + '\r\n' : data;
-      this.o.write(out, () => {
-        this.rendered += n;
-        this.pending--;
-        if (this.pending === 0) this.drainWaiters.splice(0).forEach((f) => f());
-        if (this.rendered - this.acked >= ACK_EVERY) this.ack();
+      this.render(out, () => {
+        this.out.advance(n);
+        if (this.out.ackDue()) this.ack();
       });
       return;
     }
@@ -128,7 +119,7 @@ export class Link {
         this.attachedOnce = true;
         this.backoff = 250;
         // After a gap or a live-tail attach the server picks the offset.
-        this.received = this.rendered = this.acked = m.from;
+        this.out.attached(m.from);
         this.sentSizes = [];
         if (m.cols > 0 && m.rows > 0) this.ptySize = { cols: m.cols, rows: m.rows };
         if (this.o.role === 'rw') this.resend(m.input_applied);
@@ -137,8 +128,9 @@ export class Link {
         this.o.on.attached && this.o.on.attached(m, reconnect);
         break;
       case 'gap':
-        if (m.restore) this.o.write(m.restore, () => {});
-        this.received = this.rendered = this.acked = m.oldest;
+        // In order with the output before it: frames still being rendered
+        // count from where they started, and a reconnect waits for it.
+        this.render(m.restore || '', () => this.out.gap(m.oldest));
         this.o.on.gap && this.o.on.gap(m);
         break;
       case 'replayed':
@@ -208,6 +200,16 @@ export class Link {
     this.retryTimer = setTimeout(() => this.connect(true), wait + Math.random() * wait * 0.2);
   }
 
+  /** render writes to the terminal and runs done once it is on screen. */
+  render(data, done) {
+    this.pending++;
+    this.o.write(data, () => {
+      done();
+      this.pending--;
+      if (this.pending === 0) this.drainWaiters.splice(0).forEach((f) => f());
+    });
+  }
+
   drained() {
     if (this.pending === 0) return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
@@ -222,36 +224,25 @@ export class Link {
   }
 
   ack() {
-    this.acked = this.rendered;
-    this.sendJSON({ type: 'ack', offset: this.rendered });
+    this.sendJSON({ type: 'ack', offset: this.out.ack() });
   }
 
   /** input sends keystrokes (a string) or, in jsonl mode, one JSON line. */
   input(data) {
     if (this.o.role !== 'rw' || this.closed) return;
-    const frame = this.jsonl ? data : enc.encode(data);
-    if (frame.length === 0) return;
-    this.inLog.push(frame);
-    this.inLogSize += frame.length;
-    this.inputSent += this.units(frame);
-    while (this.inLogSize > MAX_INPUT_LOG && this.inLog.length > 1) {
-      const f = this.inLog.shift();
-      this.inLogBase += this.units(f);
-      this.inLogSize -= f.length;
-    }
-    if (this.live && this.ws) this.ws.send(frame instanceof Uint8Array ? frame : enc.encode(frame));
+    if (data.length === 0) return;
+    const frame = enc.encode(data);
+    this.inLog.append(frame);
+    if (this.live && this.ws) this.ws.send(frame);
   }
 
+  /**
+   * resend sends the input the server has not applied (from applied on).
+   * Input the log no longer holds, or cannot tell apart from another
+   * writer's, is lost: resume still returns what is best to send.
+   */
   resend(applied) {
-    let pos = this.inLogBase;
-    for (const f of this.inLog) {
-      const n = this.units(f);
-      if (pos + n <= applied) { pos += n; continue; }
-      let frame = f instanceof Uint8Array ? f : enc.encode(f);
-      if (pos < applied && !this.jsonl) frame = frame.subarray(applied - pos);
-      this.ws.send(frame);
-      pos += n;
-    }
+    for (const c of this.inLog.resume(applied).chunks) this.ws.send(c);
   }
 
   /** size is the PTY's size as the server last reported it (or null). */

@@ -105,3 +105,44 @@ test('a viewer takes sizes in order with the output and never resizes', async ()
   assert.equal(ws.controls('resize').length, 0);
   assert.deepEqual(link.size(), { cols: 120, rows: 40 });
 });
+
+test('a gap takes effect in order with the output rendered before it', async () => {
+  const { link, ws, term } = await attachedLink('ro');
+  ws.onmessage({ data: new TextEncoder().encode('abcd').buffer });
+  ws.text({ type: 'gap', requested: 4, oldest: 100, restore: '' });
+  ws.onmessage({ data: new TextEncoder().encode('ef').buffer });
+  await term.queue;
+  assert.equal(link.out.next, 102);
+});
+
+test('a writer numbers its input as the session does and resends only what was not applied', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const term = fakeTerminal();
+  const link = new Link({
+    session: 's1', mode: 'pty', role: 'rw', ticket: async () => 'tk',
+    write: term.write, size: () => ({ cols: 80, rows: 24 }), on: {},
+  });
+  current = link;
+  const open = async () => {
+    FakeWebSocket.last = null;
+    for (let i = 0; i < 10 && !FakeWebSocket.last; i++) await Promise.resolve();
+    const ws = FakeWebSocket.last;
+    assert.ok(ws, 'the link did not open a WebSocket');
+    ws.onopen();
+    return ws;
+  };
+  const binary = (ws) => ws.sent.filter((d) => typeof d !== 'string').map((d) => new TextDecoder().decode(d));
+  link.input('ab'); // typed before the first attached: held
+  link.start();
+  let ws = await open();
+  // The session applied 500 units of earlier clients' input.
+  ws.text({ type: 'attached', session: 's1', role: 'rw', from: 0, head: 0, input_applied: 500, cols: 80, rows: 24 });
+  link.input('cd');
+  assert.deepEqual(binary(ws), ['ab', 'cd']);
+  ws.close(1006, 'dropped'); // the session applied 'ab' and 'c' only
+  t.mock.timers.tick(1000);
+  ws = await open();
+  assert.equal(ws.controls('attach')[0].input_from, 504);
+  ws.text({ type: 'attached', session: 's1', role: 'rw', from: 0, head: 0, input_applied: 503, cols: 80, rows: 24 });
+  assert.deepEqual(binary(ws), ['d']);
+});

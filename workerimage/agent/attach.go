@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/hangarhq/hangar/internal/agentapi"
+	"github.com/hangarhq/hangar/internal/streamstate"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
@@ -124,10 +125,7 @@ func (at *attachment) run(replayEnd int64) {
 			continue
 		}
 		wake := s.out.changed()
-		limit := int64(maxFramePayload)
-		if at.window > 0 {
-			limit = min(limit, at.creditBase()+at.window-at.cursor)
-		}
+		limit := min(int64(maxFramePayload), streamstate.Credit(at.window, at.creditBase(), at.cursor))
 		if limit > 0 {
 			frame, n, gap := s.out.next(at.cursor, limit, buf)
 			if gap != nil {
@@ -352,10 +350,7 @@ func (s *session) attach(ctx context.Context, conn *websocket.Conn, req *wire.At
 	}
 	s.attachments[at] = struct{}{}
 	_, head := s.out.bounds()
-	from := req.From
-	if from < 0 || from > head {
-		from = head
-	}
+	from := streamstate.ResolveFrom(req.From, head)
 	at.cursor = from
 	at.acked.Store(from)
 	at.gapFloor.Store(from)
