@@ -4,7 +4,8 @@
 # any image it has no mapping for, so the image name only has to be stable.
 #
 # The provider reads FLY_API_URL, FLY_API_TOKEN and FLY_ORG, and the pool's
-# broker key HANGAR_BROKER_PUBLIC_KEY, unless the variables below are set.
+# broker key HANGAR_BROKER_PUBLIC_KEY and daemon URL HANGAR_DAEMON_URL,
+# unless the variables below are set.
 terraform {
   required_providers {
     hangar = {
@@ -32,6 +33,12 @@ variable "broker_public_key" {
   default     = null
 }
 
+variable "daemon_url" {
+  description = "URL of the hangar daemon that workers dial home to (null: HANGAR_DAEMON_URL, else the daemon dials the workers)."
+  type        = string
+  default     = null
+}
+
 variable "image" {
   description = "Worker image; the emulator runs hangar-agent for it."
   type        = string
@@ -48,6 +55,11 @@ resource "hangar_pool" "quickstart" {
   app_name = "hangar-quickstart"
   regions  = ["iad"]
   image    = var.image
+
+  # Workers dial the daemon here. On real Fly, give each tenant's pool its
+  # own isolated network as well (network = "hangar-<tenant>"): it requires
+  # daemon_url, since the daemon cannot connect into it.
+  daemon_url = var.daemon_url
 
   guest = {
     cpu_kind  = "shared"

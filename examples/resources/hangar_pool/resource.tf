@@ -4,12 +4,22 @@ variable "broker_public_key" {
   default     = null
 }
 
+variable "daemon_url" {
+  description = "Public URL of the hangar daemon that workers dial home to, like https://hangar.example.com. Null falls back to HANGAR_DAEMON_URL; required with network."
+  type        = string
+  default     = null
+}
+
 resource "hangar_pool" "default" {
   name     = "default"
   app_name = "hangar-default" # created by the provider unless adopt_app = true
-  network  = "hangar-default" # isolated 6PN network for the workers
   regions  = ["iad", "ams"]
   image    = "registry.fly.io/hangar-worker:1.0.0"
+
+  # One isolated 6PN network per tenant pool: its workers reach the daemon's
+  # public URL and the internet, not other apps or the org's default network.
+  network    = "hangar-default"
+  daemon_url = var.daemon_url # workers dial it; the daemon never connects to them
 
   guest = {
     cpu_kind  = "shared"
