@@ -78,7 +78,7 @@ provider-smoke: tfrc $(BIN)/example-registry
 	$(BIN)/hangard flyemu --listen 127.0.0.1:0 --token smoke-token >$$tmp/url 2>$$tmp/flyemu.log & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; rm -rf $$tmp' EXIT; \
 	for i in $$(seq 100); do [ -s $$tmp/url ] && break; sleep 0.1; done; \
-	export FLY_API_URL=$$(head -1 $$tmp/url) FLY_API_TOKEN=smoke-token FLY_ORG=personal HANGAR_BROKER_PUBLIC_KEY=$(SMOKE_BROKER_KEY) TF_CLI_CONFIG_FILE=$(TFRC); \
+	export FLY_API_URL=$$(head -1 $$tmp/url) FLY_API_TOKEN=smoke-token FLY_ORG=personal HANGAR_BROKER_PUBLIC_KEY=$(SMOKE_BROKER_KEY) HANGAR_DAEMON_URL=$${HANGAR_DAEMON_URL:-http://127.0.0.1:7780} TF_CLI_CONFIG_FILE=$(TFRC); \
 	echo "flyemu at $$FLY_API_URL"; \
 	for ex in examples/quickstart $(BIN)/example-registry; do \
 	  rm -rf $$tmp/ex && cp -r $$ex $$tmp/ex; \

@@ -153,6 +153,11 @@ cp "${HANGAR_DEMO_TF_DIR:-$ROOT/examples/quickstart}"/*.tf "$DEMO/tf/"
 printf 'provider_installation {\n  dev_overrides {\n    "hangarhq/hangar" = "%s"\n  }\n  direct {}\n}\n' "$BIN" >"$DEMO/terraform.rc"
 export TF_CLI_CONFIG_FILE="$DEMO/terraform.rc" TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
 export TF_VAR_broker_public_key="$HANGAR_BROKER_PUBLIC_KEY"
+# The quickstart's workers dial home to the URL the dev daemon serves its
+# agents on (the emulator's internet address), which it logs at start.
+TF_VAR_daemon_url="$(grep -o 'agent_url=[^ ]*' "$DEMO/hangard.log" | head -1 | cut -d= -f2-)"
+[ -n "$TF_VAR_daemon_url" ] || die "hangard dev logged no agent_url (log: $DEMO/hangard.log)"
+export TF_VAR_daemon_url
 terraform -chdir="$DEMO/tf" apply -auto-approve -input=false -no-color >"$DEMO/terraform.log" 2>&1 ||
   { tail -30 "$DEMO/terraform.log" >&2; die "terraform apply failed (log: $DEMO/terraform.log)"; }
 

@@ -33,6 +33,9 @@ type Agent struct {
 	log      hclog.Logger
 	scrub    *scrubber
 	verifier *agentauth.Verifier
+	// usr1 delivers SIGUSR1 when Main caught it from the start (nil: Run
+	// catches it itself).
+	usr1 <-chan os.Signal
 
 	mu        sync.Mutex
 	state     string
@@ -66,6 +69,11 @@ func New(cfg *Config, logOut io.Writer) (*Agent, error) {
 // Main runs the agent from the environment until it exits; it returns the
 // process exit code.
 func Main() int {
+	// SIGUSR1 (redial, sent by the daemon after a resume) would kill the
+	// process by default: catch it before anything else, since Fly may
+	// suspend a fresh standby at any moment of its start.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
 	cfg, err := ConfigFromEnv(os.Getenv)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hangar-agent: %v\n", err)
@@ -76,6 +84,7 @@ func Main() int {
 		fmt.Fprintf(os.Stderr, "hangar-agent: %v\n", err)
 		return 2
 	}
+	a.usr1 = usr1
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return a.Run(ctx)
@@ -112,9 +121,13 @@ func (a *Agent) Run(ctx context.Context) int {
 		}
 		defer tl.Close()
 		go func() { serveErr <- srv.Serve(tl) }()
-		usr1 := make(chan os.Signal, 1)
-		signal.Notify(usr1, syscall.SIGUSR1)
-		defer signal.Stop(usr1)
+		usr1 := a.usr1
+		if usr1 == nil {
+			c := make(chan os.Signal, 1)
+			signal.Notify(c, syscall.SIGUSR1)
+			defer signal.Stop(c)
+			usr1 = c
+		}
 		stopUSR1 := make(chan struct{})
 		defer close(stopUSR1)
 		go func() {
