@@ -112,10 +112,13 @@ func newNamespaceNet(ctx context.Context, log hclog.Logger) (*namespaceNet, erro
 	}
 }
 `, n.table(), n.bridgePrefix(), n.inet)
-	err := runNet(ctx, table, "nft", "-f", "-")
-	if err == nil {
-		err = runNet(ctx, "", "ip", "-6", "addr", "add", n.inet.String()+"/128", "dev", "lo", "nodad")
-	}
+	// Each nft and ip change waits for the kernel's RCU grace periods: run
+	// them side by side.
+	err := parallel(
+		func() error { return runNet(ctx, table, "nft", "-f", "-") },
+		func() error {
+			return runNet(ctx, "", "ip", "-6", "addr", "add", n.inet.String()+"/128", "dev", "lo", "nodad")
+		})
 	if err != nil {
 		_ = n.close(ctx)
 		return nil, err
@@ -314,11 +317,22 @@ func (n *namespaceNet) close(ctx context.Context) error {
 	var errs []error
 	if n.inet.IsValid() {
 		fmt.Fprintf(&batch, "addr del %s/128 dev lo\n", n.inet)
-		if err := runNet(ctx, batch.String(), "ip", "-force", "-batch", "-"); err != nil {
-			errs = append(errs, fmt.Errorf("remove emulator network: %w", err))
-		}
-		if err := runNet(ctx, "", "nft", "delete", "table", "inet", n.table()); err != nil && !strings.Contains(err.Error(), "No such file") {
-			errs = append(errs, fmt.Errorf("remove nft table: %w", err))
+		err := parallel(
+			func() error {
+				if err := runNet(ctx, batch.String(), "ip", "-force", "-batch", "-"); err != nil {
+					return fmt.Errorf("remove emulator network: %w", err)
+				}
+				return nil
+			},
+			func() error {
+				err := runNet(ctx, "", "nft", "delete", "table", "inet", n.table())
+				if err != nil && !strings.Contains(err.Error(), "No such file") {
+					return fmt.Errorf("remove nft table: %w", err)
+				}
+				return nil
+			})
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if n.statePath != "" {
@@ -411,4 +425,19 @@ func runNet(ctx context.Context, stdin, name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
 	}
 	return nil
+}
+
+// parallel runs fns at once and joins their errors.
+func parallel(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

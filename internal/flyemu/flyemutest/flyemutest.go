@@ -4,10 +4,15 @@ package flyemutest
 
 import (
 	"net/http/httptest"
+	"os"
 	"testing"
 
 	"github.com/hangarhq/hangar/internal/flyemu"
 )
+
+// NetworkEnv, when set, is the network mode of emulators whose config names
+// none (flyemu.NetworkLoopback, say, to compare a failure across modes).
+const NetworkEnv = "FLYEMU_NETWORK"
 
 // Server is a running emulator.
 type Server struct {
@@ -18,11 +23,15 @@ type Server struct {
 
 // Start starts an emulator with cfg on a loopback port. Cleanup closes the
 // HTTP server and the emulator, which kills every machine process. An empty
-// cfg.DataDir becomes a directory under t.TempDir().
+// cfg.DataDir becomes a directory under t.TempDir(); an empty cfg.Network
+// comes from NetworkEnv.
 func Start(t testing.TB, cfg flyemu.Config) *Server {
 	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
+	}
+	if cfg.Network == "" {
+		cfg.Network = os.Getenv(NetworkEnv)
 	}
 	e, err := flyemu.New(cfg)
 	if err != nil {
