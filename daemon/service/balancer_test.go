@@ -1,6 +1,8 @@
 package service_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -18,7 +20,9 @@ type balancer struct {
 	URL string
 
 	mu       sync.Mutex
-	backends []string // replica listen addresses, in order of start
+	accepted int           // connections accepted so far
+	arrived  chan struct{} // closed and replaced on every accepted connection
+	backends []string      // replica listen addresses, in order of start
 	pinned   string   // "" = round robin
 	next     int
 	conns    map[net.Conn]bool
@@ -30,7 +34,7 @@ func newBalancer(t *testing.T, host string) *balancer {
 	if err != nil {
 		t.Fatalf("balancer: %v", err)
 	}
-	b := &balancer{t: t, ln: ln, URL: "http://" + ln.Addr().String(), conns: map[net.Conn]bool{}}
+	b := &balancer{t: t, ln: ln, URL: "http://" + ln.Addr().String(), conns: map[net.Conn]bool{}, arrived: make(chan struct{})}
 	go b.serve()
 	t.Cleanup(func() {
 		ln.Close()
@@ -113,7 +117,36 @@ func (b *balancer) serve() {
 		if err != nil {
 			return
 		}
+		b.mu.Lock()
+		b.accepted++
+		close(b.arrived)
+		b.arrived = make(chan struct{})
+		b.mu.Unlock()
 		go b.proxy(in)
+	}
+}
+
+// count is the number of connections accepted so far.
+func (b *balancer) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.accepted
+}
+
+// waitBeyond waits until more than n connections were accepted.
+func (b *balancer) waitBeyond(ctx context.Context, n int) error {
+	for {
+		b.mu.Lock()
+		got, ch := b.accepted, b.arrived
+		b.mu.Unlock()
+		if got > n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("no connection to the balancer beyond %d: %w", n, ctx.Err())
+		}
 	}
 }
 

@@ -98,7 +98,15 @@ func newEnvSpec(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 		t.Fatal(err)
 	}
 	for i := 0; i < standbys; i++ {
-		m, err := pool.CreateStandby(ctx, c, testApp, e.template, region, pool.StandbyOptions{})
+		// A suspend-mode standby is suspended once its agent is up, as the
+		// reconciler does (there it answers a health check): here, once it
+		// has dialled home, there being no replica yet to answer.
+		var opts pool.StandbyOptions
+		if spec.StandbyMode == pool.StandbySuspend && spec.DaemonURL == e.lb.URL {
+			seen := e.lb.count()
+			opts.Probe = func(ctx context.Context, _ *fly.Machine) error { return e.lb.waitBeyond(ctx, seen) }
+		}
+		m, err := pool.CreateStandby(ctx, c, testApp, e.template, region, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,6 +149,13 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	t.Cleanup(func() {
 		e.lb.remove(addr)
 		d.Close()
+		if t.Failed() {
+			l := logs.String()
+			if len(l) > 20000 {
+				l = l[len(l)-20000:]
+			}
+			t.Logf("replica %s log (tail):\n%s", d.DaemonID, l)
+		}
 	})
 	return &replica{Daemon: d, logs: logs, addr: addr}
 }
