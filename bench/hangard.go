@@ -28,10 +28,11 @@ type devDaemon struct {
 }
 
 // startDev starts `hangard dev` on a loopback port with data in dir and
-// waits until it is ready.
-func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration, logs io.Writer) (*devDaemon, error) {
+// waits until it is ready. (Its agents reach it on a second listener, on
+// the emulator's internet address, that hangard dev opens itself.)
+func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration, minStandby int, logs io.Writer) (*devDaemon, error) {
 	cmd := exec.Command(hangard, "dev", "--data", dir, "--listen", "127.0.0.1:0",
-		"--boot-delay", bootDelay.String(), "--min-standby", "2", "--command", "cat",
+		"--boot-delay", bootDelay.String(), "--min-standby", strconv.Itoa(minStandby), "--command", "cat",
 		"--log-level", "warn")
 	// Refill standbys fast between session-ready samples.
 	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL=200ms")
@@ -115,6 +116,22 @@ func readEnvFile(p string) (map[string]string, error) {
 		}
 	}
 	return env, nil
+}
+
+// readNoFile reads the soft open-file limit of process pid.
+func readNoFile(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				return strconv.ParseInt(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/limits: no open-file limit", pid)
 }
 
 // procStatus is what /proc/<pid>/status says about memory and threads.
