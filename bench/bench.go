@@ -137,7 +137,8 @@ type StreamResults struct {
 	Count                          int
 	Before, After                  procStatus
 	GoroutinesBefore, GoroutinesAt float64
-	HeapBefore, HeapAt             float64 // go heap + stacks in use, bytes
+	HeapBefore, HeapAt             float64 // Go heap in use, bytes
+	StackBefore, StackAt           float64 // goroutine stacks in use, bytes
 }
 
 // PerStreamBytes is the daemon's RSS growth per attached idle stream.
@@ -155,10 +156,16 @@ func (s StreamResults) PerStreamGoroutines() float64 {
 	return (s.GoroutinesAt - s.GoroutinesBefore) / float64(s.Count)
 }
 
-// PerStreamHeap is the growth of the daemon's Go heap and stacks in use per
-// attached idle stream, in bytes.
+// PerStreamHeap is the growth of the daemon's Go heap in use per attached
+// idle stream, in bytes.
 func (s StreamResults) PerStreamHeap() float64 {
 	return (s.HeapAt - s.HeapBefore) / float64(s.Count)
+}
+
+// PerStreamStack is the growth of the daemon's goroutine stacks in use per
+// attached idle stream, in bytes.
+func (s StreamResults) PerStreamStack() float64 {
+	return (s.StackAt - s.StackBefore) / float64(s.Count)
 }
 
 func (r *Results) path(name string) *PathResults {
@@ -269,9 +276,10 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 	}
 	// Every stream costs an fd in this process and one or two in the
-	// daemon (and in legacy mode one in an agent); the daemon and agents
-	// inherit the limit set here.
-	if need := 4*maxOf(opts.Streams) + 4096; need > 0 {
+	// daemon (a client connection; in legacy mode also one to the agent,
+	// which holds the other end); the daemon and agents inherit the limit
+	// set here.
+	if need := 2*maxOf(opts.Streams) + 1024; need > 0 {
 		if got, err := raiseNoFile(uint64(need)); err != nil {
 			logf("raise RLIMIT_NOFILE to %d: %v (limit %d)", need, err, got)
 		}
@@ -854,7 +862,7 @@ func (r *run) streamPhase(ctx context.Context, dir, design string) error {
 	if err != nil {
 		return err
 	}
-	gBefore, hBefore := r.goMetrics(ctx)
+	gBefore, hBefore, sBefore := r.goMetrics(ctx)
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -910,10 +918,10 @@ func (r *run) streamPhase(ctx context.Context, dir, design string) error {
 		if err != nil {
 			return err
 		}
-		gAt, hAt := r.goMetrics(ctx)
+		gAt, hAt, sAt := r.goMetrics(ctx)
 		r.res.Streams = append(r.res.Streams, StreamResults{
 			Design: design, Count: n, Before: before, After: after,
-			GoroutinesBefore: gBefore, GoroutinesAt: gAt, HeapBefore: hBefore, HeapAt: hAt,
+			GoroutinesBefore: gBefore, GoroutinesAt: gAt, HeapBefore: hBefore, HeapAt: hAt, StackBefore: sBefore, StackAt: sAt,
 		})
 		r.logf("  %d streams: RSS %d -> %d KiB, threads %d -> %d", n, before.RSSKiB, after.RSSKiB, before.Threads, after.Threads)
 	}
@@ -924,20 +932,22 @@ func (r *run) streamPhase(ctx context.Context, dir, design string) error {
 func settle() { time.Sleep(3 * time.Second) }
 
 // goMetrics reads go_goroutines and the heap and stack bytes in use from
-// the daemon's /metrics (zero when unavailable).
-func (r *run) goMetrics(ctx context.Context) (goroutines, inuse float64) {
+// the daemon's /metrics (zero when unavailable): apart, because stacks
+// (goroutines per stream) and heap (buffers per stream) have different
+// remedies.
+func (r *run) goMetrics(ctx context.Context) (goroutines, heap, stack float64) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(r.dev.env["HANGAR_URL"], "/")+"/metrics", nil)
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	resp, err := r.hc.Do(req)
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return 0, 0
+		return 0, 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -951,9 +961,11 @@ func (r *run) goMetrics(ctx context.Context) (goroutines, inuse float64) {
 		switch f[0] {
 		case "go_goroutines":
 			goroutines = v
-		case "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes":
-			inuse += v
+		case "go_memstats_heap_inuse_bytes":
+			heap = v
+		case "go_memstats_stack_inuse_bytes":
+			stack = v
 		}
 	}
-	return goroutines, inuse
+	return goroutines, heap, stack
 }

@@ -164,7 +164,7 @@ func report(w io.Writer, r *Results) {
 	}
 	slices.Sort(counts)
 	for _, n := range counts {
-		rss, thr, gor, heap := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
+		rss, thr, gor, heap, stack := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 		for _, design := range []string{DesignTunnel, DesignLegacy} {
 			s, ok := r.StreamAt(design, n)
 			if !ok {
@@ -176,6 +176,7 @@ func report(w io.Writer, r *Results) {
 			thr[design] = nonzero(s.PerStreamThreads())
 			gor[design] = nonzero(s.PerStreamGoroutines())
 			heap[design] = nonzero(s.PerStreamHeap() / 1024)
+			stack[design] = nonzero(s.PerStreamStack() / 1024)
 		}
 		ts, _ := r.StreamAt(DesignTunnel, n)
 		rows = append(rows,
@@ -184,7 +185,8 @@ func report(w io.Writer, r *Results) {
 			row{fmt.Sprintf("  OS threads per stream @%d", n), thr, num3,
 				fmt.Sprintf("tunnel: no thread per stream: %s", verdict(ts.Count > 0 && ts.After.Threads-ts.Before.Threads < ts.Count/10))},
 			row{fmt.Sprintf("  goroutines per stream @%d", n), gor, num, ""},
-			row{fmt.Sprintf("  Go heap+stacks per stream @%d (KiB)", n), heap, num, ""})
+			row{fmt.Sprintf("  Go heap per stream @%d (KiB)", n), heap, num, ""},
+			row{fmt.Sprintf("  goroutine stacks per stream @%d (KiB)", n), stack, num, ""})
 	}
 
 	const labelW, valW, ratioW = 40, 11, 8
@@ -242,9 +244,9 @@ func report(w io.Writer, r *Results) {
 		p("idle streams: read-only viewers over %d sessions, attached through a fresh daemon per design", r.StreamSessions)
 		p("  (open-file limit %d); per stream = growth over the same daemon with nothing attached:", r.NoFile)
 		for _, s := range r.Streams {
-			p("  %-6s @%-5d VmRSS %7d -> %7d KiB, threads %3d -> %3d, goroutines %5.0f -> %5.0f, heap+stacks %7.0f -> %7.0f KiB",
+			p("  %-6s @%-5d VmRSS %7d -> %7d KiB, threads %3d -> %3d, goroutines %5.0f -> %5.0f, heap %7.0f -> %7.0f KiB, stacks %7.0f -> %7.0f KiB",
 				s.Design, s.Count, s.Before.RSSKiB, s.After.RSSKiB, s.Before.Threads, s.After.Threads,
-				s.GoroutinesBefore, s.GoroutinesAt, s.HeapBefore/1024, s.HeapAt/1024)
+				s.GoroutinesBefore, s.GoroutinesAt, s.HeapBefore/1024, s.HeapAt/1024, s.StackBefore/1024, s.StackAt/1024)
 		}
 	}
 }
