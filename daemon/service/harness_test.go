@@ -132,7 +132,9 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	cfg.FlyAPIURL, cfg.FlyOrg = e.emu.URL, "personal"
 	cfg.StoreDSN, cfg.BrokerKey, cfg.AdminKey = dsn, e.brokerKey, adminKey
 	cfg.LogFormat, cfg.LogLevel = "json", "debug"
-	cfg.HeartbeatInterval, cfg.DeadAfter = 200*time.Millisecond, 2*time.Second
+	// Generous: a loaded 2-core machine can starve a replica for seconds, and a
+	// replica wrongly taken for dead fails its claims.
+	cfg.HeartbeatInterval, cfg.DeadAfter = 500*time.Millisecond, 8*time.Second
 	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
 	cfg.ReadyTimeout = 90 * time.Second
 	cfg.DaemonURL, cfg.FlyOIDCIssuer = e.lb.URL, e.emu.OIDCIssuer("personal")

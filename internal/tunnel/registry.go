@@ -133,10 +133,13 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 			DisableKeepAlives: true,
 		}}
 	}
+	// No pooled connections: a stream is cheap to open on a live tunnel,
+	// and a pooled one may belong to a tunnel that was replaced (the agent
+	// redialled), where a POST would fail with EOF instead of being
+	// carried by the new tunnel.
 	r.client = &http.Client{Transport: ctxTransport{&http.Transport{
-		DialContext:         r.DialContext,
-		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     30 * time.Second,
+		DialContext:       r.DialContext,
+		DisableKeepAlives: true,
 	}}}
 	return r, nil
 }
