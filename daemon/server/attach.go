@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,20 +21,32 @@ import (
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
-// parseTTL reads a Go duration string ("60s") or a number of seconds.
-func parseTTL(raw json.RawMessage) (time.Duration, error) {
+// parseTTL reads a Go duration string ("60s") or a number of seconds; set
+// is false when the field is absent or null (the default applies). A given
+// value is never replaced by the default: zero, negative, tiny (1e-300) or
+// huge values come back as they are, for the caller's range check to refuse.
+func parseTTL(raw json.RawMessage) (ttl time.Duration, set bool, err error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return 0, nil
+		return 0, false, nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
-		return time.ParseDuration(s)
+		d, err := time.ParseDuration(s)
+		return d, true, err
 	}
 	var f float64
 	if err := json.Unmarshal(raw, &f); err != nil {
-		return 0, errors.New("want a duration string like \"60s\" or a number of seconds")
+		return 0, true, errors.New("want a duration string like \"60s\" or a number of seconds")
 	}
-	return time.Duration(f * float64(time.Second)), nil
+	secs := f * float64(time.Second)
+	switch {
+	case f > 0 && secs < 1:
+		// Rounds to 0 ns: not the default, but too small.
+		return -1, true, nil
+	case secs > float64(math.MaxInt64) || secs < float64(math.MinInt64):
+		return 0, true, errors.New("out of range")
+	}
+	return time.Duration(secs), true, nil
 }
 
 func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.Tenant) {
@@ -63,12 +76,12 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.T
 		writeError(w, http.StatusUnprocessableEntity, "invalid", fmt.Sprintf("role: %q: want rw or ro", role))
 		return
 	}
-	ttl, err := parseTTL(req.TTL)
+	ttl, set, err := parseTTL(req.TTL)
 	if err != nil {
 		writeError(w, http.StatusUnprocessableEntity, "invalid", "ttl: "+err.Error())
 		return
 	}
-	if ttl == 0 {
+	if !set {
 		ttl = auth.DefaultTicketTTL
 	}
 	if ttl < time.Second || ttl > maxTTL {

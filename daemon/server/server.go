@@ -385,7 +385,10 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		return false
 	}
 	base := s.baseURL(r)
-	if strings.EqualFold(ou.Host, base.Host) {
+	// The whole origin must match, scheme included: a page served over
+	// plain http (which anyone on the path can rewrite) is not the https
+	// daemon's own origin.
+	if strings.EqualFold(ou.Scheme, base.Scheme) && strings.EqualFold(ou.Host, base.Host) {
 		return true
 	}
 	for _, a := range s.cfg.AllowedOrigins {

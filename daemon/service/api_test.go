@@ -180,6 +180,16 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("refused requests left sessions: %+v", list)
 	}
 
+	// A pool that exists but is not granted is answered exactly like one
+	// that does not exist: a tenant cannot learn which pools exist.
+	other := admin.createTenant("ungranted", map[string]any{"pools": []string{"elsewhere"}})
+	ou := admin.with(other.APIKey)
+	_, real, _ := ou.do("POST", "/v1/sessions", map[string]any{"pool": testPool})
+	_, none, _ := ou.do("POST", "/v1/sessions", map[string]any{"pool": "zzzz"})
+	if got, want := strings.ReplaceAll(string(real), testPool, "P"), strings.ReplaceAll(string(none), "zzzz", "P"); got != want {
+		t.Fatalf("an existing pool that is not granted answers %s; a missing one %s", real, none)
+	}
+
 	// Auth failures.
 	for _, key := range []string{"", "hgr_wrong", adminKey} {
 		if st, body, _ := u.with(key).do("GET", "/v1/sessions", nil); st != http.StatusUnauthorized {
@@ -204,6 +214,10 @@ func TestBadInput(t *testing.T) {
 	for _, body := range []any{
 		map[string]any{"role": "admin"}, map[string]any{"ttl": "48h", "role": "ro"},
 		map[string]any{"ttl": "soon"}, map[string]any{"uses": -1}, map[string]any{"ttl": "2h"},
+		// A given ttl is never silently replaced by the default.
+		map[string]any{"ttl": 1e-300}, map[string]any{"ttl": 0}, map[string]any{"ttl": -5},
+		map[string]any{"ttl": "0s"}, map[string]any{"ttl": "-1s"}, map[string]any{"ttl": 0.5},
+		map[string]any{"ttl": 1e300},
 	} {
 		if st, b, _ := u.do("POST", tp, body); st != http.StatusUnprocessableEntity {
 			t.Fatalf("ticket %v: %d %s", body, st, b)
@@ -254,6 +268,23 @@ func TestBadInput(t *testing.T) {
 	if _, err := dialAttach(t, o.URL, h, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("single-use ticket used twice: %v", err)
 	}
+	// The own host over another scheme is another origin.
+	var sch ticket
+	u.json("POST", tp, nil, http.StatusCreated, &sch)
+	h.Set("Origin", "https://"+strings.TrimPrefix(d.URL, "http://"))
+	if _, err := dialAttach(t, sch.URL, h, -1, 0); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("own host, other scheme: %v", err)
+	}
+
+	// Rotating the tenant's key revokes its share links.
+	var share ticket
+	u.json("POST", tp, map[string]any{"role": "ro", "ttl": "24h", "uses": 100}, http.StatusCreated, &share)
+	var rotated tenant
+	admin.json("POST", "/v1/tenants/"+tn.ID+"/keys", nil, http.StatusOK, &rotated)
+	if _, err := dialAttach(t, share.URL, nil, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("a share link survived the key rotation: %v", err)
+	}
+	u, tn.APIKey = admin.with(rotated.APIKey), rotated.APIKey
 
 	// End twice: the second is a conflict; attach to the ended session: 409.
 	u.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
