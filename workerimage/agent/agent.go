@@ -20,6 +20,7 @@ import (
 
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/agentauth"
+	"github.com/hangarhq/hangar/internal/validate"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
@@ -239,13 +240,16 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 	default:
 		return fmt.Errorf("mode %q: want pty or jsonl", req.Mode)
 	}
+	// The same rules as the daemon's API (package validate). A file URL
+	// names this VM's own disk, so the agent allows it; the daemon decides
+	// whether a tenant may ask for one.
 	if req.Repo != "" {
-		if err := validateRepoURL(req.Repo); err != nil {
-			return err
+		if err := validate.RepoURL(req.Repo, validate.RepoPolicy{AllowFile: true}); err != nil {
+			return fmt.Errorf("repo URL: %w", err)
 		}
 	}
 	if req.Branch != "" {
-		if err := validateBranch(ctx, req.Branch); err != nil {
+		if err := validate.Branch(req.Branch); err != nil {
 			return fmt.Errorf("branch: %w", err)
 		}
 		if req.Repo == "" {
@@ -255,7 +259,7 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 	if req.SessionBranch == "" {
 		req.SessionBranch = defaultSessionBase + req.SessionID
 	}
-	if err := validateBranch(ctx, req.SessionBranch); err != nil {
+	if err := validate.Branch(req.SessionBranch); err != nil {
 		return fmt.Errorf("session_branch: %w", err)
 	}
 	if req.Cols == 0 && req.Rows == 0 {
@@ -264,15 +268,11 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 	if req.Cols < 1 || req.Rows < 1 || req.Cols > maxCols || req.Rows > maxRows {
 		return fmt.Errorf("invalid size %dx%d: columns 1..%d, rows 1..%d", req.Cols, req.Rows, maxCols, maxRows)
 	}
-	for i, arg := range req.Command {
-		if strings.ContainsRune(arg, 0) || (i == 0 && arg == "") {
-			return errors.New("command: empty program or NUL byte")
-		}
+	if err := validate.Command(req.Command); err != nil {
+		return fmt.Errorf("command: %w", err)
 	}
-	for k, v := range req.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return fmt.Errorf("env: invalid variable %q", k)
-		}
+	if err := validate.Env(req.Env); err != nil {
+		return fmt.Errorf("env: %w", err)
 	}
 	if c := req.Credentials; c != nil {
 		for name, v := range map[string]string{"anthropic_api_key": c.AnthropicAPIKey, "claude_oauth_token": c.ClaudeOAuthToken, "git_token": c.GitToken} {
