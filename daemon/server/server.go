@@ -55,6 +55,8 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Web serves "/" (default: the embedded web terminal).
 	Web http.Handler
+	// AttachLimits cap concurrent attachments on this replica.
+	AttachLimits AttachLimits
 }
 
 // Server is the HTTP API.
@@ -64,6 +66,7 @@ type Server struct {
 	mux *http.ServeMux
 	// draining is set by Drain: new sessions are refused with 503.
 	draining chan struct{}
+	attaches *attachCounter
 }
 
 // New builds the handler tree.
@@ -77,7 +80,8 @@ func New(cfg Config) *Server {
 	if cfg.Web == nil {
 		cfg.Web = web.Handler()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.Named("http"), mux: http.NewServeMux(), draining: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger.Named("http"), mux: http.NewServeMux(), draining: make(chan struct{}),
+		attaches: newAttachCounter(cfg.AttachLimits)}
 	m := s.mux
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)

@@ -33,6 +33,8 @@ type Agent struct {
 	log      hclog.Logger
 	scrub    *scrubber
 	verifier *agentauth.Verifier
+	// unauthLog rate-limits the warning about refused requests.
+	unauthLog unauthLogger
 
 	mu        sync.Mutex
 	state     string
@@ -88,7 +90,7 @@ func (a *Agent) Run(ctx context.Context) int {
 		a.log.Error("listen", "addr", a.cfg.Addr, "error", err)
 		return 1
 	}
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := NewHTTPServer(a.Handler())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	a.log.Info("listening", "addr", ln.Addr().String(), "machine", a.cfg.MachineID, "workspace", a.cfg.Workspace,
@@ -166,18 +168,29 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 func (a *Agent) authenticate(w http.ResponseWriter, r *http.Request) (*agentauth.Claims, bool) {
 	c, err := a.verifier.VerifyRequest(r)
 	if err != nil {
-		a.log.Warn("unauthorized request", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
+		a.unauthLog.log(a.log, r, err)
 		writeError(w, http.StatusUnauthorized, agentapi.CodeUnauthorized, "invalid or missing agent token")
 		return nil, false
 	}
 	return c, true
 }
 
+// handleHealth answers anyone whether the agent is usable (ok); its state
+// and version only with a valid token: they tell an unauthenticated caller
+// what runs here and whether a session is live.
 func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	st := a.state
 	a.mu.Unlock()
-	writeJSON(w, http.StatusOK, agentapi.HealthResponse{OK: st != agentapi.StateFailed, State: st, Version: Version})
+	h := agentapi.HealthResponse{OK: st != agentapi.StateFailed}
+	if r.Header.Get("Authorization") != "" {
+		if _, err := a.verifier.VerifyRequest(r); err == nil {
+			h.State, h.Version = st, Version
+		} else {
+			a.unauthLog.log(a.log, r, err)
+		}
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 // currentSession checks that the token's session is the agent's session;
@@ -291,6 +304,7 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 }
 
 func (a *Agent) handleInit(w http.ResponseWriter, r *http.Request) {
+	longCall(w)
 	c, ok := a.authenticate(w, r)
 	if !ok {
 		return
@@ -476,6 +490,7 @@ func (a *Agent) finish(req *agentapi.FinishRequest) (*agentapi.FinishResponse, e
 }
 
 func (a *Agent) handleFinish(w http.ResponseWriter, r *http.Request) {
+	longCall(w)
 	c, ok := a.authenticate(w, r)
 	if !ok {
 		return

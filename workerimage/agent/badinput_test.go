@@ -138,7 +138,7 @@ func TestBadInput(t *testing.T) {
 
 	c.input("and still\r")
 	c.waitOutput("you said: and still")
-	if code, body := a.call("GET", "/v1/health", "-", nil); code != 200 || !strings.Contains(body, "running") {
+	if code, body := a.call("GET", "/v1/health", "s1", nil); code != 200 || !strings.Contains(body, "running") {
 		t.Fatalf("health: %d %s", code, body)
 	}
 }
