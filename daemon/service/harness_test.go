@@ -107,6 +107,12 @@ type replica struct {
 
 func (e *env) start(t *testing.T, dsn string) *replica {
 	t.Helper()
+	return e.startWith(t, dsn, nil)
+}
+
+// startWith starts a replica, letting tune adjust its options.
+func (e *env) startWith(t *testing.T, dsn string, tune func(*service.Options)) *replica {
+	t.Helper()
 	if dsn == "" {
 		dsn = "sqlite://" + filepath.Join(t.TempDir(), "hangard.db")
 	}
@@ -119,9 +125,11 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
 	cfg.ReadyTimeout = 90 * time.Second
 	logs := &syncbuf.Buffer{}
-	d, err := service.Start(context.Background(), service.Options{
-		Config: cfg, LogOutput: logs, DispatchInterval: 50 * time.Millisecond,
-	})
+	opts := service.Options{Config: cfg, LogOutput: logs, DispatchInterval: 50 * time.Millisecond}
+	if tune != nil {
+		tune(&opts)
+	}
+	d, err := service.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
