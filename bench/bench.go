@@ -47,6 +47,14 @@ type Options struct {
 	// Streams is the number of idle read-only viewers, spread over
 	// StreamSessions sessions.
 	Streams, StreamSessions int
+	// HostileViewers read-only viewers each send HostileFrames binary frames
+	// of HostileFrameSize bytes while the daemon's RSS is sampled (0 skips).
+	HostileViewers, HostileFrames, HostileFrameSize int
+	// HostileDropWait bounds the wait for RSS to drop back afterwards
+	// (default 1 min).
+	HostileDropWait time.Duration
+	// OnlyHostile skips every other phase.
+	OnlyHostile bool
 	// BootDelay is the emulator's boot delay.
 	BootDelay time.Duration
 	// Out receives the report; Logs the daemon's stderr.
@@ -66,6 +74,7 @@ type Results struct {
 	Before, After                  procStatus
 	GoroutinesBefore, GoroutinesAt float64
 	HeapBefore, HeapAt             float64 // go heap + stacks in use, bytes
+	Hostile                        *HostileResults
 }
 
 // PathResults are the echo and bulk figures of one path.
@@ -126,6 +135,15 @@ const (
 
 // Run runs the benchmark and writes the report to opts.Out.
 func Run(ctx context.Context, opts Options) (*Results, error) {
+	if opts.HostileViewers > 0 && (opts.HostileFrames <= 0 || opts.HostileFrameSize <= 0) {
+		return nil, errors.New("bench: hostile viewers need a frame count and size")
+	}
+	if opts.HostileDropWait <= 0 {
+		opts.HostileDropWait = time.Minute
+	}
+	if opts.OnlyHostile {
+		opts.Samples, opts.Bursts, opts.BurstSize, opts.ReadySamples, opts.StreamSessions = 1, 1, 1, 1, 1
+	}
 	if opts.Samples <= 0 || opts.Bursts <= 0 || opts.BurstSize <= 0 || opts.ReadySamples <= 0 || opts.Streams < 0 || opts.StreamSessions <= 0 {
 		return nil, errors.New("bench: samples, bursts, burst size, ready samples and stream sessions must be positive")
 	}
@@ -167,6 +185,17 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		return nil, err
 	}
 	defer r.endAll()
+
+	if opts.OnlyHostile {
+		if opts.HostileViewers > 0 {
+			r.logf("hostile viewers: %d x %d frames of %d bytes", opts.HostileViewers, opts.HostileFrames, opts.HostileFrameSize)
+			if r.res.Hostile, err = r.hostile(ctx); err != nil {
+				return nil, fmt.Errorf("hostile viewers: %w", err)
+			}
+			reportHostile(opts.Out, r.res.Hostile)
+		}
+		return &r.res, nil
+	}
 
 	// The suspend-mode pool's standbys come up while the rest runs.
 	if err := r.createSuspendPool(ctx); err != nil {
@@ -210,7 +239,16 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 			return nil, fmt.Errorf("streams: %w", err)
 		}
 	}
+	if opts.HostileViewers > 0 {
+		r.logf("hostile viewers: %d x %d frames of %d bytes", opts.HostileViewers, opts.HostileFrames, opts.HostileFrameSize)
+		if r.res.Hostile, err = r.hostile(ctx); err != nil {
+			return nil, fmt.Errorf("hostile viewers: %w", err)
+		}
+	}
 	report(opts.Out, &r.res)
+	if r.res.Hostile != nil {
+		reportHostile(opts.Out, r.res.Hostile)
+	}
 	return &r.res, nil
 }
 

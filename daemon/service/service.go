@@ -106,6 +106,14 @@ const (
 	DefaultIdleTimeout       = 2 * time.Minute
 )
 
+// attachLimits are the options' limits, else the configuration's.
+func attachLimits(l server.AttachLimits, cfg config.Config) server.AttachLimits {
+	if l == (server.AttachLimits{}) {
+		l = server.AttachLimits{PerSession: cfg.MaxAttachesPerSession, PerTicket: cfg.MaxAttachesPerTicket, PerTenant: cfg.MaxAttachesPerTenant}
+	}
+	return l
+}
+
 func (t HTTPTimeouts) withDefaults() HTTPTimeouts {
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -225,7 +233,7 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		Auth: &auth.Authenticator{Store: st, AdminKey: cfg.AdminKey}, Metrics: d.Metrics, Logger: log,
 		PublicURL: cfg.PublicURL, TrustedProxyHeaders: cfg.TrustedProxyHeaders,
 		AllowedOrigins: cfg.AllowedOrigins, ReadyTimeout: cfg.ReadyTimeout, Web: opts.Web,
-		AttachLimits: opts.AttachLimits,
+		AttachLimits: attachLimits(opts.AttachLimits, cfg),
 	})
 
 	ln := opts.Listener

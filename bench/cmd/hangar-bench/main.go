@@ -55,6 +55,10 @@ func run() error {
 	ready := fs.Int("ready-samples", 5, "session-ready samples per standby mode")
 	streams := fs.Int("streams", 1000, "idle read-only viewers attached through the daemon (0 skips)")
 	streamSessions := fs.Int("stream-sessions", 4, "sessions the viewers are spread over")
+	hostile := fs.Int("hostile-viewers", 250, "read-only viewers flooding the daemon with oversized input (0 skips)")
+	hostileFrames := fs.Int("hostile-frames", 4, "binary frames each hostile viewer sends (below the 16 that close it)")
+	hostileSize := fs.Int("hostile-frame-size", 4<<20, "bytes per hostile frame")
+	onlyHostile := fs.Bool("only-hostile", false, "run only the hostile-viewers phase")
 	bootDelay := fs.Duration("boot-delay", 100*time.Millisecond, "emulated machine boot delay")
 	timeout := fs.Duration("timeout", 10*time.Minute, "stop the run after this long")
 	logs := fs.String("daemon-log", "", "write hangard's log here (default: discarded)")
@@ -70,7 +74,8 @@ func run() error {
 	opts := bench.Options{
 		Hangard: *hangard, Self: self, DataDir: *data, Samples: *samples, Bursts: *bursts,
 		BurstSize: *burstSize, ReadySamples: *ready, Streams: *streams, StreamSessions: *streamSessions,
-		BootDelay: *bootDelay, Out: os.Stdout,
+		BootDelay: *bootDelay, Out: os.Stdout, HostileViewers: *hostile, HostileFrames: *hostileFrames,
+		HostileFrameSize: *hostileSize, OnlyHostile: *onlyHostile,
 	}
 	if *logs != "" {
 		f, err := os.Create(*logs)
