@@ -100,6 +100,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/sessions/{id}/events", s.tenant(s.events))
 	m.HandleFunc("GET /v1/sessions/{id}/attach", s.attach)
 	m.HandleFunc("GET /v1/pools", s.listPools)
+	m.HandleFunc("GET /v1/whoami", s.tenant(s.whoami))
 	m.HandleFunc("POST /v1/tenants", s.admin(s.createTenant))
 	m.HandleFunc("GET /v1/tenants", s.admin(s.listTenants))
 	m.HandleFunc("DELETE /v1/tenants/{id}", s.admin(s.deleteTenant))

@@ -124,6 +124,15 @@ func TestBadInput(t *testing.T) {
 	admin := newAPI(t, d.URL, adminKey)
 	tn := admin.createTenant("bad", map[string]any{"max_sessions": 1})
 	u := admin.with(tn.APIKey)
+	// A key can learn its tenant (the web terminal shows it), never the key.
+	var me tenant
+	u.json("GET", "/v1/whoami", nil, http.StatusOK, &me)
+	if me.Name != "bad" || me.ID != tn.ID || me.APIKey != "" {
+		t.Fatalf("whoami = %+v", me)
+	}
+	if st, _, _ := u.with("hgr_wrong").do("GET", "/v1/whoami", nil); st != http.StatusUnauthorized {
+		t.Fatalf("whoami with a wrong key: %d", st)
+	}
 
 	for _, c := range []struct {
 		name     string
