@@ -350,26 +350,9 @@ func (s *stream) readAttach() *closeReq {
 		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeFrameTooLarge,
 			fmt.Sprintf("the attach frame is larger than %d bytes", MaxAttachFrame), 0)
 	}
-	if typ != websocket.MessageText {
-		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be an attach text frame", 0)
-	}
-	m, err := wire.Decode(data)
-	if err != nil {
-		if errors.Is(err, wire.ErrUnknownType) {
-			return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be attach", 0)
-		}
-		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeBadRequest, "malformed attach frame: "+err.Error(), 0)
-	}
-	a, ok := m.(*wire.Attach)
-	if !ok {
-		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be attach, not "+m.MessageType(), 0)
-	}
-	if msg := validateAttach(a); msg != "" {
-		code := wire.ErrCodeBadRequest
-		if a.Cols < 0 || a.Rows < 0 || a.Cols > maxDim || a.Rows > maxDim {
-			code = wire.ErrCodeInvalidSize
-		}
-		return errorClose(int(websocket.StatusPolicyViolation), code, msg, 0)
+	a, cr := parseAttach(typ, data)
+	if cr != nil {
+		return cr
 	}
 	switch {
 	case s.t.Role == string(wire.RoleReader):
@@ -381,6 +364,33 @@ func (s *stream) readAttach() *closeReq {
 	s.cols, s.rows = a.Cols, a.Rows
 	s.log = s.log.With("role", string(a.Role))
 	return nil
+}
+
+// parseAttach decodes and checks a client's first frame: an attach text
+// frame with valid fields, or how to close the client (1008 and an error).
+func parseAttach(typ websocket.MessageType, data []byte) (*wire.Attach, *closeReq) {
+	if typ != websocket.MessageText {
+		return nil, errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be an attach text frame", 0)
+	}
+	m, err := wire.Decode(data)
+	if err != nil {
+		if errors.Is(err, wire.ErrUnknownType) {
+			return nil, errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be attach", 0)
+		}
+		return nil, errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeBadRequest, "malformed attach frame: "+err.Error(), 0)
+	}
+	a, ok := m.(*wire.Attach)
+	if !ok {
+		return nil, errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be attach, not "+m.MessageType(), 0)
+	}
+	if msg := validateAttach(a); msg != "" {
+		code := wire.ErrCodeBadRequest
+		if a.Cols < 0 || a.Rows < 0 || a.Cols > maxDim || a.Rows > maxDim {
+			code = wire.ErrCodeInvalidSize
+		}
+		return nil, errorClose(int(websocket.StatusPolicyViolation), code, msg, 0)
+	}
+	return a, nil
 }
 
 // maxDim bounds terminal dimensions (a PTY's winsize fields are 16-bit).
