@@ -363,7 +363,8 @@ func TestAdminAndPools(t *testing.T) {
 	if len(pools) != 0 {
 		t.Fatalf("ungranted pools listed: %+v", pools)
 	}
-	if st, b, _ := admin.with(other.APIKey).do("POST", "/v1/sessions", map[string]any{"pool": testPool}); st != http.StatusUnprocessableEntity || !strings.Contains(string(b), "not granted") {
+	// Not "not granted": that would tell the tenant the pool exists.
+	if st, b, _ := admin.with(other.APIKey).do("POST", "/v1/sessions", map[string]any{"pool": testPool}); st != http.StatusUnprocessableEntity || !strings.Contains(string(b), `no pool named \"test\"`) {
 		t.Fatalf("ungranted pool: %d %s", st, b)
 	}
 
