@@ -81,6 +81,12 @@ type Config struct {
 	PoolRefresh time.Duration
 	// ReadyTimeout bounds a claim from lease to ready.
 	ReadyTimeout time.Duration
+	// MaxAttachesPerSession, MaxAttachesPerTicket and MaxAttachesPerTenant
+	// cap this replica's concurrent attachments (0: the default; -1: no
+	// limit). See server.AttachLimits.
+	MaxAttachesPerSession int
+	MaxAttachesPerTicket  int
+	MaxAttachesPerTenant  int
 }
 
 // Default returns the configuration used when nothing is set.
@@ -127,6 +133,9 @@ type file struct {
 	SweepInterval       *string  `hcl:"sweep_interval,optional"`
 	PoolRefresh         *string  `hcl:"pool_refresh,optional"`
 	ReadyTimeout        *string  `hcl:"ready_timeout,optional"`
+	MaxAttachesSession  *int     `hcl:"max_attaches_per_session,optional"`
+	MaxAttachesTicket   *int     `hcl:"max_attaches_per_ticket,optional"`
+	MaxAttachesTenant   *int     `hcl:"max_attaches_per_tenant,optional"`
 }
 
 // LoadFile applies an HCL configuration file on top of c.
@@ -164,6 +173,14 @@ func (c *Config) LoadFile(path string) error {
 	setS(&c.LogLevel, f.LogLevel)
 	if f.ClaimWorkers != nil {
 		c.ClaimWorkers = *f.ClaimWorkers
+	}
+	for _, x := range []struct {
+		dst *int
+		v   *int
+	}{{&c.MaxAttachesPerSession, f.MaxAttachesSession}, {&c.MaxAttachesPerTicket, f.MaxAttachesTicket}, {&c.MaxAttachesPerTenant, f.MaxAttachesTenant}} {
+		if x.v != nil {
+			*x.dst = *x.v
+		}
 	}
 	for _, d := range []struct {
 		name string
@@ -209,6 +226,17 @@ func dur(name string, dst func(*Config) *time.Duration) func(*Config, string) er
 	}
 }
 
+func num(name string, dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*dst(c) = n
+		return nil
+	}
+}
+
 // EnvVars lists every environment override, in the documented order.
 var EnvVars = []EnvVar{
 	{[]string{"HANGARD_LISTEN"}, str(func(c *Config) *string { return &c.Listen })},
@@ -248,6 +276,9 @@ var EnvVars = []EnvVar{
 		c.ClaimWorkers = n
 		return nil
 	}},
+	{[]string{"HANGARD_MAX_ATTACHES_PER_SESSION"}, num("HANGARD_MAX_ATTACHES_PER_SESSION", func(c *Config) *int { return &c.MaxAttachesPerSession })},
+	{[]string{"HANGARD_MAX_ATTACHES_PER_TICKET"}, num("HANGARD_MAX_ATTACHES_PER_TICKET", func(c *Config) *int { return &c.MaxAttachesPerTicket })},
+	{[]string{"HANGARD_MAX_ATTACHES_PER_TENANT"}, num("HANGARD_MAX_ATTACHES_PER_TENANT", func(c *Config) *int { return &c.MaxAttachesPerTenant })},
 	{[]string{"HANGARD_HEARTBEAT_INTERVAL"}, dur("HANGARD_HEARTBEAT_INTERVAL", func(c *Config) *time.Duration { return &c.HeartbeatInterval })},
 	{[]string{"HANGARD_DEAD_AFTER"}, dur("HANGARD_DEAD_AFTER", func(c *Config) *time.Duration { return &c.DeadAfter })},
 	{[]string{"HANGARD_SWEEP_INTERVAL"}, dur("HANGARD_SWEEP_INTERVAL", func(c *Config) *time.Duration { return &c.SweepInterval })},
@@ -404,6 +435,12 @@ func (c *Config) Validate() error {
 		}
 		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" {
 			errs = append(errs, fmt.Errorf("allowed origin %q: want scheme://host[:port] or *", o))
+		}
+	}
+	for name, n := range map[string]int{"max_attaches_per_session": c.MaxAttachesPerSession,
+		"max_attaches_per_ticket": c.MaxAttachesPerTicket, "max_attaches_per_tenant": c.MaxAttachesPerTenant} {
+		if n < -1 {
+			errs = append(errs, fmt.Errorf("%s %d: want a count, 0 (the default) or -1 (no limit)", name, n))
 		}
 	}
 	if c.ClaimWorkers < 1 {

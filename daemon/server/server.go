@@ -59,6 +59,8 @@ type Config struct {
 	// Tunnels serves agents dialling home (internal/tunnel.Path); nil: no
 	// agent tunnels on this replica.
 	Tunnels http.Handler
+	// AttachLimits cap concurrent attachments on this replica.
+	AttachLimits AttachLimits
 }
 
 // Server is the HTTP API.
@@ -68,6 +70,7 @@ type Server struct {
 	mux *http.ServeMux
 	// draining is set by Drain: new sessions are refused with 503.
 	draining chan struct{}
+	attaches *attachCounter
 }
 
 // New builds the handler tree.
@@ -81,7 +84,8 @@ func New(cfg Config) *Server {
 	if cfg.Web == nil {
 		cfg.Web = web.Handler()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.Named("http"), mux: http.NewServeMux(), draining: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger.Named("http"), mux: http.NewServeMux(), draining: make(chan struct{}),
+		attaches: newAttachCounter(cfg.AttachLimits)}
 	m := s.mux
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
@@ -103,6 +107,7 @@ func New(cfg Config) *Server {
 	if cfg.Tunnels != nil {
 		m.Handle("GET "+tunnel.Path, cfg.Tunnels)
 	}
+	m.HandleFunc("GET /v1/whoami", s.tenant(s.whoami))
 	m.HandleFunc("POST /v1/tenants", s.admin(s.createTenant))
 	m.HandleFunc("GET /v1/tenants", s.admin(s.listTenants))
 	m.HandleFunc("DELETE /v1/tenants/{id}", s.admin(s.deleteTenant))
@@ -392,7 +397,10 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		return false
 	}
 	base := s.baseURL(r)
-	if strings.EqualFold(ou.Host, base.Host) {
+	// The whole origin must match, scheme included: a page served over
+	// plain http (which anyone on the path can rewrite) is not the https
+	// daemon's own origin.
+	if strings.EqualFold(ou.Scheme, base.Scheme) && strings.EqualFold(ou.Host, base.Host) {
 		return true
 	}
 	for _, a := range s.cfg.AllowedOrigins {

@@ -124,6 +124,12 @@ type replica struct {
 
 func (e *env) start(t *testing.T, dsn string) *replica {
 	t.Helper()
+	return e.startWith(t, dsn, nil)
+}
+
+// startWith starts a replica, letting tune adjust its options.
+func (e *env) startWith(t *testing.T, dsn string, tune func(*service.Options)) *replica {
+	t.Helper()
 	if dsn == "" {
 		dsn = "sqlite://" + filepath.Join(t.TempDir(), "hangard.db")
 	}
@@ -140,9 +146,11 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	cfg.DaemonURL, cfg.FlyOIDCIssuer = e.lb.URL, e.emu.OIDCIssuer("personal")
 	cfg.InternalListen = "127.0.0.1:0"
 	logs := &syncbuf.Buffer{}
-	d, err := service.Start(context.Background(), service.Options{
-		Config: cfg, LogOutput: logs, DispatchInterval: 50 * time.Millisecond,
-	})
+	opts := service.Options{Config: cfg, LogOutput: logs, DispatchInterval: 50 * time.Millisecond}
+	if tune != nil {
+		tune(&opts)
+	}
+	d, err := service.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,56 @@ type Options struct {
 	Web http.Handler
 	// DispatchInterval overrides how often pending claims are looked at.
 	DispatchInterval time.Duration
+	// HTTPTimeouts override the HTTP server's timeouts (zero fields: the
+	// defaults).
+	HTTPTimeouts HTTPTimeouts
+	// AttachLimits cap concurrent attachments (zero fields: the defaults).
+	AttachLimits server.AttachLimits
+}
+
+// HTTPTimeouts bound every request on the daemon's HTTP server, so that a
+// trickled request body or an idle keep-alive connection cannot be held
+// open for ever. Streams live on: an attach leaves them behind when it is
+// upgraded, and the event stream extends its own write deadline per event.
+type HTTPTimeouts struct {
+	// ReadHeader bounds reading a request's headers (10 s).
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included (30 s).
+	Read time.Duration
+	// Write bounds writing the answer, counted from the end of the headers
+	// (2 min).
+	Write time.Duration
+	// Idle closes a keep-alive connection unused for that long (2 min).
+	Idle time.Duration
+}
+
+// Default HTTP server timeouts.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 2 * time.Minute
+	DefaultIdleTimeout       = 2 * time.Minute
+)
+
+// attachLimits are the options' limits, else the configuration's.
+func attachLimits(l server.AttachLimits, cfg config.Config) server.AttachLimits {
+	if l == (server.AttachLimits{}) {
+		l = server.AttachLimits{PerSession: cfg.MaxAttachesPerSession, PerTicket: cfg.MaxAttachesPerTicket, PerTenant: cfg.MaxAttachesPerTenant}
+	}
+	return l
+}
+
+func (t HTTPTimeouts) withDefaults() HTTPTimeouts {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&t.ReadHeader, DefaultReadHeaderTimeout)
+	def(&t.Read, DefaultReadTimeout)
+	def(&t.Write, DefaultWriteTimeout)
+	def(&t.Idle, DefaultIdleTimeout)
+	return t
 }
 
 // Daemon is a running replica.
@@ -230,15 +280,17 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		Auth: &auth.Authenticator{Store: st, AdminKey: cfg.AdminKey}, Metrics: d.Metrics, Logger: log,
 		PublicURL: cfg.PublicURL, TrustedProxyHeaders: cfg.TrustedProxyHeaders,
 		AllowedOrigins: cfg.AllowedOrigins, ReadyTimeout: cfg.ReadyTimeout, Web: opts.Web,
-		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel),
+		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel), AttachLimits: attachLimits(opts.AttachLimits, cfg),
 	})
 
 	// Streams (attaches, event streams) live in a context of their own that
 	// shutdown cancels first: clients then reconnect to another replica.
 	streamCtx, cancelStreams := context.WithCancel(context.Background())
 	d.streams = cancelStreams
+	to := opts.HTTPTimeouts.withDefaults()
 	d.http = &http.Server{
-		Handler: d.api, ReadHeaderTimeout: 10 * time.Second,
+		Handler: d.api, ReadHeaderTimeout: to.ReadHeader, ReadTimeout: to.Read,
+		WriteTimeout: to.Write, IdleTimeout: to.Idle,
 		BaseContext: func(net.Listener) context.Context { return streamCtx },
 		ErrorLog:    log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}

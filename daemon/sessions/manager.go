@@ -176,15 +176,18 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSe
 	if err := ValidateRequest(req, m.cfg.AllowFileRepos); err != nil {
 		return nil, err
 	}
+	// A pool the tenant may not use is answered exactly like one that does
+	// not exist, and before the pool is looked up (no timing difference
+	// either): a tenant must not learn which pools exist.
+	if !Granted(t, req.Pool) {
+		return nil, noPool(req.Pool)
+	}
 	p, err := m.cfg.Pools.Get(ctx, req.Pool)
 	if errors.Is(err, pools.ErrNotFound) {
-		return nil, invalid("pool", "no pool named %q", req.Pool)
+		return nil, noPool(req.Pool)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up pool %s: %w", req.Pool, err)
-	}
-	if !Granted(t, req.Pool) {
-		return nil, invalid("pool", "pool %q is not granted to tenant %q", req.Pool, t.Name)
 	}
 	tmpl := p.Template(req.TenantImage)
 	if tmpl == nil {
@@ -254,6 +257,10 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSe
 	m.wake()
 	return s, nil
 }
+
+// noPool is the one answer for a pool that does not exist or is not the
+// tenant's.
+func noPool(name string) *InvalidError { return invalid("pool", "no pool named %q", name) }
 
 // Granted reports whether tenant t may use pool (a "*" grant means every pool).
 func Granted(t *store.Tenant, pool string) bool {

@@ -87,15 +87,24 @@ func (c *sqlCommon) SetTenantKey(ctx context.Context, id string, hash []byte) er
 	if len(hash) == 0 {
 		return fmt.Errorf("set key of tenant %s: empty hash", id)
 	}
-	n, err := c.exec(ctx, `UPDATE tenants SET key_hash = `+c.d.ph(1)+` WHERE id = `+c.d.ph(2), hash, id)
+	err := c.inTx(ctx, func(tx txOps) error {
+		n, err := tx.exec(ctx, `UPDATE tenants SET key_hash = `+c.d.ph(1)+` WHERE id = `+c.d.ph(2), hash, id)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		// A key is rotated because it may have leaked: a ticket it minted
+		// (a share link lives up to 24 h) must die with it.
+		_, err = tx.exec(ctx, `DELETE FROM tickets WHERE tenant_id = `+c.d.ph(1), id)
+		return err
+	})
 	if c.isUnique(err) {
 		return fmt.Errorf("set key of tenant %s: key taken: %w", id, ErrConflict)
 	}
 	if err != nil {
 		return fmt.Errorf("set key of tenant %s: %w", id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("set key of tenant %s: %w", id, ErrNotFound)
 	}
 	return nil
 }

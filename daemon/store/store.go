@@ -127,6 +127,11 @@ type Store interface {
 	// DeleteTenant removes a tenant and its tickets; its sessions stay as
 	// history. ErrNotFound if there is no such tenant.
 	DeleteTenant(ctx context.Context, id string) error
+	// SetTenantKey replaces a tenant's key hash and, in the same
+	// transaction, revokes every ticket the tenant holds: rotating a key
+	// that may have leaked must also kill the share links it minted.
+	// ErrNotFound if there is no such tenant; ErrConflict if another tenant
+	// has that hash.
 	SetTenantKey(ctx context.Context, id string, hash []byte) error
 
 	// Sessions.

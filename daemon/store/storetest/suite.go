@@ -54,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"tickets/race_single_use", func(t *testing.T, s store.Store) { testTicketRace(t, s, s, 1) }},
 		{"tickets/race_multi_use", func(t *testing.T, s store.Store) { testTicketRace(t, s, s, 5) }},
 		{"tickets/deleted_tenant", testTicketDeletedTenant},
+		{"tickets/key_rotation_revokes", testTicketKeyRotation},
 		{"daemons/heartbeat", testDaemons},
 		{"daemons/tunnels", testTunnels},
 		{"tokens/single_use", testUseToken},
@@ -1070,6 +1071,29 @@ func testTicketDeletedTenant(t *testing.T, s store.Store) {
 	}
 	if _, err := s.UseTicket(ctx, h, "s", time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
 		t.Fatalf("a deleted tenant's ticket still works: %v", err)
+	}
+}
+
+// testTicketKeyRotation: a new key revokes every ticket of that tenant (a
+// leaked key must not leave a living share link behind) and no other's.
+func testTicketKeyRotation(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	a, b := mustTenant(t, s, "a"), mustTenant(t, s, "b")
+	tkA, hA := newTicket("s", a.ID, 5, time.Hour)
+	tkB, hB := newTicket("s2", b.ID, 5, time.Hour)
+	for _, tk := range []*store.Ticket{tkA, tkB} {
+		if err := s.CreateTicket(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetTenantKey(ctx, a.ID, keyHash("rotated")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UseTicket(ctx, hA, "s", time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
+		t.Fatalf("a ticket survived its tenant's key rotation: %v", err)
+	}
+	if _, err := s.UseTicket(ctx, hB, "s2", time.Now()); err != nil {
+		t.Fatalf("another tenant's ticket was revoked: %v", err)
 	}
 }
 
