@@ -462,7 +462,11 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	if s.GitAuthorName != "" {
 		req.GitAuthor = &agentapi.GitAuthor{Name: s.GitAuthorName, Email: s.GitAuthorEmail}
 	}
-	st, err := agent.Init(ctx, req)
+	var st *agentapi.StatusResponse
+	err = retryAgentCall(ctx, func() (err error) {
+		st, err = agent.Init(ctx, req)
+		return err
+	})
 	m.dropCreds(id) // handed over (or refused): this replica forgets them either way
 	if err != nil {
 		return fmt.Errorf("agent init: %w", describeAgentError(err))
@@ -473,7 +477,10 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 			return fmt.Errorf("agent init: %w", ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
-		if st, err = agent.Status(ctx, id); err != nil {
+		if err := retryAgentCall(ctx, func() (err error) {
+			st, err = agent.Status(ctx, id)
+			return err
+		}); err != nil {
 			return fmt.Errorf("agent status after init: %w", describeAgentError(err))
 		}
 	}
@@ -489,6 +496,29 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	}
 	m.log.Info("session ready", "session", id, "machine", mach.ID)
 	return nil
+}
+
+// retryAgentCall runs call until it gets an answer from the agent: a call
+// cut by the transport (the agent's tunnel dropped under it and the agent is
+// redialling) is sent again over the next tunnel until ctx ends. The agent's
+// init and status are idempotent for one session — a repeated init waits for
+// or reports the first — so nothing is done twice. An answer from the agent,
+// even an error, ends the retries.
+func retryAgentCall(ctx context.Context, call func() error) error {
+	delay := 50 * time.Millisecond
+	for {
+		err := call()
+		var ae *agentapi.Error
+		if err == nil || errors.As(err, &ae) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
 }
 
 func describeAgentError(err error) error {
