@@ -103,9 +103,10 @@ type Emulator struct {
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
 
-	procWG sync.WaitGroup // process waiters, dir and network removals
-	apiWG  sync.WaitGroup // local API socket servers
-	copyWG sync.WaitGroup // output copiers (LogProcessOutput)
+	procWG sync.WaitGroup     // process waiters, dir and network removals
+	apiWG  sync.WaitGroup     // local API socket servers
+	apis   map[*localAPI]bool // every socket not closed yet (guarded by mu)
+	copyWG sync.WaitGroup     // output copiers (LogProcessOutput)
 
 	mu       sync.Mutex
 	closed   bool
@@ -143,6 +144,7 @@ func NewContext(ctx context.Context, cfg Config) (*Emulator, error) {
 		log = hclog.NewNullLogger()
 	}
 	e := &Emulator{
+		apis:     map[*localAPI]bool{},
 		cfg:      cfg,
 		log:      log,
 		faults:   mrand.New(mrand.NewPCG(cfg.FaultSeed, cfg.FaultSeed^0x9e3779b97f4a7c15)),
@@ -209,6 +211,9 @@ func (e *Emulator) Close() error {
 			m.api.close()
 			m.api = nil
 		}
+	}
+	for api := range e.apis {
+		api.close()
 	}
 	e.mu.Unlock()
 	e.procWG.Wait()

@@ -241,6 +241,7 @@ func (e *Emulator) shouldRestart(m *machine, x exitInfo) bool {
 func (e *Emulator) finishDestroyLocked(m *machine) {
 	e.setStateLocked(m, fly.StateDestroyed, "destroy", "flyd", nil)
 	m.lease = nil
+	delete(e.apis, m.api)
 	m.api.close()
 	m.api = nil
 	if !e.closed {
