@@ -25,6 +25,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/auth"
 	"github.com/hangarhq/hangar/daemon/broker"
 	"github.com/hangarhq/hangar/daemon/config"
+	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/server"
@@ -51,6 +52,8 @@ type Deps struct {
 	Tunnels *tunnel.Registry
 	Metrics *metrics.Metrics
 	Logger  hclog.Logger
+	// Health is the replica's view of its dependencies (readiness).
+	Health *health.Tracker
 }
 
 // Worker is a background loop run for the replica's lifetime (e.g. the
@@ -196,9 +199,17 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		}
 		return mgr.CountByState(ctx)
 	})
+	d.Health = health.New()
+	// The heartbeat writes every interval: three missed in a row, or one
+	// failed, and the replica is not ready.
+	d.Health.Expect(health.CheckStoreWrite, 3*cfg.HeartbeatInterval, false)
+	d.Health.Expect(health.CheckFly, 0, true)
 	d.Fly, err = fly.New(fly.Options{
 		BaseURL: cfg.FlyAPIURL, Token: cfg.FlyAPIToken, Logger: log.Named("fly"),
-		OnResponse: d.Metrics.ObserveFly,
+		OnResponse: func(method, action string, status int, err error) {
+			d.Metrics.ObserveFly(method, action, status, err)
+			observeFlyHealth(d.Health, status, err)
+		},
 	})
 	if err != nil {
 		return fail(fmt.Errorf("fly client: %w", err))
@@ -212,7 +223,7 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		Metrics: d.Metrics, Workers: cfg.ClaimWorkers, HeartbeatInterval: cfg.HeartbeatInterval,
 		DeadAfter: cfg.DeadAfter, SweepInterval: cfg.SweepInterval, ReadyTimeout: cfg.ReadyTimeout,
 		DispatchInterval: opts.DispatchInterval, DefaultCommand: opts.DefaultCommand,
-		AllowFileRepos: opts.AllowFileRepos, Agents: d.Agents,
+		AllowFileRepos: opts.AllowFileRepos, Agents: d.Agents, Health: d.Health,
 	})
 	d.Sessions = mgr
 	brk := broker.New(broker.Config{
@@ -230,8 +241,9 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		Auth: &auth.Authenticator{Store: st, AdminKey: cfg.AdminKey}, Metrics: d.Metrics, Logger: log,
 		PublicURL: cfg.PublicURL, TrustedProxyHeaders: cfg.TrustedProxyHeaders,
 		AllowedOrigins: cfg.AllowedOrigins, ReadyTimeout: cfg.ReadyTimeout, Web: opts.Web,
-		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel),
+		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel), Health: d.Health,
 	})
+	d.Metrics.SetReadiness(d.api.Readiness)
 
 	// Streams (attaches, event streams) live in a context of their own that
 	// shutdown cancels first: clients then reconnect to another replica.
@@ -399,4 +411,19 @@ func Run(ctx context.Context, opts Options, ready func(d *Daemon)) error {
 	case <-d.done:
 	}
 	return d.Close()
+}
+
+// observeFlyHealth feeds one Fly API attempt into readiness: no answer, a
+// 5xx or a 429 count as Fly failing; any other answer shows it reachable.
+// Calls cut short by this replica (a cancelled context) say nothing.
+func observeFlyHealth(h *health.Tracker, status int, err error) {
+	switch {
+	case status == 0 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+	case status == 0 && err != nil:
+		h.Observe(health.CheckFly, fmt.Errorf("no answer: %w", err))
+	case status >= 500 || status == http.StatusTooManyRequests:
+		h.Observe(health.CheckFly, fmt.Errorf("answered %d", status))
+	case status > 0:
+		h.Observe(health.CheckFly, nil)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/fly"
@@ -194,8 +195,14 @@ func (m *Manager) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
-		if err := m.store.Heartbeat(ctx, m.cfg.DaemonID, time.Now()); err != nil && ctx.Err() == nil {
-			m.log.Warn("heartbeat", "error", err)
+		err := m.store.Heartbeat(ctx, m.cfg.DaemonID, time.Now())
+		if ctx.Err() == nil {
+			// A failing heartbeat means the store cannot be written: this
+			// replica cannot take work, and readiness says so.
+			m.cfg.Health.Observe(health.CheckStoreWrite, err)
+			if err != nil {
+				m.log.Warn("heartbeat", "error", err)
+			}
 		}
 		m.TakeOver(ctx)
 		select {

@@ -21,6 +21,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/hangarhq/hangar/daemon/agents"
+	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/store"
@@ -93,6 +94,9 @@ type Config struct {
 	// Agents reaches agents: through their tunnels, or dialled for pools
 	// without daemon_url (default: dialled only).
 	Agents *agents.Router
+	// Health, if set, gets the outcome of every heartbeat (a store write),
+	// for readiness.
+	Health *health.Tracker
 }
 
 // Manager runs sessions. Create it with New, start its loops with Run.
