@@ -421,18 +421,29 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 		if c.launched {
 			break
 		}
-		if _, err := m.fly.StartMachine(ctx, c.app, c.mach.ID, c.nonce); err != nil {
-			return fmt.Errorf("start machine %s: %w", c.mach.ID, err)
+		// A start whose answer was lost may have started the machine: the
+		// retry finds it starting or started, which Fly answers like a start.
+		if err := m.retryFly(ctx, id, "start machine", func() error {
+			_, err := m.fly.StartMachine(ctx, c.app, c.mach.ID, c.nonce)
+			return err
+		}); err != nil {
+			return err // the client's error names the start and the machine
 		}
 	}
-	if _, err := m.fly.WaitMachine(ctx, c.app, c.mach.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Timeout: m.cfg.ReadyTimeout}); err != nil {
+	if err := m.retryFly(ctx, id, "wait for machine", func() error {
+		_, err := m.fly.WaitMachine(ctx, c.app, c.mach.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Timeout: m.cfg.ReadyTimeout})
+		return err
+	}); err != nil {
 		return fmt.Errorf("wait for machine %s to start: %w", c.mach.ID, err)
 	}
 	m.release(c.app, c.mach.ID, c.nonce)
 	c.nonce = ""
 	resumed := c.mach.State == fly.StateSuspended
-	mach, err := m.fly.GetMachine(ctx, c.app, c.mach.ID)
-	if err != nil {
+	var mach *fly.Machine
+	if err := m.retryFly(ctx, id, "read machine", func() (err error) {
+		mach, err = m.fly.GetMachine(ctx, c.app, c.mach.ID)
+		return err
+	}); err != nil {
 		return fmt.Errorf("read machine %s: %w", c.mach.ID, err)
 	}
 	c.mach = mach
@@ -489,6 +500,28 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	}
 	m.log.Info("session ready", "session", id, "machine", mach.ID)
 	return nil
+}
+
+// retryFly runs call until it succeeds, fails for a reason retrying will
+// not cure, or ctx (the claim's ready timeout) ends. Once a claim holds a
+// machine, a rate limit or a Fly 5xx that outlasted the client's own
+// retries is worth waiting out: failing would throw the machine away and
+// the session with it. The error returned names what was being done.
+func (m *Manager) retryFly(ctx context.Context, session, what string, call func() error) error {
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := call()
+		if err == nil || !fly.IsTransient(err) {
+			return err
+		}
+		m.log.Warn("transient Fly error after the claim took its machine; retrying", "session", session, "action", what, "attempt", attempt, "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (still failing after %d attempts when the ready timeout ran out)", err, attempt)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 func describeAgentError(err error) error {

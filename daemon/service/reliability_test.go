@@ -1,0 +1,196 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hangarhq/hangar/daemon/config"
+	"github.com/hangarhq/hangar/daemon/service"
+	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/syncbuf"
+)
+
+// flakyStore fails every write while broken is set, as a store on a full
+// disk or a read-only file system does; reads keep working.
+type flakyStore struct {
+	store.Store
+	broken atomic.Bool
+}
+
+var errDiskFull = errors.New("disk full (test)")
+
+func (f *flakyStore) Heartbeat(ctx context.Context, id string, now time.Time) error {
+	if f.broken.Load() {
+		return errDiskFull
+	}
+	return f.Store.Heartbeat(ctx, id, now)
+}
+
+func (f *flakyStore) CreateSession(ctx context.Context, s *store.Session) error {
+	if f.broken.Load() {
+		return errDiskFull
+	}
+	return f.Store.CreateSession(ctx, s)
+}
+
+func (f *flakyStore) UpdateSession(ctx context.Context, id string, from []store.SessionState, fn func(*store.Session) error) (*store.Session, error) {
+	if f.broken.Load() {
+		return nil, errDiskFull
+	}
+	return f.Store.UpdateSession(ctx, id, from, fn)
+}
+
+// TestReadyzFollowsStoreWrites: /readyz turns 503, naming the store write
+// that fails, while the store cannot be written (it used to stay 200,
+// probing with a read), /metrics says the same, and both recover when the
+// store does.
+func TestReadyzFollowsStoreWrites(t *testing.T) {
+	e := newEnv(t, 0, 4)
+	st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "hangard.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	fs := &flakyStore{Store: st}
+	d := e.startWith(t, func(cfg *config.Config, o *service.Options) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+		o.Store = fs
+	})
+	a := newAPI(t, d.URL, "")
+
+	waitReady := func(want int, body string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			code, out, _ := a.do("GET", "/readyz", nil)
+			if code == want && strings.Contains(string(out), body) {
+				return string(out)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz: %d %s; want %d with %q", code, out, want, body)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	metric := func() string {
+		t.Helper()
+		_, out, _ := a.do("GET", "/metrics", nil)
+		return string(out)
+	}
+	waitReady(200, `"ok":true`)
+	if m := metric(); !strings.Contains(m, "hangard_ready 1") {
+		t.Errorf("/metrics lacks hangard_ready 1")
+	}
+
+	fs.broken.Store(true)
+	body := waitReady(503, "store_write")
+	if !strings.Contains(body, "disk full (test)") {
+		t.Errorf("/readyz %s does not name the failing write", body)
+	}
+	if m := metric(); !strings.Contains(m, "hangard_ready 0") || !strings.Contains(m, `hangard_readiness_problem{check="store_write",severity="unready"} 1`) {
+		t.Errorf("/metrics does not report the store problem")
+	}
+
+	fs.broken.Store(false)
+	waitReady(200, `"reasons":[]`)
+}
+
+// startWith starts a replica like env.start, with tune applied last; it
+// joins the balancer, so agents can dial home to it.
+func (e *env) startWith(t *testing.T, tune func(*config.Config, *service.Options)) *service.Daemon {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.FlyAPIURL, cfg.FlyOrg = e.emu.URL, "personal"
+	cfg.StoreDSN = "sqlite://" + filepath.Join(t.TempDir(), "hangard.db")
+	cfg.BrokerKey, cfg.AdminKey = e.brokerKey, adminKey
+	cfg.LogFormat, cfg.LogLevel = "json", "debug"
+	cfg.HeartbeatInterval, cfg.DeadAfter = 200*time.Millisecond, 2*time.Second
+	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
+	cfg.ReadyTimeout = 90 * time.Second
+	cfg.DaemonURL, cfg.FlyOIDCIssuer = e.lb.URL, e.emu.OIDCIssuer("personal")
+	opts := service.Options{LogOutput: &syncbuf.Buffer{}, DispatchInterval: 50 * time.Millisecond}
+	tune(&cfg, &opts)
+	opts.Config = cfg
+	d, err := service.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(d.URL, "http://")
+	e.lb.add(addr)
+	t.Cleanup(func() {
+		e.lb.remove(addr)
+		d.Close()
+	})
+	return d
+}
+
+// flakyFly sits between the daemon and the emulator and fails machine
+// starts: the first failBefore attempts with 503 before they reach Fly, the
+// next one after Fly acted (the answer is lost: 502).
+type flakyFly struct {
+	proxy      *httputil.ReverseProxy
+	failBefore int
+	mu         sync.Mutex
+	starts     int
+}
+
+func (f *flakyFly) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/start") {
+		f.mu.Lock()
+		f.starts++
+		n := f.starts
+		f.mu.Unlock()
+		switch {
+		case n <= f.failBefore:
+			http.Error(w, `{"error":"service unavailable (test)"}`, http.StatusServiceUnavailable)
+			return
+		case n == f.failBefore+1:
+			f.proxy.ServeHTTP(httptest.NewRecorder(), r)
+			http.Error(w, `{"error":"bad gateway (test)"}`, http.StatusBadGateway)
+			return
+		}
+	}
+	f.proxy.ServeHTTP(w, r)
+}
+
+// TestTransientFlyErrorsAfterClaim: Fly failing a machine start with
+// 5xx for longer than the Fly client retries, then starting it but losing
+// the answer, delays the session but does not fail it (it used to abort the
+// claim and destroy the machine).
+func TestTransientFlyErrorsAfterClaim(t *testing.T) {
+	e := newEnv(t, 1, 4)
+	u, err := url.Parse(e.emu.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ff := &flakyFly{proxy: httputil.NewSingleHostReverseProxy(u), failBefore: 7}
+	proxy := httptest.NewServer(ff)
+	t.Cleanup(proxy.Close)
+	d := e.startWith(t, func(cfg *config.Config, o *service.Options) { cfg.FlyAPIURL = proxy.URL })
+	a := newAPI(t, d.URL, "")
+	tn := a.createTenant("acme", nil)
+	ua := a.with(tn.APIKey)
+	var s session
+	ua.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+	s = ua.waitState(s.ID, isState("ready", "failed"))
+	if s.State != "ready" {
+		t.Fatalf("session %s, want ready: %s", s.State, s.Reason)
+	}
+	ff.mu.Lock()
+	starts := ff.starts
+	ff.mu.Unlock()
+	if starts <= ff.failBefore+1 {
+		t.Errorf("only %d start attempts: the faults were not exercised", starts)
+	}
+}
