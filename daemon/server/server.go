@@ -43,9 +43,6 @@ type Config struct {
 	Store    store.Store
 	Sessions *sessions.Manager
 	Pools    *pools.Cache
-	// Health is the replica's view of its dependencies, for /readyz
-	// (nil: only the probe's own checks).
-	Health *health.Tracker
 	Broker   *broker.Broker
 	Auth     *auth.Authenticator
 	Metrics  *metrics.Metrics
@@ -63,6 +60,9 @@ type Config struct {
 	// Tunnels serves agents dialling home (internal/tunnel.Path); nil: no
 	// agent tunnels on this replica.
 	Tunnels http.Handler
+	// Health is the replica's view of its dependencies, for /readyz
+	// (nil: only the probe's own checks).
+	Health *health.Tracker
 }
 
 // Server is the HTTP API.
