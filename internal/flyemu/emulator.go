@@ -103,6 +103,9 @@ type Emulator struct {
 	faultMu  sync.Mutex
 	faults   *mrand.Rand
 	injected int
+	// faultAfter is the FaultAfterRate in force (SetFaultAfterRate), under faultMu.
+	faultAfter    float64
+	faultAfterSet bool
 
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter

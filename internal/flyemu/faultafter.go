@@ -12,11 +12,14 @@ import (
 // when Fly acts and the answer is lost on the way. Only mutating calls:
 // losing a read's answer tests nothing a dropped request does not.
 func (e *Emulator) dropAfterActing(w http.ResponseWriter, r *http.Request) bool {
-	if e.cfg.FaultAfterRate <= 0 || r.Method == http.MethodGet || r.Method == http.MethodHead {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return false
 	}
 	e.faultMu.Lock()
-	hit := e.faults.Float64() < e.cfg.FaultAfterRate
+	if !e.faultAfterSet {
+		e.faultAfter, e.faultAfterSet = e.cfg.FaultAfterRate, true
+	}
+	hit := e.faultAfter > 0 && e.faults.Float64() < e.faultAfter
 	if hit {
 		e.injected++
 	}
@@ -34,6 +37,14 @@ func (e *Emulator) dropAfterActing(w http.ResponseWriter, r *http.Request) bool 
 		conn.Close()
 	}
 	return true
+}
+
+// SetFaultAfterRate changes Config.FaultAfterRate while the emulator runs
+// (a chaos run turns faults on after setting its pools up).
+func (e *Emulator) SetFaultAfterRate(rate float64) {
+	e.faultMu.Lock()
+	e.faultAfter, e.faultAfterSet = rate, true
+	e.faultMu.Unlock()
 }
 
 // Partition cuts (down) or restores the network link of machine id of app,
