@@ -17,6 +17,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/config"
 	"github.com/hangarhq/hangar/daemon/service"
 	"github.com/hangarhq/hangar/daemon/store"
+	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/syncbuf"
 )
 
@@ -193,4 +194,81 @@ func TestTransientFlyErrorsAfterClaim(t *testing.T) {
 	if starts <= ff.failBefore+1 {
 		t.Errorf("only %d start attempts: the faults were not exercised", starts)
 	}
+}
+
+// TestRestartSettlesOwnClaims: a replica that crashed in the middle of a
+// claim (its session starting, the machine under its Fly lease) and comes
+// back with the same replica id fails that claim at once, naming why, and
+// destroys the machine as soon as the dead claim's short lease runs out,
+// without waiting to be declared dead or for the reaper.
+func TestRestartSettlesOwnClaims(t *testing.T) {
+	e := newEnv(t, 1, 4)
+	ctx := context.Background()
+	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "hangard.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	const replicaID = "r-crashed"
+	tn := &store.Tenant{Name: "acme", Pools: []string{testPool}, KeyHash: []byte("k")}
+	if err := st.CreateTenant(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	mach := e.standbys[0]
+	// What the crashed process left: the machine leased by its claim (8 s,
+	// as claims take them) and the session starting on it.
+	if _, err := e.fly.AcquireLease(ctx, testApp, mach, 8*time.Second, "hangar claim (crashed)"); err != nil {
+		t.Fatal(err)
+	}
+	sess := &store.Session{ID: "01crashedclaim", TenantID: tn.ID, Pool: testPool, State: store.StatePending, AppName: testApp, Owner: replicaID, Mode: "pty"}
+	if err := st.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateSession(ctx, sess.ID, nil, func(s *store.Session) error {
+		s.State, s.MachineID = store.StateStarting, mach
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Heartbeat(ctx, replicaID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	e.startWith(t, func(cfg *config.Config, o *service.Options) {
+		cfg.ReplicaID = replicaID
+		o.Store = st
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := st.GetSession(ctx, sess.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.State == store.StateFailed {
+			if !strings.Contains(s.Reason, "restarted before the session was ready") {
+				t.Errorf("reason %q does not say the replica restarted", s.Reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("claim left by the crashed process still %s after %v", s.State, time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The lease lasts 8 s; the destroy loop retries every ≤2 s.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		m, err := e.fly.GetMachine(ctx, testApp, mach)
+		gone := errors.Is(err, fly.ErrNotFound) || (err == nil && (m.State == fly.StateDestroyed || m.State == fly.StateDestroying))
+		// The destroy is recorded as owed until the destroy loop is done.
+		if ps, perr := st.PendingDestroys(ctx, 0); gone && perr == nil && len(ps) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("machine %s still there %v after the restart (%v, %+v)", mach, time.Since(start), err, m)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("machine destroyed %v after the restart", time.Since(start).Round(time.Millisecond))
 }

@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,7 +40,8 @@ import (
 
 // Deps are a replica's shared parts, handed to background workers.
 type Deps struct {
-	// DaemonID identifies this replica (fresh per process).
+	// DaemonID identifies this replica, stable across its restarts when
+	// configured or derivable (see ReplicaID).
 	DaemonID string
 	Config   config.Config
 	Store    store.Store
@@ -146,7 +149,10 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	signer := agentauth.NewSigner(key)
 
 	d := &Daemon{opts: opts, done: make(chan struct{})}
-	d.DaemonID = sessions.NewDaemonID()
+	d.DaemonID, err = ReplicaID(cfg, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
 	d.Config, d.Logger, d.Signer = cfg, log, signer
 
 	st := opts.Store
@@ -163,6 +169,12 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 			st.Close()
 		}
 		return nil, err
+	}
+	// A previous process of this replica may have announced agent tunnels
+	// that died with it: forget them, so no replica relays to them. (Its
+	// unfinished claims are settled when the sessions manager runs.)
+	if err := st.ForgetDaemon(ctx, d.DaemonID); err != nil {
+		return fail(fmt.Errorf("forget the previous process of replica %s: %w", d.DaemonID, err))
 	}
 
 	ln := opts.Listener
@@ -426,4 +438,60 @@ func observeFlyHealth(h *health.Tracker, status int, err error) {
 	case status > 0:
 		h.Observe(health.CheckFly, nil)
 	}
+}
+
+// ReplicaID resolves this replica's id: the configured replica_id, else
+// FLY_MACHINE_ID (stable across restarts of a Fly Machine), else, with
+// SQLite, an id kept in a file beside the database (created on first use),
+// else a fresh one. A stable id lets a restarted replica recognise the
+// claims its previous process left and settle them at once, instead of
+// waiting for others to declare it dead.
+func ReplicaID(cfg config.Config, getenv func(string) string) (string, error) {
+	if id := cfg.ReplicaID; id != "" {
+		if !validReplicaID(id) {
+			return "", fmt.Errorf("replica_id %q: want 1 to 64 letters, digits, '.', '_' or '-'", id)
+		}
+		return id, nil
+	}
+	if m := getenv("FLY_MACHINE_ID"); m != "" && validReplicaID("fly-"+m) {
+		return "fly-" + m, nil
+	}
+	path, ok := store.SQLitePath(cfg.StoreDSN)
+	if !ok {
+		return sessions.NewDaemonID(), nil
+	}
+	file := path + ".replica-id"
+	if b, err := os.ReadFile(file); err == nil {
+		if id := strings.TrimSpace(string(b)); validReplicaID(id) {
+			return id, nil
+		}
+		return "", fmt.Errorf("replica id file %s holds no valid id; remove it to make a new one", file)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read replica id file: %w", err)
+	}
+	id := sessions.NewDaemonID()
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return ReplicaID(cfg, getenv) // another process made it first
+	}
+	if err != nil {
+		return "", fmt.Errorf("create replica id file: %w", err)
+	}
+	_, werr := f.WriteString(id + "\n")
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		return "", fmt.Errorf("write replica id file %s: %w", file, err)
+	}
+	return id, nil
+}
+
+func validReplicaID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

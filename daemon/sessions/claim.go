@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/store"
@@ -17,9 +19,14 @@ import (
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
-// leaseTTL is how long a claim holds a machine's Fly lease; the claim
-// releases it once the machine is started and marked as a session machine.
-const leaseTTL = 60 * time.Second
+// leaseTTL is how long a claim's Fly lease on a machine lasts unless the
+// claim renews it; the claim renews it every leaseRenew while it works and
+// releases it once the machine is started. Short, so that the machine of a
+// claim that died with its replica can be destroyed seconds later.
+const (
+	leaseTTL   = 8 * time.Second
+	leaseRenew = 2 * time.Second
+)
 
 // errWait: no machine for this claim now; it stays pending, in line.
 var errWait = errors.New("no capacity: waiting in line")
@@ -30,8 +37,10 @@ var errWait = errors.New("no capacity: waiting in line")
 // the claims it still holds credentials for (they would die with it). Ready
 // sessions keep running in their VMs.
 func (m *Manager) Run(ctx context.Context) {
+	m.SettleOwnClaims(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); m.destroyLoop(ctx) }()
 	go func() { defer wg.Done(); m.dispatchLoop(ctx) }()
 	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); m.sweepLoop(ctx) }()
@@ -148,6 +157,41 @@ type claimed struct {
 	mach     *fly.Machine
 	nonce    string // Fly lease nonce while held
 	launched bool   // created to boot at once (a clone): no start call
+	// stopRenew stops renewing the lease; call it before releasing the
+	// lease or destroying the machine (a renewal after a release could take
+	// a fresh lease with the old nonce).
+	stopRenew func()
+}
+
+// keepLease renews c's lease every leaseRenew until stopRenew.
+func (m *Manager) keepLease(c *claimed) {
+	if c.nonce == "" {
+		c.stopRenew = func() {}
+		return
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	app, id, nonce := c.app, c.mach.ID, c.nonce
+	go func() {
+		defer close(done)
+		t := time.NewTicker(leaseRenew)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), leaseRenew)
+			_, err := m.fly.RefreshLease(ctx, app, id, nonce, leaseTTL)
+			cancel()
+			if err != nil {
+				m.log.Warn("renew the claim's lease", "machine", id, "error", err)
+			}
+		}
+	}()
+	var once sync.Once
+	c.stopRenew = func() { once.Do(func() { close(stop); <-done }) }
 }
 
 // claim takes one pending session to ready (or failed). errWait leaves it pending.
@@ -206,6 +250,8 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 		return errWait
 	}
 	m.log.Info("claimed machine", "session", id, "machine", c.mach.ID, "source", source, "region", c.mach.Region)
+	m.keepLease(c)
+	defer c.stopRenew()
 	outcome := "ready"
 	if err := m.bringUp(ctx, s.ID, c, creds); err != nil {
 		outcome = "failed"
@@ -436,6 +482,7 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	}); err != nil {
 		return fmt.Errorf("wait for machine %s to start: %w", c.mach.ID, err)
 	}
+	c.stopRenew()
 	m.release(c.app, c.mach.ID, c.nonce)
 	c.nonce = ""
 	resumed := c.mach.State == fly.StateSuspended
@@ -556,6 +603,7 @@ func (m *Manager) waitHealthy(ctx context.Context, agent *agentapi.Client) error
 // abort handles a claim that failed after taking a machine: the machine is
 // destroyed and the session failed, or, if it was ended meanwhile, ended.
 func (m *Manager) abort(ctx context.Context, id string, c *claimed, cause error) {
+	c.stopRenew()
 	m.destroy(c.app, c.mach.ID, c.nonce)
 	bg := context.Background()
 	if m.settleEnding(bg, id, nil) {
@@ -586,8 +634,9 @@ func (m *Manager) settleEnding(ctx context.Context, id string, push *store.Push)
 }
 
 // destroy force-destroys a machine, ignoring one that is already gone. A
-// machine still leased by someone else (a claim of a replica that died) is
-// retried in the background until the lease has expired.
+// machine it cannot destroy now (still leased by a claim of a replica that
+// died, or Fly failing) is recorded in the store as owed: the destroy loop
+// of any replica retries it, after a crash of this one too.
 func (m *Manager) destroy(app, id, nonce string) {
 	if app == "" || id == "" {
 		return
@@ -595,33 +644,69 @@ func (m *Manager) destroy(app, id, nonce string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := m.fly.DestroyMachine(ctx, app, id, true, nonce)
-	switch {
-	case err == nil || errors.Is(err, fly.ErrNotFound):
+	if err == nil || errors.Is(err, fly.ErrNotFound) {
 		m.log.Debug("destroyed machine", "machine", id)
-	case errors.Is(err, fly.ErrConflict):
-		m.work.Add(1)
-		go func() {
-			defer m.work.Done()
-			deadline := time.Now().Add(leaseTTL + 15*time.Second)
-			for time.Now().Before(deadline) {
-				select {
-				case <-m.workCtx.Done():
-					return
-				case <-time.After(5 * time.Second):
-				}
-				err := m.fly.DestroyMachine(m.workCtx, app, id, true, "")
-				if err == nil || errors.Is(err, fly.ErrNotFound) {
-					m.log.Debug("destroyed machine after its lease expired", "machine", id)
-					return
-				}
-				if !errors.Is(err, fly.ErrConflict) {
-					m.log.Warn("destroy machine", "machine", id, "error", err)
-					return
-				}
+		return
+	}
+	level := hclog.Warn
+	if errors.Is(err, fly.ErrConflict) {
+		level = hclog.Debug // a dead claim's lease: expected, short
+	}
+	m.log.Log(level, "destroy machine; retrying from the store", "machine", id, "error", err)
+	if rerr := m.store.RecordDestroy(ctx, app, id, "destroy failed", err.Error(), time.Now()); rerr != nil {
+		m.log.Error("record a destroy owed; the reaper's grace is left", "machine", id, "error", rerr)
+	}
+}
+
+// destroyInterval is how often owed destroys are retried.
+func (m *Manager) destroyInterval() time.Duration {
+	return min(m.cfg.HeartbeatInterval, 2*time.Second)
+}
+
+func (m *Manager) destroyLoop(ctx context.Context) {
+	t := time.NewTicker(m.destroyInterval())
+	defer t.Stop()
+	for {
+		m.DestroyOwed(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// DestroyOwed retries the machine destroys recorded in the store (by any
+// replica), forgetting each one that is done or whose machine is gone.
+func (m *Manager) DestroyOwed(ctx context.Context) {
+	owed, err := m.store.PendingDestroys(ctx, 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("list destroys owed", "error", err)
+		}
+		return
+	}
+	for _, p := range owed {
+		if ctx.Err() != nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := m.fly.DestroyMachine(dctx, p.App, p.MachineID, true, "")
+		cancel()
+		if err == nil || errors.Is(err, fly.ErrNotFound) {
+			if err := m.store.DestroyDone(ctx, p.App, p.MachineID); err != nil {
+				m.log.Warn("forget a destroy done", "machine", p.MachineID, "error", err)
+				continue
 			}
-		}()
-	default:
-		m.log.Warn("destroy machine", "machine", id, "error", err)
+			m.log.Info("destroyed machine owed", "machine", p.MachineID, "reason", p.Reason, "since", p.Since, "attempts", p.Attempts)
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err := m.store.RecordDestroy(ctx, p.App, p.MachineID, p.Reason, err.Error(), time.Now()); err != nil {
+			m.log.Warn("note a destroy attempt", "machine", p.MachineID, "error", err)
+		}
 	}
 }
 

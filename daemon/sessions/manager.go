@@ -61,11 +61,14 @@ type Fly interface {
 	ReleaseLease(ctx context.Context, app, id, nonce string) error
 	UpdateMetadata(ctx context.Context, app, id string, req fly.UpdateMetadataRequest, nonce string) error
 	SignalMachine(ctx context.Context, app, id, signal, nonce string) error
+	RefreshLease(ctx context.Context, app, id, nonce string, ttl time.Duration) (*fly.Lease, error)
 }
 
 // Config wires a Manager.
 type Config struct {
-	// DaemonID identifies this replica in the store (a fresh one per process).
+	// DaemonID identifies this replica in the store. It may be stable
+	// across restarts (service resolves it): then Run first settles the
+	// claims the previous process left unfinished.
 	DaemonID string
 	Store    store.Store
 	Fly      Fly
