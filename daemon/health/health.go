@@ -109,15 +109,3 @@ func (t *Tracker) Problems() []Problem {
 	sort.Slice(out, func(i, j int) bool { return out[i].Check < out[j].Check })
 	return out
 }
-
-// Checks lists the registered or observed checks, sorted.
-func (t *Tracker) Checks() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]string, 0, len(t.checks))
-	for name := range t.checks {
-		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
-}
