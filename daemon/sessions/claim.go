@@ -37,9 +37,11 @@ var errWait = errors.New("no capacity: waiting in line")
 // the claims it still holds credentials for (they would die with it). Ready
 // sessions keep running in their VMs.
 func (m *Manager) Run(ctx context.Context) {
-	m.SettleOwnClaims(ctx)
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	// Beside the loops, not before them: settling may wait on Fly, and the
+	// heartbeat must not (other replicas would think this one dead).
+	go func() { defer wg.Done(); m.SettleOwnClaims(ctx) }()
 	go func() { defer wg.Done(); m.destroyLoop(ctx) }()
 	go func() { defer wg.Done(); m.dispatchLoop(ctx) }()
 	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
