@@ -272,3 +272,60 @@ func TestRestartSettlesOwnClaims(t *testing.T) {
 	}
 	t.Logf("machine destroyed %v after the restart", time.Since(start).Round(time.Millisecond))
 }
+
+// lostCreate forwards machine creates to Fly but loses the answer of the
+// first session machine's create (Fly made it; the daemon cannot tell).
+type lostCreate struct {
+	proxy *httputil.ReverseProxy
+	mu    sync.Mutex
+	lost  int
+}
+
+func (l *lostCreate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/machines") {
+		l.mu.Lock()
+		first := l.lost == 0
+		l.lost++
+		l.mu.Unlock()
+		if first {
+			l.proxy.ServeHTTP(httptest.NewRecorder(), r)
+			http.Error(w, `{"error":"bad gateway (test)"}`, http.StatusBadGateway)
+			return
+		}
+	}
+	l.proxy.ServeHTTP(w, r)
+}
+
+// TestLostCreateAnswerAdopted: when Fly creates a session's machine but the
+// answer is lost, the claim adopts that machine instead of creating another
+// and leaving the first running until the reaper's grace.
+func TestLostCreateAnswerAdopted(t *testing.T) {
+	e := newEnv(t, 0, 4)
+	u, err := url.Parse(e.emu.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := &lostCreate{proxy: httputil.NewSingleHostReverseProxy(u)}
+	proxy := httptest.NewServer(lc)
+	t.Cleanup(proxy.Close)
+	d := e.startWith(t, func(cfg *config.Config, o *service.Options) { cfg.FlyAPIURL = proxy.URL })
+	a := newAPI(t, d.URL, "")
+	ua := a.with(a.createTenant("acme", nil).APIKey)
+	var s session
+	ua.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+	s = ua.waitState(s.ID, isState("ready", "failed"))
+	if s.State != "ready" {
+		t.Fatalf("session %s: %s", s.State, s.Reason)
+	}
+	all, err := e.fly.ListMachines(context.Background(), testApp, fly.ListMachinesOptions{IncludeDeleted: true, Metadata: map[string]string{"hangar_session": s.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || all[0].ID != s.MachineID {
+		ids := []string{}
+		for _, m := range all {
+			ids = append(ids, m.ID+" "+m.State)
+		}
+		t.Fatalf("machines made for the session: %v; want only its own %s", ids, s.MachineID)
+	}
+}

@@ -380,6 +380,26 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 	if err != nil {
 		return nil, fmt.Errorf("count machines of %s: %w", p.App, err)
 	}
+	// A create whose answer was lost may have made this session's machine
+	// already (Fly acted, the answer never came): adopt it rather than make
+	// another and leave it running for the reaper.
+	for i := range ms {
+		mm := &ms[i]
+		if !pool.IsSession(mm) || mm.Config == nil || mm.Config.Metadata[pool.KeySession] != s.ID ||
+			mm.State == fly.StateDestroyed || mm.State == fly.StateDestroying {
+			continue
+		}
+		c := &claimed{app: p.App, mach: mm, launched: mm.State == fly.StateStarting || mm.State == fly.StateStarted}
+		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StatePending}, func(s *store.Session) error {
+			s.State, s.AppName, s.MachineID, s.Region = store.StateClaiming, p.App, mm.ID, mm.Region
+			return nil
+		}); err != nil {
+			m.destroy(c.app, mm.ID, "")
+			return nil, err
+		}
+		m.log.Info("adopted the machine of a create whose answer was lost", "session", s.ID, "machine", mm.ID)
+		return c, nil
+	}
 	n := 0
 	for i := range ms {
 		if (pool.IsStandby(&ms[i]) || pool.IsSession(&ms[i])) && ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
