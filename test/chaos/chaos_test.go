@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -873,7 +874,9 @@ func (f *flakyFly) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func scenarioFlyFaults(t *testing.T, rng *rand.Rand) *result {
 	w := newWorld(t, 2)
 	u, _ := url.Parse(w.emu.URL)
-	ff := &flakyFly{proxy: httputil.NewSingleHostReverseProxy(u), rng: rand.New(rand.NewPCG(*seed, 7)), rate: 0.15}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // the emulator's lost answers, by design
+	ff := &flakyFly{proxy: rp, rng: rand.New(rand.NewPCG(*seed, 7)), rate: 0.15}
 	proxy := httptest.NewServer(ff)
 	t.Cleanup(proxy.Close)
 	w.flyURL = proxy.URL
