@@ -543,6 +543,18 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 		req.GitAuthor = &agentapi.GitAuthor{Name: s.GitAuthorName, Email: s.GitAuthorEmail}
 	}
 	st, err := agent.Init(ctx, req)
+	// A connection that broke under the call (the agent's tunnel moved to
+	// another replica, or the one relaying it died) says nothing about the
+	// agent: init is idempotent for one session, so ask again.
+	for attempt, backoff := 1, 250*time.Millisecond; err != nil && !isAgentAnswer(err) && ctx.Err() == nil && attempt <= 8; attempt++ {
+		m.log.Warn("agent init: connection broke; retrying", "session", id, "machine", mach.ID, "attempt", attempt, "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+		st, err = agent.Init(ctx, req)
+	}
 	m.dropCreds(id) // handed over (or refused): this replica forgets them either way
 	if err != nil {
 		return fmt.Errorf("agent init: %w", describeAgentError(err))
@@ -591,6 +603,13 @@ func (m *Manager) retryFly(ctx context.Context, session, what string, call func(
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// isAgentAnswer reports whether err is the agent's own answer (an HTTP
+// error it sent), as opposed to a failure to reach it.
+func isAgentAnswer(err error) bool {
+	var ae *agentapi.Error
+	return errors.As(err, &ae)
 }
 
 func describeAgentError(err error) error {
