@@ -39,11 +39,21 @@ var errWait = errors.New("no capacity: waiting in line")
 func (m *Manager) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(5)
-	// Beside the loops, not before them: settling may wait on Fly, and the
-	// heartbeat must not (other replicas would think this one dead).
-	go func() { defer wg.Done(); m.SettleOwnClaims(ctx) }()
+	// Settling runs beside the heartbeat, not before it: it may wait on
+	// Fly, and other replicas must not think this one dead meanwhile. The
+	// dispatcher waits for it: it would find the leftovers without their
+	// credentials and fail them without looking for their machines.
+	settled := make(chan struct{})
+	go func() { defer wg.Done(); defer close(settled); m.SettleOwnClaims(ctx) }()
 	go func() { defer wg.Done(); m.destroyLoop(ctx) }()
-	go func() { defer wg.Done(); m.dispatchLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-settled:
+			m.dispatchLoop(ctx)
+		case <-ctx.Done():
+		}
+	}()
 	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); m.sweepLoop(ctx) }()
 	wg.Wait()
@@ -205,6 +215,7 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 	start := time.Now()
 	creds, ok := m.takeCreds(id)
 	if !ok {
+		m.destroySessionMachines(ctx, s)
 		m.fail(ctx, s, nil, "", "the daemon replica that accepted this session lost its credentials (restarted); create a new session")
 		return nil
 	}

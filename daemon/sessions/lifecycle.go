@@ -302,17 +302,27 @@ func (m *Manager) SettleOwnClaims(ctx context.Context) {
 			continue // this process's own (Run called late); not a leftover
 		}
 		m.log.Info("settling a claim left by this replica's previous process", "session", s.ID, "state", s.State, "machine", s.MachineID)
-		if s.MachineID == "" && s.AppName != "" {
-			ms, err := m.fly.ListMachines(ctx, s.AppName, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeySession: s.ID}})
-			if err == nil {
-				for i := range ms {
-					if ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
-						m.destroy(s.AppName, ms[i].ID, "")
-					}
-				}
-			}
-		}
+		m.destroySessionMachines(ctx, s)
 		m.failFrom(ctx, s, []store.SessionState{store.StatePending, store.StateClaiming, store.StateStarting}, nil, "",
 			fmt.Sprintf("the daemon replica %s that accepted this session restarted before the session was ready; its credentials were held only in the process that died; create a new session", m.cfg.DaemonID))
+	}
+}
+
+// destroySessionMachines destroys the machines made for a claim that never
+// recorded one: a clone created just before a crash carries the session in
+// its metadata only.
+func (m *Manager) destroySessionMachines(ctx context.Context, s *store.Session) {
+	if s.MachineID != "" || s.AppName == "" {
+		return
+	}
+	ms, err := m.fly.ListMachines(ctx, s.AppName, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeySession: s.ID}})
+	if err != nil {
+		m.log.Warn("look for the machines of a claim left behind; the reaper's grace is left", "session", s.ID, "error", err)
+		return
+	}
+	for i := range ms {
+		if ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
+			m.destroy(s.AppName, ms[i].ID, "")
+		}
 	}
 }

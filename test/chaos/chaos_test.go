@@ -701,6 +701,7 @@ type stream struct {
 	out    bytes.Buffer
 	gapped int64
 	done   chan struct{}
+	runErr error // what Run returned, if it did
 }
 
 func (st *stream) Write(p []byte) (int, error) {
@@ -734,7 +735,10 @@ func (w *world) startStream(d *daemon) *stream {
 		}})
 	go func() {
 		defer close(st.done)
-		st.a.Run(context.Background(), st)
+		_, err := st.a.Run(context.Background(), st)
+		st.mu.Lock()
+		st.runErr = err
+		st.mu.Unlock()
 	}()
 	w.t.Cleanup(st.a.Close)
 	return st
@@ -764,11 +768,15 @@ func (st *stream) check(within time.Duration) (lost int64, note string) {
 		n, _ := strconv.Atoi(string(m[1]))
 		seen[n]++
 	}
-	missing, repeated := 0, 0
+	missing, repeated, firstMissing, lastMissing := 0, 0, 0, 0
 	for i := 1; i <= streamLines; i++ {
 		switch c := seen[i]; {
 		case c == 0:
 			missing++
+			if firstMissing == 0 {
+				firstMissing = i
+			}
+			lastMissing = i
 			lost += int64(len(fmt.Sprintf("L%d\r\n", i)))
 		case c > 1:
 			repeated++
@@ -776,7 +784,11 @@ func (st *stream) check(within time.Duration) (lost int64, note string) {
 		}
 	}
 	lost += st.gapped
-	return lost, fmt.Sprintf("stream: %d of %d lines, %d missing, %d repeated, %d bytes skipped by gaps", len(seen), streamLines, missing, repeated, st.gapped)
+	note = fmt.Sprintf("stream: %d of %d lines, %d missing, %d repeated, %d bytes skipped by gaps", len(seen), streamLines, missing, repeated, st.gapped)
+	if missing > 0 {
+		note += fmt.Sprintf(" (missing L%d..L%d; attach ended with %v)", firstMissing, lastMissing, st.runErr)
+	}
+	return lost, note
 }
 
 // ---- scenarios ----
