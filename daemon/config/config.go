@@ -55,6 +55,12 @@ type Config struct {
 
 	// StoreDSN: sqlite:///path.db, a path ending in .db, or postgres://…
 	StoreDSN string
+	// ReplicaID names this replica in the store, the same across its
+	// restarts, so that a restarted replica settles the claims its previous
+	// process left at once. Empty: FLY_MACHINE_ID on Fly, else (SQLite) an
+	// id kept in a file beside the database, else a fresh one per process.
+	// Two live processes must never share one.
+	ReplicaID string
 
 	// BrokerKeyFile is a file holding the broker's ed25519 private key;
 	// BrokerKey is the key itself (from HANGARD_BROKER_KEY). One is required.
@@ -123,6 +129,7 @@ type file struct {
 	FlyAPIToken         *string  `hcl:"fly_api_token,optional"`
 	FlyOrg              *string  `hcl:"fly_org,optional"`
 	StoreDSN            *string  `hcl:"store_dsn,optional"`
+	ReplicaID           *string  `hcl:"replica_id,optional"`
 	BrokerKeyFile       *string  `hcl:"broker_key_file,optional"`
 	AdminKey            *string  `hcl:"admin_key,optional"`
 	LogFormat           *string  `hcl:"log_format,optional"`
@@ -167,6 +174,7 @@ func (c *Config) LoadFile(path string) error {
 	setS(&c.FlyAPIToken, f.FlyAPIToken)
 	setS(&c.FlyOrg, f.FlyOrg)
 	setS(&c.StoreDSN, f.StoreDSN)
+	setS(&c.ReplicaID, f.ReplicaID)
 	setS(&c.BrokerKeyFile, f.BrokerKeyFile)
 	setS(&c.AdminKey, f.AdminKey)
 	setS(&c.LogFormat, f.LogFormat)
@@ -263,6 +271,7 @@ var EnvVars = []EnvVar{
 	{[]string{"HANGARD_FLY_API_TOKEN", "FLY_API_TOKEN"}, str(func(c *Config) *string { return &c.FlyAPIToken })},
 	{[]string{"HANGARD_FLY_ORG", "FLY_ORG"}, str(func(c *Config) *string { return &c.FlyOrg })},
 	{[]string{"HANGARD_STORE_DSN"}, str(func(c *Config) *string { return &c.StoreDSN })},
+	{[]string{"HANGARD_REPLICA_ID"}, str(func(c *Config) *string { return &c.ReplicaID })},
 	{[]string{"HANGARD_BROKER_KEY_FILE"}, str(func(c *Config) *string { return &c.BrokerKeyFile })},
 	{[]string{"HANGARD_BROKER_KEY"}, str(func(c *Config) *string { return &c.BrokerKey })},
 	{[]string{"HANGARD_ADMIN_KEY"}, str(func(c *Config) *string { return &c.AdminKey })},
@@ -329,6 +338,7 @@ type Flags struct {
 	advertiseAddr     string
 	flyOIDCIssuer     string
 	tlsCert, tlsKey   string
+	replicaID         string
 	trustProxy        bool
 }
 
@@ -338,6 +348,7 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.configFile, "config", "", "HCL configuration file")
 	fs.StringVar(&f.listen, "listen", "", "HTTP listen address (HANGARD_LISTEN)")
 	fs.StringVar(&f.storeDSN, "store", "", "store DSN: sqlite:///file.db or postgres://… (HANGARD_STORE_DSN)")
+	fs.StringVar(&f.replicaID, "replica-id", "", "this replica's id, stable across restarts (HANGARD_REPLICA_ID)")
 	fs.StringVar(&f.brokerKeyFile, "broker-key-file", "", "broker private key file (HANGARD_BROKER_KEY_FILE; or HANGARD_BROKER_KEY)")
 	fs.StringVar(&f.logFormat, "log-format", "", "log format: json or text (HANGARD_LOG_FORMAT)")
 	fs.StringVar(&f.logLevel, "log-level", "", "log level: trace, debug, info, warn, error (HANGARD_LOG_LEVEL)")
@@ -376,6 +387,7 @@ func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
 	}
 	apply("listen", &c.Listen, f.listen)
 	apply("store", &c.StoreDSN, f.storeDSN)
+	apply("replica-id", &c.ReplicaID, f.replicaID)
 	apply("broker-key-file", &c.BrokerKeyFile, f.brokerKeyFile)
 	apply("log-format", &c.LogFormat, f.logFormat)
 	apply("log-level", &c.LogLevel, f.logLevel)

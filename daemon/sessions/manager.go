@@ -21,6 +21,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/hangarhq/hangar/daemon/agents"
+	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/store"
@@ -60,11 +61,14 @@ type Fly interface {
 	ReleaseLease(ctx context.Context, app, id, nonce string) error
 	UpdateMetadata(ctx context.Context, app, id string, req fly.UpdateMetadataRequest, nonce string) error
 	SignalMachine(ctx context.Context, app, id, signal, nonce string) error
+	RefreshLease(ctx context.Context, app, id, nonce string, ttl time.Duration) (*fly.Lease, error)
 }
 
 // Config wires a Manager.
 type Config struct {
-	// DaemonID identifies this replica in the store (a fresh one per process).
+	// DaemonID identifies this replica in the store. It may be stable
+	// across restarts (service resolves it): then Run first settles the
+	// claims the previous process left unfinished.
 	DaemonID string
 	Store    store.Store
 	Fly      Fly
@@ -93,6 +97,9 @@ type Config struct {
 	// Agents reaches agents: through their tunnels, or dialled for pools
 	// without daemon_url (default: dialled only).
 	Agents *agents.Router
+	// Health, if set, gets the outcome of every heartbeat (a store write),
+	// for readiness.
+	Health *health.Tracker
 }
 
 // Manager runs sessions. Create it with New, start its loops with Run.

@@ -375,3 +375,43 @@ func (c *sqlCommon) UseToken(ctx context.Context, key string, until, now time.Ti
 	}
 	return n == 1, nil
 }
+
+// Machine destroys owed.
+
+func (c *sqlCommon) RecordDestroy(ctx context.Context, app, machineID, reason, lastErr string, at time.Time) error {
+	if app == "" || machineID == "" {
+		return fmt.Errorf("record destroy: empty app or machine id")
+	}
+	_, err := c.exec(ctx, `INSERT INTO machine_destroys (app, machine_id, reason, since, attempts, last_error)
+		VALUES (`+c.d.placeholders(1, 4)+`, 1, `+c.d.ph(5)+`)
+		ON CONFLICT (app, machine_id) DO UPDATE SET attempts = machine_destroys.attempts + 1,
+			last_error = CASE WHEN excluded.last_error = '' THEN machine_destroys.last_error ELSE excluded.last_error END`,
+		app, machineID, reason, c.d.time(at), lastErr)
+	if err != nil {
+		return fmt.Errorf("record destroy of machine %s: %w", machineID, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) PendingDestroys(ctx context.Context, limit int) ([]*PendingDestroy, error) {
+	q := `SELECT app, machine_id, reason, since, attempts, last_error FROM machine_destroys ORDER BY since, app, machine_id`
+	if limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", limit)
+	}
+	out, err := queryAll(ctx, c, func(row scanner) (*PendingDestroy, error) {
+		var p PendingDestroy
+		err := row.Scan(&p.App, &p.MachineID, &p.Reason, &timeCol{&p.Since}, &p.Attempts, &p.LastError)
+		return &p, err
+	}, q)
+	if err != nil {
+		return nil, fmt.Errorf("pending destroys: %w", err)
+	}
+	return out, nil
+}
+
+func (c *sqlCommon) DestroyDone(ctx context.Context, app, machineID string) error {
+	if _, err := c.exec(ctx, `DELETE FROM machine_destroys WHERE app = `+c.d.ph(1)+` AND machine_id = `+c.d.ph(2), app, machineID); err != nil {
+		return fmt.Errorf("forget destroy of machine %s: %w", machineID, err)
+	}
+	return nil
+}

@@ -195,5 +195,27 @@ type Store interface {
 	// harmless); Close gives up every lock the store holds.
 	TryLeader(ctx context.Context, name string) (ok bool, release func(), err error)
 
+	// Machine destroys still owed (a destroy that failed, typically
+	// because a Fly lease still held the machine). Any replica may carry
+	// them out; they outlive the replica that recorded them.
+	// RecordDestroy notes that app's machineID must be destroyed, for
+	// reason; recording it again keeps the first reason and time, counts an
+	// attempt and keeps lastErr ("" leaves the last error as is).
+	RecordDestroy(ctx context.Context, app, machineID, reason, lastErr string, at time.Time) error
+	// PendingDestroys lists the destroys still owed, oldest first, at most limit (0: all).
+	PendingDestroys(ctx context.Context, limit int) ([]*PendingDestroy, error)
+	// DestroyDone forgets a destroy (done, or the machine is gone); an
+	// unknown one is not an error.
+	DestroyDone(ctx context.Context, app, machineID string) error
+
 	Close() error
+}
+
+// PendingDestroy is a machine that must be destroyed and was not yet.
+type PendingDestroy struct {
+	App, MachineID string
+	Reason         string
+	Since          time.Time
+	Attempts       int
+	LastError      string
 }

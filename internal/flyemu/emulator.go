@@ -56,6 +56,10 @@ type Config struct {
 	FaultRate float64
 	// FaultSeed seeds the fault injector, for reproducible runs.
 	FaultSeed uint64
+	// FaultAfterRate is the share (0..1) of mutating calls (not GET) that
+	// are carried out and whose answer is then lost (the connection is
+	// dropped): Fly acted, the caller cannot tell. See faultafter.go.
+	FaultAfterRate float64
 	// RateLimit turns on Fly's published per-action limits: 1 req/s with a
 	// burst of 3 per action and machine (or app), 5 req/s burst 10 for reads;
 	// excess calls get 429 with Retry-After.
@@ -99,6 +103,9 @@ type Emulator struct {
 	faultMu  sync.Mutex
 	faults   *mrand.Rand
 	injected int
+	// faultAfter is the FaultAfterRate in force (SetFaultAfterRate), under faultMu.
+	faultAfter    float64
+	faultAfterSet bool
 
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -394,7 +401,11 @@ func (e *Emulator) handle(pattern, action string, h func(*http.Request) response
 			return
 		default:
 		}
-		h(r).write(w)
+		resp := h(r)
+		if e.dropAfterActing(w, r) {
+			return
+		}
+		resp.write(w)
 	})
 }
 

@@ -421,6 +421,12 @@ function openTerminal(id, opts) {
         overlay(`The session's process ${how}; the session is ending…`);
         pollSession(id);
       },
+      // Output was evicted before this browser saw it: say how much, in
+      // the terminal, in order with the output (as the CLI does on stderr).
+      gap: (m) => {
+        const n = Math.max(0, m.oldest - m.requested);
+        app.term.write(`\r\n\x1b[2m[hangar] output skipped: ${n} bytes were dropped before this browser could show them\x1b[0m\r\n`);
+      },
       error: (m) => {
         if (m.code === 'credentials_rejected') overlay(`Claude Code rejected the credentials: ${m.message}`);
       },

@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"tickets/key_rotation_revokes", testTicketKeyRotation},
 		{"daemons/heartbeat", testDaemons},
 		{"daemons/tunnels", testTunnels},
+		{"destroys/pending", testPendingDestroys},
 		{"tokens/single_use", testUseToken},
 		{"tokens/race_one_winner", testUseTokenRace},
 		{"leader/release", testLeaderSingle},
@@ -1333,5 +1334,55 @@ func testClose(t *testing.T, s store.Store) {
 	}
 	if err := s.CreateTenant(ctx, &store.Tenant{Name: "b"}); err == nil {
 		t.Fatal("CreateTenant after Close succeeded")
+	}
+}
+
+// testPendingDestroys: destroys owed are kept with their first reason and
+// time, count attempts, keep the last error, list oldest first and are
+// forgotten when done.
+func testPendingDestroys(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	t0 := time.Now().Truncate(time.Second)
+	if ps, err := s.PendingDestroys(ctx, 0); err != nil || len(ps) != 0 {
+		t.Fatalf("PendingDestroys on an empty store = %v, %v", ps, err)
+	}
+	if err := s.RecordDestroy(ctx, "", "m1", "r", "", t0); err == nil {
+		t.Fatal("RecordDestroy without an app succeeded")
+	}
+	if err := s.RecordDestroy(ctx, "app", "m2", "claim aborted", "409 leased", t0.Add(time.Second)); err != nil {
+		t.Fatalf("RecordDestroy(m2): %v", err)
+	}
+	if err := s.RecordDestroy(ctx, "app", "m1", "replica restarted", "", t0); err != nil {
+		t.Fatalf("RecordDestroy(m1): %v", err)
+	}
+	// Again: an attempt more, the first reason and time kept, the error updated.
+	if err := s.RecordDestroy(ctx, "app", "m2", "other reason", "503", t0.Add(time.Minute)); err != nil {
+		t.Fatalf("RecordDestroy(m2) again: %v", err)
+	}
+	if err := s.RecordDestroy(ctx, "app", "m2", "other reason", "", t0.Add(2*time.Minute)); err != nil {
+		t.Fatalf("RecordDestroy(m2) a third time: %v", err)
+	}
+	ps, err := s.PendingDestroys(ctx, 0)
+	if err != nil {
+		t.Fatalf("PendingDestroys: %v", err)
+	}
+	if len(ps) != 2 || ps[0].MachineID != "m1" || ps[1].MachineID != "m2" {
+		t.Fatalf("PendingDestroys = %+v; want m1, m2", ps)
+	}
+	m2 := ps[1]
+	if m2.App != "app" || m2.Reason != "claim aborted" || !m2.Since.Equal(t0.Add(time.Second)) || m2.Attempts != 3 || m2.LastError != "503" {
+		t.Errorf("m2 = %+v; want first reason and time, 3 attempts, last error 503", m2)
+	}
+	if ps, err := s.PendingDestroys(ctx, 1); err != nil || len(ps) != 1 || ps[0].MachineID != "m1" {
+		t.Errorf("PendingDestroys(limit 1) = %v, %v", ps, err)
+	}
+	if err := s.DestroyDone(ctx, "app", "m1"); err != nil {
+		t.Fatalf("DestroyDone(m1): %v", err)
+	}
+	if err := s.DestroyDone(ctx, "app", "unknown"); err != nil {
+		t.Fatalf("DestroyDone(unknown): %v", err)
+	}
+	if ps, err := s.PendingDestroys(ctx, 0); err != nil || len(ps) != 1 || ps[0].MachineID != "m2" {
+		t.Errorf("after DestroyDone: %v, %v", ps, err)
 	}
 }
