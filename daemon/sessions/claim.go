@@ -243,7 +243,18 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 	}
 
 	source := "standby"
-	c, err := m.leaseStandby(ctx, s, p, tmpl, regions)
+	var c *claimed
+	m.mu.Lock()
+	lost := m.lostCreate[s.ID]
+	m.mu.Unlock()
+	if lost {
+		source = "adopted"
+		c, err = m.adoptLost(ctx, s, p.App)
+	}
+	if err == nil && c == nil {
+		source = "standby"
+		c, err = m.leaseStandby(ctx, s, p, tmpl, regions)
+	}
 	if err == nil && c == nil {
 		source = "clone"
 		c, err = m.cloneMachine(ctx, s, p, tmpl, regions)
@@ -339,6 +350,37 @@ func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.P
 	return nil, nil
 }
 
+// adoptLost looks for a machine made for session s by a create whose
+// answer was lost (Fly acted, the answer never came) and claims it, rather
+// than taking another and leaving that one running for the reaper. (nil,
+// nil) means there is none.
+func (m *Manager) adoptLost(ctx context.Context, s *store.Session, app string) (*claimed, error) {
+	ms, err := m.fly.ListMachines(ctx, app, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeySession: s.ID}})
+	if err != nil {
+		return nil, fmt.Errorf("look for the machine of a create whose answer was lost: %w", err)
+	}
+	m.mu.Lock()
+	delete(m.lostCreate, s.ID)
+	m.mu.Unlock()
+	for i := range ms {
+		mm := &ms[i]
+		if !pool.IsSession(mm) || mm.State == fly.StateDestroyed || mm.State == fly.StateDestroying {
+			continue
+		}
+		c := &claimed{app: app, mach: mm, launched: mm.State == fly.StateStarting || mm.State == fly.StateStarted}
+		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StatePending}, func(s *store.Session) error {
+			s.State, s.AppName, s.MachineID, s.Region = store.StateClaiming, app, mm.ID, mm.Region
+			return nil
+		}); err != nil {
+			m.destroy(app, mm.ID, "")
+			return nil, err
+		}
+		m.log.Info("adopted the machine of a create whose answer was lost", "session", s.ID, "machine", mm.ID)
+		return c, nil
+	}
+	return nil, nil
+}
+
 // claimable: a standby that can be started.
 func claimable(mm *fly.Machine) bool {
 	if !pool.IsStandby(mm) {
@@ -391,26 +433,6 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 	if err != nil {
 		return nil, fmt.Errorf("count machines of %s: %w", p.App, err)
 	}
-	// A create whose answer was lost may have made this session's machine
-	// already (Fly acted, the answer never came): adopt it rather than make
-	// another and leave it running for the reaper.
-	for i := range ms {
-		mm := &ms[i]
-		if !pool.IsSession(mm) || mm.Config == nil || mm.Config.Metadata[pool.KeySession] != s.ID ||
-			mm.State == fly.StateDestroyed || mm.State == fly.StateDestroying {
-			continue
-		}
-		c := &claimed{app: p.App, mach: mm, launched: mm.State == fly.StateStarting || mm.State == fly.StateStarted}
-		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StatePending}, func(s *store.Session) error {
-			s.State, s.AppName, s.MachineID, s.Region = store.StateClaiming, p.App, mm.ID, mm.Region
-			return nil
-		}); err != nil {
-			m.destroy(c.app, mm.ID, "")
-			return nil, err
-		}
-		m.log.Info("adopted the machine of a create whose answer was lost", "session", s.ID, "machine", mm.ID)
-		return c, nil
-	}
 	n := 0
 	for i := range ms {
 		if (pool.IsStandby(&ms[i]) || pool.IsSession(&ms[i])) && ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
@@ -432,6 +454,13 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 		mach, err := m.fly.CreateMachine(ctx, p.App, fly.CreateMachineRequest{Config: cfg, Region: region, LeaseTTL: int(leaseTTL / time.Second)})
 		if err != nil {
 			lastErr = err
+			if !permanent(err) {
+				// Fly may have made it and lost the answer: the next
+				// attempt looks for it before taking anything else.
+				m.mu.Lock()
+				m.lostCreate[s.ID] = true
+				m.mu.Unlock()
+			}
 			if errors.Is(err, fly.ErrInsufficientCapacity) {
 				m.log.Info("no capacity in region; trying the next", "session", s.ID, "region", region)
 				continue

@@ -114,12 +114,15 @@ type Manager struct {
 	inflight map[string]bool         // claims being worked on here
 	waiting  map[string]bool         // pool/tenant-image lines whose last claim found no capacity
 	ending   map[string]bool         // ends being worked on here
-	kick     chan struct{}
-	cloneMu  map[string]*sync.Mutex
-	work     sync.WaitGroup
-	workCtx  context.Context
-	stopWork context.CancelFunc
-	sem      chan struct{}
+	// lostCreate marks claims whose clone create failed ambiguously: Fly
+	// may have made the machine and lost the answer.
+	lostCreate map[string]bool
+	kick       chan struct{}
+	cloneMu    map[string]*sync.Mutex
+	work       sync.WaitGroup
+	workCtx    context.Context
+	stopWork   context.CancelFunc
+	sem        chan struct{}
 }
 
 // New makes a Manager.
@@ -154,7 +157,7 @@ func New(cfg Config) *Manager {
 	workCtx, stop := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
-		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{},
+		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{},
 		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{},
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
@@ -298,6 +301,7 @@ func (m *Manager) takeCreds(id string) (*Credentials, bool) {
 func (m *Manager) dropCreds(id string) {
 	m.mu.Lock()
 	delete(m.creds, id)
+	delete(m.lostCreate, id) // the claim is over: nothing left to adopt
 	m.mu.Unlock()
 }
 
