@@ -557,6 +557,10 @@ func writeTemplate(ctx context.Context, c *fly.Client, st *pool.State, spec pool
 		}
 		return t.Machine.ID, nil
 	}
+	if t.Machine.Config == nil {
+		return "", fmt.Errorf("update template %s: its host is unreachable (host_status %q), so Fly sends only an incomplete config; run terraform apply again once the host is back",
+			t.Machine.ID, t.Machine.HostStatus)
+	}
 	if sameTemplate(t.Machine.Config, cfg) {
 		return t.Machine.ID, nil
 	}

@@ -57,7 +57,7 @@ func CreateStandby(ctx context.Context, c Client, app string, template *fly.Mach
 	}
 	mode := opts.Mode
 	if mode == "" {
-		spec, err := DecodeMetadata(template.Config.Metadata)
+		spec, err := DecodeMetadata(template.GetConfig().Metadata)
 		if err != nil {
 			return nil, fmt.Errorf("create standby: %w", err)
 		}
