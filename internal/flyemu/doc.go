@@ -94,12 +94,27 @@
 // machine's main process exits, the rest of its group is killed, as a VM's
 // processes die with it. Close kills every machine and waits for them.
 //
-// Knobs: per-call Latency; FaultRate/FaultSeed inject 429s, 500s and dropped
-// connections, always before the call is acted on (so a retry is safe);
-// RateLimit applies Fly's limits (1 req/s burst 3 per action and machine,
-// 5/10 for reads) with Retry-After; Token requires "Bearer" or "FlyV1"
-// authorization; SetRegionFull makes creates in a region fail with
-// insufficient_capacity.
+// # Fly as it really is
+//
+// By default the emulator applies Fly's published rate limits
+// (fly.LimitKey, shared with the client's pacing: per action and machine,
+// else app, 1 req/s with bursts of 3; getting a machine 5/s burst 10;
+// listing machines per app; app deletions 100/min) and answers excess calls
+// 429 without Retry-After, as Fly promises none. Tests that make many calls
+// on one machine or app go through a pacing client (fly.Client paces by
+// default) or wait out the 429s; NoRateLimits turns the limits off and
+// RetryAfter adds the header. RateLimited counts the 429s.
+//
+// Other knobs, off by default: per-call Latency; FaultRate/FaultSeed inject
+// 429s, 500s and dropped connections, and TimeoutRate 408s, always before
+// the call is acted on (so a retry is safe); NotFoundAfterCreate answers 404
+// to listing a fresh app's machines and to getting or waiting for a fresh
+// machine, as Fly's eventual consistency may; NoBatchMetadata makes the
+// batch metadata endpoint (in Fly's OpenAPI document only) answer 404;
+// SetHostReachable takes a machine's host away (host_status "unreachable",
+// only incomplete_config, every operation failing with Fly's 503) and back;
+// Token requires "Bearer" or "FlyV1" authorization; SetRegionFull makes
+// creates in a region fail with insufficient_capacity.
 //
 // # What is not emulated
 //

@@ -42,6 +42,9 @@ func (e *Emulator) mutableLocked(r *http.Request) (*machine, response, bool) {
 	if m.state == fly.StateDestroyed {
 		return nil, errResp(http.StatusNotFound, fmt.Sprintf("machine %q not found (destroyed)", m.id)), false
 	}
+	if m.hostDown {
+		return nil, errResp(http.StatusServiceUnavailable, fmt.Sprintf("failed to reach the host of machine %s: host unreachable", m.id)), false
+	}
 	if resp, ok := leaseCheckLocked(m, r); !ok {
 		return nil, resp, false
 	}
@@ -880,6 +883,9 @@ func (e *Emulator) deleteMetadataKey(r *http.Request) response {
 // merges; a null or empty value deletes a key.
 func (e *Emulator) updateMetadata(replace bool) func(*http.Request) response {
 	return func(r *http.Request) response {
+		if e.cfg.NoBatchMetadata {
+			return errResp(http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		}
 		var req fly.UpdateMetadataRequest
 		if resp, ok := decodeBody(r, &req, false); !ok {
 			return resp

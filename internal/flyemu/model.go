@@ -114,6 +114,7 @@ type machine struct {
 	net         machineNet // where the machine is on the network
 	api         *localAPI  // its local API socket; nil once destroyed
 	cordoned    bool
+	hostDown    bool // SetHostReachable(false): Fly cannot reach the machine's host
 
 	proc      *process
 	frozen    bool   // proc is SIGSTOPped (suspended)
@@ -154,7 +155,13 @@ func (m *machine) view(summary bool) fly.Machine {
 		return out
 	}
 	out.Config = &cfg
-	out.HostStatus = "ok"
+	out.HostStatus = fly.HostStatusOK
+	if m.hostDown {
+		// What fly-go documents: only the part of the config Fly still knows.
+		out.Config = nil
+		out.IncompleteConfig = &fly.MachineConfig{Image: cfg.Image, Guest: cfg.Guest, Metadata: cfg.Metadata}
+		out.HostStatus = fly.HostStatusUnreachable
+	}
 	out.Cordoned = m.cordoned
 	out.Events = m.eventViews(20)
 	return out
