@@ -32,6 +32,7 @@ const busyTimeout = 10 * time.Second
 type sqliteStore struct {
 	sqlCommon
 	w, r *sql.DB
+	rate localRate
 
 	closeOnce sync.Once
 	closeErr  error

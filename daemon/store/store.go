@@ -190,5 +190,13 @@ type Store interface {
 	// harmless); Close gives up every lock the store holds.
 	TryLeader(ctx context.Context, name string) (ok bool, release func(), err error)
 
+	// ReserveRate takes one request's turn from the rate bucket key, which
+	// allows one request per interval with bursts of burst, and returns how
+	// long the caller must wait before sending it. With Postgres the bucket
+	// is shared by every replica (on the database's clock); with SQLite it
+	// lives in the process. It keeps all replicas within Fly's rate limits
+	// together (see fly.Pacer).
+	ReserveRate(ctx context.Context, key string, interval time.Duration, burst int) (time.Duration, error)
+
 	Close() error
 }
