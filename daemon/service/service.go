@@ -199,6 +199,9 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	d.Fly, err = fly.New(fly.Options{
 		BaseURL: cfg.FlyAPIURL, Token: cfg.FlyAPIToken, Logger: log.Named("fly"),
 		OnResponse: d.Metrics.ObserveFly,
+		// Fly's rate limits are per organisation: every replica draws from
+		// one budget per action and machine (or app), kept in the store.
+		Pacer: storePacer{st},
 	})
 	if err != nil {
 		return fail(fmt.Errorf("fly client: %w", err))
@@ -399,4 +402,14 @@ func Run(ctx context.Context, opts Options, ready func(d *Daemon)) error {
 	case <-d.done:
 	}
 	return d.Close()
+}
+
+// storePacer keeps the Fly client's rate budget in the store, shared by every
+// replica (docs/operations.md, "Fly's rate limits").
+type storePacer struct{ st store.Store }
+
+// Reserve implements fly.Pacer.
+func (p storePacer) Reserve(ctx context.Context, key string, l fly.Limit) (time.Duration, error) {
+	interval := time.Duration(float64(time.Second) / float64(l.Rate))
+	return p.st.ReserveRate(ctx, key, interval, l.Burst)
 }

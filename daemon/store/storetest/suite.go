@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"tokens/single_use", testUseToken},
 		{"tokens/race_one_winner", testUseTokenRace},
 		{"leader/release", testLeaderSingle},
+		{"rate/budget", func(t *testing.T, s store.Store) { testRate(t, s, s) }},
 		{"schema/no_credential_columns", testNoCredentialColumns},
 		{"close", testClose},
 	}
@@ -107,6 +108,13 @@ func RunReplicas(t *testing.T, open func(t *testing.T) (a, b store.Store), exclu
 		sess := mustSession(t, a, ten.ID, "pool")
 		raceClaim(t, []store.Store{a, b}, sess.ID)
 	})
+	if exclusiveLeader {
+		// SQLite keeps the budget in its one process, as it keeps leadership.
+		t.Run("rate_across", func(t *testing.T) {
+			a, b := open(t)
+			testRate(t, a, b)
+		})
+	}
 	t.Run("ticket_race_across", func(t *testing.T) {
 		a, b := open(t)
 		testTicketRace(t, a, b, 1)
@@ -1309,5 +1317,28 @@ func testClose(t *testing.T, s store.Store) {
 	}
 	if err := s.CreateTenant(ctx, &store.Tenant{Name: "b"}); err == nil {
 		t.Fatal("CreateTenant after Close succeeded")
+	}
+}
+
+// testRate checks ReserveRate as a shared token bucket: a and b (the same
+// store, or two replicas of one) draw from one budget per key.
+func testRate(t *testing.T, a, b store.Store) {
+	ctx := testContext(t)
+	const interval = time.Hour // nothing refills during the test
+	for i, s := range []store.Store{a, b, a} {
+		d, err := s.ReserveRate(ctx, "machine_start/app/m1", interval, 3)
+		if err != nil || d != 0 {
+			t.Fatalf("reservation %d within the burst: wait %v, %v", i, d, err)
+		}
+	}
+	d, err := b.ReserveRate(ctx, "machine_start/app/m1", interval, 3)
+	if err != nil || d < interval-time.Minute || d > interval {
+		t.Fatalf("4th reservation: wait %v, %v; want about %v", d, err, interval)
+	}
+	if d, err := b.ReserveRate(ctx, "machine_start/app/m2", interval, 3); err != nil || d != 0 {
+		t.Fatalf("another bucket: wait %v, %v", d, err)
+	}
+	if _, err := a.ReserveRate(ctx, "", interval, 3); err == nil {
+		t.Fatal("empty key accepted")
 	}
 }
