@@ -109,6 +109,7 @@ type Manager struct {
 	ending   map[string]bool         // ends being worked on here
 	kick     chan struct{}
 	cloneMu  map[string]*sync.Mutex
+	standbys *standbyViews // per-pool views of claimable standbys
 	work     sync.WaitGroup
 	workCtx  context.Context
 	stopWork context.CancelFunc
@@ -148,7 +149,7 @@ func New(cfg Config) *Manager {
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
 		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{},
-		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{},
+		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
 }
