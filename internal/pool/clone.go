@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hangarhq/hangar/internal/fly"
@@ -87,3 +88,35 @@ func SpecHashOf(m *fly.Machine) string { return MetadataOf(m)[KeySpec] }
 
 // TenantImageOf returns the KeyTenantImage of a machine ("" for the pool's default image).
 func TenantImageOf(m *fly.Machine) string { return MetadataOf(m)[KeyTenantImage] }
+
+// SuspendMaxMemoryMB is the most memory Fly suspends a machine with
+// (reference/suspend-resume; a blueprint says 4 GB: the stricter wins).
+const SuspendMaxMemoryMB = 2048
+
+// SuspendIneligible says why Fly would refuse to suspend a machine with cfg
+// ("" when it would not): more than SuspendMaxMemoryMB of memory, swap, a
+// schedule or a GPU.
+func SuspendIneligible(cfg *fly.MachineConfig) string {
+	if cfg == nil {
+		return ""
+	}
+	var why []string
+	if g := cfg.Guest; g != nil {
+		if g.MemoryMB > SuspendMaxMemoryMB {
+			why = append(why, fmt.Sprintf("%d MB of memory (at most %d)", g.MemoryMB, SuspendMaxMemoryMB))
+		}
+		if g.GPUs > 0 || g.GPUKind != "" {
+			why = append(why, "a GPU")
+		}
+	}
+	if cfg.Schedule != "" {
+		why = append(why, "a schedule")
+	}
+	if cfg.Init != nil && cfg.Init.SwapSizeMB != nil && *cfg.Init.SwapSizeMB > 0 {
+		why = append(why, "swap")
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return "Fly suspends only machines with at most 2 GB of memory and no swap, schedule or GPU; this one has " + strings.Join(why, ", ")
+}
