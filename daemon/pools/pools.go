@@ -40,6 +40,9 @@ type Counts struct {
 	Stale        int `json:"stale"`
 	// Sessions is the number of session machines.
 	Sessions int `json:"sessions"`
+	// Unreachable counts standby and session machines whose host Fly
+	// cannot reach (host_status not ok): claims skip such standbys.
+	Unreachable int `json:"unreachable,omitempty"`
 }
 
 // Pool is one pool as last read from Fly.
@@ -208,6 +211,9 @@ func (c *Cache) readApp(ctx context.Context, app string) ([]*Pool, error) {
 		if cnt == nil {
 			cnt = &Counts{Standby: map[string]int{}}
 			p.Counts[ti] = cnt
+		}
+		if m.HostUnreachable() && (pool.IsStandby(m) || pool.IsSession(m)) {
+			cnt.Unreachable++
 		}
 		switch {
 		case pool.IsStandby(m):
