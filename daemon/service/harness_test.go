@@ -133,7 +133,10 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	cfg.StoreDSN, cfg.BrokerKey, cfg.AdminKey = dsn, e.brokerKey, adminKey
 	cfg.LogFormat, cfg.LogLevel = "json", "debug"
 	cfg.HeartbeatInterval, cfg.DeadAfter = 200*time.Millisecond, 2*time.Second
-	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
+	// The pool refresh lists the pool's app, which Fly allows about once a
+	// second for everything (claims and reconciler included): the default,
+	// 30 s, as in production (a miss refreshes at once anyway).
+	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 30*time.Second
 	cfg.ReadyTimeout = 90 * time.Second
 	cfg.DaemonURL, cfg.FlyOIDCIssuer = e.lb.URL, e.emu.OIDCIssuer("personal")
 	cfg.InternalListen = "127.0.0.1:0"

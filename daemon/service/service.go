@@ -207,6 +207,8 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		return fail(fmt.Errorf("fly client: %w", err))
 	}
 	d.Pools = pools.New(d.Fly, cfg.FlyOrg, log.Named("pools"))
+	// One replica's periodic read of the pools serves all of them.
+	d.Pools.Share(st, cfg.PoolRefresh)
 	if err := d.startTunnels(ctx, cfg); err != nil {
 		return fail(err)
 	}

@@ -328,10 +328,12 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 	}
 	defer release()
 
+	listedAt := time.Now()
 	ms, err := m.fly.ListMachines(ctx, p.App, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyPool: p.Name}})
 	if err != nil {
 		return nil, fmt.Errorf("count machines of %s: %w", p.App, err)
 	}
+	m.standbys.update(p.App, p.Name, ms, listedAt)
 	n := 0
 	for i := range ms {
 		if (pool.IsStandby(&ms[i]) || pool.IsSession(&ms[i])) && ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {

@@ -51,17 +51,12 @@ func (v *standbyViews) next(ctx context.Context, app, poolName string, keep func
 	v.mu.Unlock()
 	if !fresh {
 		_, err, _ := v.sf.Do(app, func() (any, error) {
+			at := time.Now()
 			ms, err := v.fly.ListMachines(ctx, app, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyPool: poolName, pool.KeyRole: pool.RoleStandby}})
 			if err != nil {
 				return nil, fmt.Errorf("list standbys of %s: %w", app, err)
 			}
-			view := &standbyView{readAt: time.Now()}
-			for i := range ms {
-				view.machines = append(view.machines, &ms[i])
-			}
-			v.mu.Lock()
-			v.views[app] = view
-			v.mu.Unlock()
+			v.update(app, poolName, ms, at)
 			return nil, nil
 		})
 		if err != nil {
@@ -95,4 +90,23 @@ func (v *standbyViews) next(ctx context.Context, app, poolName string, keep func
 	m := cur.machines[best]
 	cur.machines = append(cur.machines[:best:best], cur.machines[best+1:]...)
 	return m, nil
+}
+
+// update replaces the view of app with the pool's standbys in ms, a listing
+// of the app made at at (any listing: a clone counting the pool's machines
+// feeds the view too, so that claims need no list of their own while
+// clones happen).
+func (v *standbyViews) update(app, poolName string, ms []fly.Machine, at time.Time) {
+	view := &standbyView{readAt: at}
+	for i := range ms {
+		if pool.IsStandby(&ms[i]) && pool.MetadataOf(&ms[i])[pool.KeyPool] == poolName {
+			view.machines = append(view.machines, &ms[i])
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if cur := v.views[app]; cur != nil && cur.readAt.After(at) {
+		return // a newer view is there already
+	}
+	v.views[app] = view
 }

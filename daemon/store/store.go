@@ -197,6 +197,11 @@ type Store interface {
 	// lives in the process. It keeps all replicas within Fly's rate limits
 	// together (see fly.Pacer).
 	ReserveRate(ctx context.Context, key string, interval time.Duration, burst int) (time.Duration, error)
+	// SaveSnapshot records data read from Fly at readAt under key, unless a
+	// newer snapshot is there; LoadSnapshot returns it (ErrNotFound if none).
+	// Replicas share reads of Fly through them (the pools cache).
+	SaveSnapshot(ctx context.Context, key string, data []byte, readAt time.Time) error
+	LoadSnapshot(ctx context.Context, key string) (data []byte, readAt time.Time, err error)
 
 	Close() error
 }

@@ -60,6 +60,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"tokens/race_one_winner", testUseTokenRace},
 		{"leader/release", testLeaderSingle},
 		{"rate/budget", func(t *testing.T, s store.Store) { testRate(t, s, s) }},
+		{"snapshots", testSnapshots},
 		{"schema/no_credential_columns", testNoCredentialColumns},
 		{"close", testClose},
 	}
@@ -1340,5 +1341,29 @@ func testRate(t *testing.T, a, b store.Store) {
 	}
 	if _, err := a.ReserveRate(ctx, "", interval, 3); err == nil {
 		t.Fatal("empty key accepted")
+	}
+}
+
+func testSnapshots(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	if _, _, err := s.LoadSnapshot(ctx, "pool-app/a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing snapshot: %v", err)
+	}
+	t0 := time.Now().Truncate(time.Millisecond)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[1]`), t0))
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[0]`), t0.Add(-time.Second))) // older: ignored
+	data, at, err := s.LoadSnapshot(ctx, "pool-app/a")
+	if err != nil || string(data) != `[1]` || !at.Equal(t0) {
+		t.Fatalf("snapshot = %s at %v, %v; want [1] at %v", data, at, err, t0)
+	}
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[2]`), t0.Add(time.Second)))
+	if data, _, _ := s.LoadSnapshot(ctx, "pool-app/a"); string(data) != `[2]` {
+		t.Fatalf("newer snapshot not saved: %s", data)
 	}
 }
