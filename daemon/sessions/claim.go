@@ -465,6 +465,19 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 		req.GitAuthor = &agentapi.GitAuthor{Name: s.GitAuthorName, Email: s.GitAuthorEmail}
 	}
 	st, err := agent.Init(ctx, req)
+	for try := 1; err != nil && try < 3 && ctx.Err() == nil; try++ {
+		var ae *agentapi.Error
+		if errors.As(err, &ae) {
+			break // the agent answered
+		}
+		// The connection dropped (a tunnel redialling under load): init is
+		// idempotent for one session, so ask again once the agent is back.
+		m.log.Info("agent init: connection lost; retrying", "session", id, "machine", mach.ID, "error", err)
+		if herr := m.waitHealthy(ctx, agent); herr != nil {
+			break
+		}
+		st, err = agent.Init(ctx, req)
+	}
 	m.dropCreds(id) // handed over (or refused): this replica forgets them either way
 	if err != nil {
 		return fmt.Errorf("agent init: %w", describeAgentError(err))
