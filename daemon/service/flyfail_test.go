@@ -4,6 +4,9 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/hangarhq/hangar/internal/pool"
 )
 
 // TestTemplateHostUnreachable: while the host of the pool's template is
@@ -68,5 +71,35 @@ func TestTemplateHostUnreachable(t *testing.T) {
 		if got := u.waitState(id, isState("ended", "failed")); got.State != "ended" {
 			t.Errorf("end %s: %s (%s)", id, got.State, got.Reason)
 		}
+	}
+}
+
+// TestLostSuspendSnapshot: Fly lost the snapshot of a suspended standby, so
+// its resume is a cold boot (a new agent process); the claim still reaches
+// ready, on that machine.
+func TestLostSuspendSnapshot(t *testing.T) {
+	e := newEnvMode(t, 1, 2, pool.StandbySuspend)
+	sb := e.standbys[0]
+	pid := e.emu.PIDs()[sb]
+	if err := e.emu.LoseSnapshot(testApp, sb); err != nil {
+		t.Fatal(err)
+	}
+	d := e.start(t, "")
+	tn := newAPI(t, d.URL, "").createTenant("cold", nil)
+	u := newAPI(t, d.URL, tn.APIKey)
+	var s session
+	start := time.Now()
+	u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+	got := u.waitState(s.ID, isState("ready", "failed", "ended"))
+	if got.State != "ready" || got.MachineID != sb {
+		t.Fatalf("session on a standby whose snapshot was lost: %s on %s (%s), want ready on %s", got.State, got.MachineID, got.Reason, sb)
+	}
+	if now := e.emu.PIDs()[sb]; now == pid || now == 0 {
+		t.Fatalf("agent pid %d after the resume, was %d: not a cold boot", now, pid)
+	}
+	t.Logf("ready after a cold boot in %v", time.Since(start).Round(time.Millisecond))
+	u.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
+	if got := u.waitState(s.ID, isState("ended", "failed")); got.State != "ended" {
+		t.Errorf("end: %s (%s)", got.State, got.Reason)
 	}
 }

@@ -86,7 +86,7 @@
 // stop_config's, else SIGINT, to the group and SIGKILL after the timeout
 // (default 5 s) → stopped; suspend = SIGSTOP → suspended (refused above 2 GB
 // of memory, as on Fly); start of a suspended machine = SIGCONT (same
-// process, memory kept); start of a created or stopped one = a new process;
+// process, memory kept, unless its snapshot was lost); start of a created or stopped one = a new process;
 // a process exiting by itself → stopped, subject to the restart policy (no,
 // always, on-failure with max_retries; on-failure by default) and
 // auto_destroy (which also destroys after a requested stop); destroy refuses
@@ -111,6 +111,8 @@
 // to listing a fresh app's machines and to getting or waiting for a fresh
 // machine, as Fly's eventual consistency may; NoBatchMetadata makes the
 // batch metadata endpoint (in Fly's OpenAPI document only) answer 404;
+// SnapshotLossRate and LoseSnapshot make a resume boot cold (a new
+// process), as Fly does not promise a suspend snapshot survives;
 // SetHostReachable takes a machine's host away (host_status "unreachable",
 // only incomplete_config, every operation failing with Fly's 503) and back;
 // Token requires "Bearer" or "FlyV1" authorization; SetRegionFull makes

@@ -71,6 +71,10 @@ type Config struct {
 	// created, listing its machines (or getting or waiting for the machine)
 	// answers 404, as Fly's eventual consistency may.
 	NotFoundAfterCreate time.Duration
+	// SnapshotLossRate is the share (0..1) of resumes of a suspended machine
+	// whose snapshot is lost, as Fly does not promise it survives: the
+	// machine boots cold (a new process). LoseSnapshot loses one for sure.
+	SnapshotLossRate float64
 	// NoBatchMetadata makes the batch metadata endpoint (PUT/PATCH
 	// .../metadata), which only Fly's OpenAPI document lists, answer 404.
 	NoBatchMetadata bool
@@ -286,6 +290,32 @@ func (e *Emulator) SetHostReachable(app, id string, ok bool) error {
 	m.hostDown = !ok
 	m.touchLocked(time.Now())
 	return nil
+}
+
+// LoseSnapshot makes the next resume of suspended machine id of app a cold
+// boot, as when Fly loses a suspend snapshot.
+func (e *Emulator) LoseSnapshot(app, id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.apps[app]
+	if a == nil || a.machines[id] == nil {
+		return fmt.Errorf("lose snapshot: no machine %s in app %s", id, app)
+	}
+	a.machines[id].snapshotLost = true
+	return nil
+}
+
+// snapshotLostLocked reports whether resuming m finds its snapshot lost.
+func (e *Emulator) snapshotLostLocked(m *machine) bool {
+	if m.snapshotLost {
+		return true
+	}
+	if e.cfg.SnapshotLossRate <= 0 {
+		return false
+	}
+	e.faultMu.Lock()
+	defer e.faultMu.Unlock()
+	return e.faults.Float64() < e.cfg.SnapshotLossRate
 }
 
 // ProcessCount returns how many machine processes are running (including

@@ -1373,3 +1373,29 @@ func TestFlyFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestLostSnapshotBootsCold: a resume whose snapshot Fly lost is a cold
+// boot, a new process.
+func TestLostSnapshotBootsCold(t *testing.T) {
+	e := start(t, flyemu.Config{})
+	c := ctx(t)
+	app := e.app(t, "lost")
+	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exec sleep 1000")})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	pid := e.srv.PIDs()[m.ID]
+	if err := e.c.SuspendMachine(c, app, m.ID, ""); err != nil {
+		t.Fatalf("suspend: %v", err)
+	}
+	e.wait(t, app, m.ID, fly.StateSuspended)
+	if err := e.srv.LoseSnapshot(app, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := e.c.StartMachine(c, app, m.ID, ""); err != nil || sr.PreviousState != fly.StateSuspended {
+		t.Fatalf("resume: %+v, %v", sr, err)
+	}
+	e.wait(t, app, m.ID, fly.StateStarted)
+	eventually(t, "a new process", func() bool {
+		p := e.srv.PIDs()[m.ID]
+		return p != 0 && p != pid
+	})
+}

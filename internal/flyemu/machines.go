@@ -400,6 +400,16 @@ func (e *Emulator) startMachine(r *http.Request) response {
 		// Already on its way; answering like a successful start keeps a
 		// retried start harmless.
 	case fly.StateSuspended:
+		if e.snapshotLostLocked(m) {
+			// Fly does not promise that a snapshot survives: the machine
+			// boots cold, a new process (launched when the old one is gone).
+			e.log.Info("suspend snapshot lost; booting cold", "app", m.app.name, "machine", m.id)
+			m.snapshotLost = false
+			e.setStateLocked(m, fly.StateStarting, "start", "user", nil)
+			m.intent = intentRestart
+			m.proc.kill()
+			break
+		}
 		e.resumeLocked(m)
 	case fly.StateCreated, fly.StateStopped, fly.StateFailed:
 		m.restarts = 0

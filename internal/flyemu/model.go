@@ -115,6 +115,8 @@ type machine struct {
 	api         *localAPI  // its local API socket; nil once destroyed
 	cordoned    bool
 	hostDown    bool // SetHostReachable(false): Fly cannot reach the machine's host
+	// snapshotLost: LoseSnapshot was called; the next resume boots cold.
+	snapshotLost bool
 
 	proc      *process
 	frozen    bool   // proc is SIGSTOPped (suspended)
