@@ -3,6 +3,9 @@ package service_test
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +104,45 @@ func TestLostSuspendSnapshot(t *testing.T) {
 	u.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
 	if got := u.waitState(s.ID, isState("ended", "failed")); got.State != "ended" {
 		t.Errorf("end: %s (%s)", got.State, got.Reason)
+	}
+}
+
+// TestMigrationDuringSession: Fly migrates a session's machine (stops it
+// with its stop_config — SIGTERM, 30 s — and starts it on another host). The
+// agent pushes a last checkpoint within the kill timeout and exits; the
+// session ends, failed with a reason saying where the work is.
+func TestMigrationDuringSession(t *testing.T) {
+	e := newEnv(t, 1, 3)
+	d := e.start(t, "")
+	tn := newAPI(t, d.URL, "").createTenant("moved", nil)
+	u := newAPI(t, d.URL, tn.APIKey)
+	git := e.git(t)
+	repo := git.CreateRepo(t, "mig", map[string]string{"README.md": "hello\n"})
+	var s session
+	u.json("POST", "/v1/sessions", map[string]any{
+		"pool": testPool, "repo": repo, "command": []string{"sh", "-c", "echo unsaved > wip.txt; exec sleep 600"},
+		"credentials": map[string]string{"git_token": git.Token},
+	}, http.StatusAccepted, &s)
+	s = u.waitState(s.ID, isState("ready", "failed", "ended"))
+	if s.State != "ready" {
+		t.Fatalf("session: %s (%s)", s.State, s.Reason)
+	}
+	m, ok := e.emu.Machine(testApp, s.MachineID)
+	if !ok || m.Config.StopConfig == nil || m.Config.StopConfig.Signal != "SIGTERM" || m.Config.StopConfig.Timeout.Duration != pool.StopTimeout {
+		t.Fatalf("session machine's stop_config: %+v", m.Config.StopConfig)
+	}
+	waitCond(t, "wip.txt written", func() bool {
+		_, err := os.Stat(filepath.Join(e.emu.MachineDir(testApp, s.MachineID), "workspace", "wip.txt"))
+		return err == nil
+	})
+	if err := e.emu.Migrate(testApp, s.MachineID); err != nil {
+		t.Fatal(err)
+	}
+	got := u.waitState(s.ID, isState("failed", "ended"))
+	if !strings.Contains(got.Reason, "restarted by Fly") || !strings.Contains(got.Reason, "refs/hangar/checkpoints/"+s.ID) {
+		t.Errorf("session after a migration: %s (%s)", got.State, got.Reason)
+	}
+	if content, ok := git.ReadFile(t, "mig", "refs/hangar/checkpoints/"+s.ID, "wip.txt"); !ok || content != "unsaved\n" {
+		t.Errorf("work in progress not pushed on the migration's stop: %q %v", content, ok)
 	}
 }

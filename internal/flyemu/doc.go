@@ -111,6 +111,8 @@
 // to listing a fresh app's machines and to getting or waiting for a fresh
 // machine, as Fly's eventual consistency may; NoBatchMetadata makes the
 // batch metadata endpoint (in Fly's OpenAPI document only) answer 404;
+// Migrate stops a machine as a stop would (its stop_config) and starts it
+// again as a new process, as a host migration does (the private IP stays);
 // SnapshotLossRate and LoseSnapshot make a resume boot cold (a new
 // process), as Fly does not promise a suspend snapshot survives;
 // SetHostReachable takes a machine's host away (host_status "unreachable",
@@ -126,7 +128,7 @@
 // Flycast and ip_assignments across networks, the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
 // and mounts, files, processes[] and containers, ps/versions/memory
 // endpoints, org-wide machine lists, certificates and IP assignments,
-// multiple hosts and migrations, and GraphQL. A process that left the
+// multiple hosts (a migration keeps its private IP), and GraphQL. A process that left the
 // machine's process group (setsid, as a PTY child does) is signalled with the
 // machine as long as it descends from the main process; once the main process
 // has exited such orphans are no longer found (a PTY child usually ends on

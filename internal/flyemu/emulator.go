@@ -292,6 +292,31 @@ func (e *Emulator) SetHostReachable(app, id string, ok bool) error {
 	return nil
 }
 
+// Migrate moves running machine id of app to another host, as Fly does: the
+// process is stopped exactly as a stop would (stop_config's signal, else
+// SIGINT; SIGKILL after stop_config's timeout, else 5 s) and a new one is
+// started. (The private IP stays: the emulator has one host.)
+func (e *Emulator) Migrate(app, id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.apps[app]
+	if a == nil || a.machines[id] == nil {
+		return fmt.Errorf("migrate: no machine %s in app %s", id, app)
+	}
+	m := a.machines[id]
+	if m.proc == nil || m.frozen {
+		return fmt.Errorf("migrate: machine %s is %s, not running", id, m.state)
+	}
+	sig, timeout, err := stopParams(&m.config, "", 0)
+	if err != nil {
+		return fmt.Errorf("migrate machine %s: %w", id, err)
+	}
+	e.log.Info("migrating machine", "app", app, "machine", id, "signal", sig, "kill_timeout", timeout)
+	e.setStateLocked(m, fly.StateStopping, "migrate", "flyd", nil)
+	e.stopLocked(m, sig, timeout, intentMigrate)
+	return nil
+}
+
 // LoseSnapshot makes the next resume of suspended machine id of app a cold
 // boot, as when Fly loses a suspend snapshot.
 func (e *Emulator) LoseSnapshot(app, id string) error {

@@ -69,6 +69,7 @@ const (
 	intentRestart               // restart requested: launch a new process
 	intentUpdate                // config replaced: launch with it (or stay stopped)
 	intentDestroy               // destroy requested
+	intentMigrate               // host migration: start again (on the "new host")
 )
 
 // event is a machine event plus the state the machine was in after it.
