@@ -577,9 +577,16 @@ func (r *Reconciler) topUp(ctx context.Context, st *pool.State, images []string,
 	)
 	var g errgroup.Group
 	g.SetLimit(r.cfg.Concurrency)
+	// Fly discourages suspending many machines at once: suspend-mode
+	// standbys are made (started, then suspended) one at a time.
+	var suspendMu sync.Mutex
 	for _, j := range jobs {
 		g.Go(func() error {
 			t := st.Templates[j.ti]
+			if t.Spec.StandbyMode == pool.StandbySuspend {
+				suspendMu.Lock()
+				defer suspendMu.Unlock()
+			}
 			m, err := pool.CreateStandby(ctx, r.cfg.Fly, st.App, t.Machine, j.region, r.standbyOptions(t))
 			mu.Lock()
 			defer mu.Unlock()
