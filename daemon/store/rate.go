@@ -78,9 +78,9 @@ func (s *pgStore) ReserveRate(ctx context.Context, key string, interval time.Dur
 	var waitUS int64
 	err := s.pool.QueryRow(ctx, `
 		WITH now AS (SELECT clock_timestamp() AS t)
-		INSERT INTO fly_rate_budget (key, tat)
+		INSERT INTO fly_rate_budget (bucket, tat)
 		SELECT $1, now.t + make_interval(secs => $2::float8 / 1e6) FROM now
-		ON CONFLICT (key) DO UPDATE
+		ON CONFLICT (bucket) DO UPDATE
 		SET tat = GREATEST(fly_rate_budget.tat, (SELECT t FROM now)) + make_interval(secs => $2::float8 / 1e6)
 		RETURNING (EXTRACT(EPOCH FROM (fly_rate_budget.tat - (SELECT t FROM now))) * 1e6)::bigint`,
 		key, interval.Microseconds()).Scan(&waitUS)

@@ -371,8 +371,8 @@ func (c *sqlCommon) SaveSnapshot(ctx context.Context, key string, data []byte, r
 	if key == "" {
 		return fmt.Errorf("save snapshot: empty key")
 	}
-	_, err := c.exec(ctx, `INSERT INTO fly_snapshots (key, data, read_at) VALUES (`+c.d.placeholders(1, 3)+`)
-		ON CONFLICT (key) DO UPDATE SET data = excluded.data, read_at = excluded.read_at
+	_, err := c.exec(ctx, `INSERT INTO fly_snapshots (name, data, read_at) VALUES (`+c.d.placeholders(1, 3)+`)
+		ON CONFLICT (name) DO UPDATE SET data = excluded.data, read_at = excluded.read_at
 		WHERE fly_snapshots.read_at < excluded.read_at`, key, data, c.d.time(readAt))
 	if err != nil {
 		return fmt.Errorf("save snapshot %s: %w", key, err)
@@ -383,7 +383,7 @@ func (c *sqlCommon) SaveSnapshot(ctx context.Context, key string, data []byte, r
 func (c *sqlCommon) LoadSnapshot(ctx context.Context, key string) ([]byte, time.Time, error) {
 	var data []byte
 	var at time.Time
-	err := c.queryRow(ctx, `SELECT data, read_at FROM fly_snapshots WHERE key = `+c.d.ph(1), key).Scan(&data, &timeCol{&at})
+	err := c.queryRow(ctx, `SELECT data, read_at FROM fly_snapshots WHERE name = `+c.d.ph(1), key).Scan(&data, &timeCol{&at})
 	if isNoRows(err) {
 		return nil, time.Time{}, fmt.Errorf("snapshot %s: %w", key, ErrNotFound)
 	}

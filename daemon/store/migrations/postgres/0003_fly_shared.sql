@@ -3,7 +3,7 @@
 -- here as a GCRA "theoretical arrival time" (see ReserveRate).
 
 CREATE TABLE fly_rate_budget (
-    key TEXT        PRIMARY KEY,
+    bucket TEXT        PRIMARY KEY,
     tat TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX fly_rate_budget_tat ON fly_rate_budget (tat);
@@ -11,7 +11,7 @@ CREATE INDEX fly_rate_budget_tat ON fly_rate_budget (tat);
 -- What one replica last read from Fly (a pool's machines), for the others to
 -- use instead of reading it again: Fly allows about one list per app per second.
 CREATE TABLE fly_snapshots (
-    key     TEXT        PRIMARY KEY,
+    name    TEXT        PRIMARY KEY,
     data    BYTEA       NOT NULL,
     read_at TIMESTAMPTZ NOT NULL
 );
