@@ -22,7 +22,7 @@ func standbyOf(c *pools.Counts) api.StandbyCounts {
 	if c == nil {
 		return api.StandbyCounts{ByState: map[string]int{}}
 	}
-	return api.StandbyCounts{Total: c.StandbyTotal, ByState: c.Standby, Stale: c.Stale, Sessions: c.Sessions}
+	return api.StandbyCounts{Total: c.StandbyTotal, ByState: c.Standby, Stale: c.Stale, Sessions: c.Sessions, Unreachable: c.Unreachable}
 }
 
 // listPools answers for a tenant (its granted pools and its own tenant

@@ -141,7 +141,10 @@ func (e *env) startWith(t *testing.T, dsn string, tune func(*service.Options)) *
 	// Generous: a loaded 2-core machine can starve a replica for seconds, and a
 	// replica wrongly taken for dead fails its claims.
 	cfg.HeartbeatInterval, cfg.DeadAfter = 500*time.Millisecond, 8*time.Second
-	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
+	// The pool refresh lists the pool's app, which Fly allows about once a
+	// second for everything (claims and reconciler included): the default,
+	// 30 s, as in production (a miss refreshes at once anyway).
+	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 30*time.Second
 	cfg.ReadyTimeout = 90 * time.Second
 	cfg.DaemonURL, cfg.FlyOIDCIssuer = e.lb.URL, e.emu.OIDCIssuer("personal")
 	cfg.InternalListen = "127.0.0.1:0"

@@ -272,11 +272,16 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 			d.Metrics.ObserveFly(method, action, status, err)
 			observeFlyHealth(d.Health, status, err)
 		},
+		// Fly's rate limits are per organisation: every replica draws from
+		// one budget per action and machine (or app), kept in the store.
+		Pacer: storePacer{st},
 	})
 	if err != nil {
 		return fail(fmt.Errorf("fly client: %w", err))
 	}
 	d.Pools = pools.New(d.Fly, cfg.FlyOrg, log.Named("pools"))
+	// One replica's periodic read of the pools serves all of them.
+	d.Pools.Share(st, cfg.PoolRefresh)
 	if err := d.startTunnels(ctx, cfg); err != nil {
 		return fail(err)
 	}
@@ -546,4 +551,14 @@ func validReplicaID(id string) bool {
 		}
 	}
 	return true
+}
+
+// storePacer keeps the Fly client's rate budget in the store, shared by every
+// replica (docs/operations.md, "Fly's rate limits").
+type storePacer struct{ st store.Store }
+
+// Reserve implements fly.Pacer.
+func (p storePacer) Reserve(ctx context.Context, key string, l fly.Limit) (time.Duration, error) {
+	interval := time.Duration(float64(time.Second) / float64(l.Rate))
+	return p.st.ReserveRate(ctx, key, interval, l.Burst)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sort"
 	"sync"
 	"time"
 
@@ -292,27 +291,29 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 // marks the session claiming and the machine a session machine. (nil, nil)
 // means there is none.
 func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pools.Template, regions []string) (*claimed, error) {
-	ms, err := m.fly.ListMachines(ctx, p.App, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyPool: p.Name, pool.KeyRole: pool.RoleStandby}})
-	if err != nil {
-		return nil, fmt.Errorf("list standbys of %s: %w", p.App, err)
-	}
 	rank := map[string]int{}
 	for i, r := range regions {
 		rank[r] = i + 1
 	}
-	var cands []*fly.Machine
-	for i := range ms {
-		mm := &ms[i]
-		if !claimable(mm) || pool.TenantImageOf(mm) != s.TenantImage || pool.SpecHashOf(mm) != tmpl.Hash || rank[mm.Region] == 0 {
+	keep := func(mm *fly.Machine) bool {
+		return claimable(mm) && pool.TenantImageOf(mm) == s.TenantImage && pool.SpecHashOf(mm) == tmpl.Hash && rank[mm.Region] != 0
+	}
+	// Candidates come from the replica's view of the pool, not a list per
+	// claim: Fly allows about one list per app per second.
+	for {
+		cand, err := m.standbys.next(ctx, p.App, p.Name, keep, func(mm *fly.Machine) int { return rank[mm.Region] })
+		if err != nil {
+			return nil, err
+		}
+		if cand == nil {
+			return nil, nil
+		}
+		if cand.HostUnreachable() {
+			// Fly cannot act on it until its host is back; the reconciler
+			// reports it.
+			m.log.Warn("standby's host is unreachable; trying another", "session", s.ID, "machine", cand.ID, "host_status", cand.HostStatus)
 			continue
 		}
-		cands = append(cands, mm)
-	}
-	// Shuffle, then order by region preference: replicas racing for the
-	// same pool mostly try different machines.
-	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
-	sort.SliceStable(cands, func(i, j int) bool { return rank[cands[i].Region] < rank[cands[j].Region] })
-	for _, cand := range cands {
 		lease, err := m.fly.AcquireLease(ctx, p.App, cand.ID, leaseTTL, "hangar claim "+s.ID)
 		if err != nil {
 			if !errors.Is(err, fly.ErrConflict) && !errors.Is(err, fly.ErrNotFound) {
@@ -347,7 +348,6 @@ func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.P
 		}
 		return c, nil
 	}
-	return nil, nil
 }
 
 // adoptLost looks for a machine made for session s by a create whose
@@ -429,10 +429,12 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 	}
 	defer release()
 
+	listedAt := time.Now()
 	ms, err := m.fly.ListMachines(ctx, p.App, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyPool: p.Name}})
 	if err != nil {
 		return nil, fmt.Errorf("count machines of %s: %w", p.App, err)
 	}
+	m.standbys.update(p.App, p.Name, ms, listedAt)
 	n := 0
 	for i := range ms {
 		if (pool.IsStandby(&ms[i]) || pool.IsSession(&ms[i])) && ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {

@@ -146,16 +146,28 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 		return
 	}
 	mach, err := m.fly.GetMachine(ctx, s.AppName, s.MachineID)
+	if err == nil && mach.State == fly.StateStopping {
+		// Fly is stopping it (a migration, say): the agent is pushing its
+		// last checkpoint; destroying the machine now would cut that off.
+		// The next sweep sees where it went.
+		return
+	}
 	if errors.Is(err, fly.ErrNotFound) || (err == nil && mach.State != fly.StateStarted && mach.State != fly.StateStarting) {
 		state := "gone"
 		if err == nil {
 			state = mach.State
 		}
-		m.failFrom(ctx, s, []store.SessionState{store.StateReady}, nil, "", fmt.Sprintf("the session's machine %s is %s", s.MachineID, state))
+		m.failFrom(ctx, s, []store.SessionState{store.StateReady}, nil, "", fmt.Sprintf("the session's machine %s is %s%s", s.MachineID, state, pushedOnStop(s)))
 		return
 	}
 	if err != nil {
 		m.log.Debug("sweep: get machine", "session", s.ID, "error", err)
+		return
+	}
+	if mach.HostUnreachable() {
+		// Not lost: Fly cannot reach the host now; the session goes on
+		// once it is back (or its TTL ends it).
+		m.log.Warn("session's machine is on an unreachable host", "session", s.ID, "machine", mach.ID, "host_status", mach.HostStatus)
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -163,6 +175,13 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 	cancel()
 	if err != nil {
 		m.log.Debug("sweep: agent status", "session", s.ID, "error", err)
+		return
+	}
+	if st.State == agentapi.StateIdle {
+		// A fresh agent on the session's machine: Fly stopped and started it
+		// again (a host migration, or a host reboot), which ends the session.
+		m.failFrom(ctx, s, []store.SessionState{store.StateReady}, nil, "", fmt.Sprintf(
+			"the session's machine %s was restarted by Fly (a host migration?), which ends the session%s", s.MachineID, pushedOnStop(s)))
 		return
 	}
 	if st.State == agentapi.StateExited || st.State == agentapi.StateFinished {
@@ -325,4 +344,14 @@ func (m *Manager) destroySessionMachines(ctx context.Context, s *store.Session) 
 			m.destroy(s.AppName, ms[i].ID, "")
 		}
 	}
+}
+
+// pushedOnStop tells where the agent put the work when Fly stopped the
+// machine: on a stop signal it pushes a last checkpoint (within the
+// stop_config timeout clones get) before it exits.
+func pushedOnStop(s *store.Session) string {
+	if s.Repo == "" {
+		return ""
+	}
+	return "; work in progress was pushed to refs/hangar/checkpoints/" + s.ID + " when the machine was stopped"
 }

@@ -123,6 +123,7 @@ type Manager struct {
 	workCtx    context.Context
 	stopWork   context.CancelFunc
 	sem        chan struct{}
+	standbys   *standbyViews // per-pool views of claimable standbys
 }
 
 // New makes a Manager.
@@ -158,7 +159,7 @@ func New(cfg Config) *Manager {
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
 		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{},
-		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{},
+		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
 }

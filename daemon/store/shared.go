@@ -415,3 +415,29 @@ func (c *sqlCommon) DestroyDone(ctx context.Context, app, machineID string) erro
 	}
 	return nil
 }
+
+func (c *sqlCommon) SaveSnapshot(ctx context.Context, key string, data []byte, readAt time.Time) error {
+	if key == "" {
+		return fmt.Errorf("save snapshot: empty key")
+	}
+	_, err := c.exec(ctx, `INSERT INTO fly_snapshots (name, data, read_at) VALUES (`+c.d.placeholders(1, 3)+`)
+		ON CONFLICT (name) DO UPDATE SET data = excluded.data, read_at = excluded.read_at
+		WHERE fly_snapshots.read_at < excluded.read_at`, key, data, c.d.time(readAt))
+	if err != nil {
+		return fmt.Errorf("save snapshot %s: %w", key, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) LoadSnapshot(ctx context.Context, key string) ([]byte, time.Time, error) {
+	var data []byte
+	var at time.Time
+	err := c.queryRow(ctx, `SELECT data, read_at FROM fly_snapshots WHERE name = `+c.d.ph(1), key).Scan(&data, &timeCol{&at})
+	if isNoRows(err) {
+		return nil, time.Time{}, fmt.Errorf("snapshot %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("snapshot %s: %w", key, err)
+	}
+	return data, at, nil
+}

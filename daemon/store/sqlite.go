@@ -33,6 +33,7 @@ const busyTimeout = 10 * time.Second
 type sqliteStore struct {
 	sqlCommon
 	w, r *sql.DB
+	rate localRate
 
 	closeOnce sync.Once
 	closeErr  error

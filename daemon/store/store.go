@@ -207,6 +207,18 @@ type Store interface {
 	// DestroyDone forgets a destroy (done, or the machine is gone); an
 	// unknown one is not an error.
 	DestroyDone(ctx context.Context, app, machineID string) error
+	// ReserveRate takes one request's turn from the rate bucket key, which
+	// allows one request per interval with bursts of burst, and returns how
+	// long the caller must wait before sending it. With Postgres the bucket
+	// is shared by every replica (on the database's clock); with SQLite it
+	// lives in the process. It keeps all replicas within Fly's rate limits
+	// together (see fly.Pacer).
+	ReserveRate(ctx context.Context, key string, interval time.Duration, burst int) (time.Duration, error)
+	// SaveSnapshot records data read from Fly at readAt under key, unless a
+	// newer snapshot is there; LoadSnapshot returns it (ErrNotFound if none).
+	// Replicas share reads of Fly through them (the pools cache).
+	SaveSnapshot(ctx context.Context, key string, data []byte, readAt time.Time) error
+	LoadSnapshot(ctx context.Context, key string) (data []byte, readAt time.Time, err error)
 
 	Close() error
 }

@@ -61,6 +61,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"tokens/single_use", testUseToken},
 		{"tokens/race_one_winner", testUseTokenRace},
 		{"leader/release", testLeaderSingle},
+		{"rate/budget", func(t *testing.T, s store.Store) { testRate(t, s, s) }},
+		{"snapshots", testSnapshots},
 		{"schema/no_credential_columns", testNoCredentialColumns},
 		{"close", testClose},
 	}
@@ -109,6 +111,13 @@ func RunReplicas(t *testing.T, open func(t *testing.T) (a, b store.Store), exclu
 		sess := mustSession(t, a, ten.ID, "pool")
 		raceClaim(t, []store.Store{a, b}, sess.ID)
 	})
+	if exclusiveLeader {
+		// SQLite keeps the budget in its one process, as it keeps leadership.
+		t.Run("rate_across", func(t *testing.T) {
+			a, b := open(t)
+			testRate(t, a, b)
+		})
+	}
 	t.Run("ticket_race_across", func(t *testing.T) {
 		a, b := open(t)
 		testTicketRace(t, a, b, 1)
@@ -1384,5 +1393,52 @@ func testPendingDestroys(t *testing.T, s store.Store) {
 	}
 	if ps, err := s.PendingDestroys(ctx, 0); err != nil || len(ps) != 1 || ps[0].MachineID != "m2" {
 		t.Errorf("after DestroyDone: %v, %v", ps, err)
+	}
+}
+
+// testRate checks ReserveRate as a shared token bucket: a and b (the same
+// store, or two replicas of one) draw from one budget per key.
+func testRate(t *testing.T, a, b store.Store) {
+	ctx := testContext(t)
+	const interval = time.Hour // nothing refills during the test
+	for i, s := range []store.Store{a, b, a} {
+		d, err := s.ReserveRate(ctx, "machine_start/app/m1", interval, 3)
+		if err != nil || d != 0 {
+			t.Fatalf("reservation %d within the burst: wait %v, %v", i, d, err)
+		}
+	}
+	d, err := b.ReserveRate(ctx, "machine_start/app/m1", interval, 3)
+	if err != nil || d < interval-time.Minute || d > interval {
+		t.Fatalf("4th reservation: wait %v, %v; want about %v", d, err, interval)
+	}
+	if d, err := b.ReserveRate(ctx, "machine_start/app/m2", interval, 3); err != nil || d != 0 {
+		t.Fatalf("another bucket: wait %v, %v", d, err)
+	}
+	if _, err := a.ReserveRate(ctx, "", interval, 3); err == nil {
+		t.Fatal("empty key accepted")
+	}
+}
+
+func testSnapshots(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	if _, _, err := s.LoadSnapshot(ctx, "pool-app/a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing snapshot: %v", err)
+	}
+	t0 := time.Now().Truncate(time.Millisecond)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[1]`), t0))
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[0]`), t0.Add(-time.Second))) // older: ignored
+	data, at, err := s.LoadSnapshot(ctx, "pool-app/a")
+	if err != nil || string(data) != `[1]` || !at.Equal(t0) {
+		t.Fatalf("snapshot = %s at %v, %v; want [1] at %v", data, at, err, t0)
+	}
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[2]`), t0.Add(time.Second)))
+	if data, _, _ := s.LoadSnapshot(ctx, "pool-app/a"); string(data) != `[2]` {
+		t.Fatalf("newer snapshot not saved: %s", data)
 	}
 }
