@@ -381,7 +381,10 @@ func (r *run) start(ctx context.Context, dir string, minStandby int) error {
 		r.stop()
 		return err
 	}
-	if r.fly, err = fly.New(fly.Options{BaseURL: dev.env["FLY_API_URL"], Token: dev.env["FLY_API_TOKEN"]}); err != nil {
+	if r.fly, err = fly.New(fly.Options{BaseURL: dev.env["FLY_API_URL"], Token: dev.env["FLY_API_TOKEN"],
+		// Its own budget, beside the daemon's: the emulator answers 429 when the
+		// two together pass Fly's limits, and the bench waits them out.
+		MaxAttempts: 30}); err != nil {
 		r.stop()
 		return err
 	}

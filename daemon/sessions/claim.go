@@ -558,7 +558,12 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 		return fmt.Errorf("read machine %s: %w", c.mach.ID, err)
 	}
 	c.mach = mach
-	if resumed && agents.Tunnelled(mach) && !m.tunnelAlive(mach.ID) {
+	agent := m.agentClient(ctx, s, mach)
+	if resumed && agents.Tunnelled(mach) && !m.tunnelAlive(mach.ID) && !m.healthyWithin(ctx, agent, coldBootGrace) {
+		// Not before coldBootGrace: Fly may have lost the snapshot, and a
+		// cold-booted agent killed by a SIGUSR1 that arrives before it
+		// could catch it would never come up (it dials a new tunnel by
+		// itself within the grace).
 		// The tunnel a suspended agent held died while it slept (its peer
 		// timed it out, or Fly moved the snapshot); the agent would notice
 		// only at its next keepalive. The signal makes it redial at once.
@@ -569,7 +574,6 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 			m.log.Warn("signal the resumed agent to redial", "machine", mach.ID, "error", err)
 		}
 	}
-	agent := m.agentClient(ctx, s, mach)
 	if err := m.waitHealthy(ctx, agent); err != nil {
 		return fmt.Errorf("agent on %s never became healthy: %w", mach.ID, err)
 	}
@@ -680,6 +684,19 @@ func describeAgentError(err error) error {
 		return fmt.Errorf("%s (%d %s)", ae.Message, ae.StatusCode, ae.Code)
 	}
 	return err
+}
+
+// coldBootGrace is how long a resumed agent has to answer before the claim
+// signals it to redial: far longer than a process needs to install its
+// signal handlers, short next to a claim.
+const coldBootGrace = 300 * time.Millisecond
+
+// healthyWithin reports whether the agent answers its health check within d.
+func (m *Manager) healthyWithin(ctx context.Context, agent *agentapi.Client, d time.Duration) bool {
+	hctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	h, err := agent.Health(hctx)
+	return err == nil && h.OK
 }
 
 // tunnelAlive reports whether this replica holds the machine's tunnel and
