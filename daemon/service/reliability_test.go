@@ -18,7 +18,6 @@ import (
 	"github.com/hangarhq/hangar/daemon/service"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/fly"
-	"github.com/hangarhq/hangar/internal/syncbuf"
 )
 
 // flakyStore fails every write while broken is set, as a store on a full
@@ -106,34 +105,11 @@ func TestReadyzFollowsStoreWrites(t *testing.T) {
 	waitReady(200, `"reasons":[]`)
 }
 
-// startTuned starts a replica like env.start, with tune applied last; it
-// joins the balancer, so agents can dial home to it.
+// startTuned starts a replica like env.start (env.startWith), with tune
+// given the whole configuration as well as the options.
 func (e *env) startTuned(t *testing.T, tune func(*config.Config, *service.Options)) *service.Daemon {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.FlyAPIURL, cfg.FlyOrg = e.emu.URL, "personal"
-	cfg.StoreDSN = "sqlite://" + filepath.Join(t.TempDir(), "hangard.db")
-	cfg.BrokerKey, cfg.AdminKey = e.brokerKey, adminKey
-	cfg.LogFormat, cfg.LogLevel = "json", "debug"
-	cfg.HeartbeatInterval, cfg.DeadAfter = 500*time.Millisecond, 8*time.Second
-	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
-	cfg.ReadyTimeout = 90 * time.Second
-	cfg.DaemonURL, cfg.FlyOIDCIssuer = e.lb.URL, e.emu.OIDCIssuer("personal")
-	opts := service.Options{LogOutput: &syncbuf.Buffer{}, DispatchInterval: 50 * time.Millisecond}
-	tune(&cfg, &opts)
-	opts.Config = cfg
-	d, err := service.Start(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := strings.TrimPrefix(d.URL, "http://")
-	e.lb.add(addr)
-	t.Cleanup(func() {
-		e.lb.remove(addr)
-		d.Close()
-	})
-	return d
+	return e.startWith(t, "", func(o *service.Options) { tune(&o.Config, o) }).Daemon
 }
 
 // flakyFly sits between the daemon and the emulator and fails machine
