@@ -117,6 +117,9 @@ type Manager struct {
 	// lostCreate marks claims whose clone create failed ambiguously: Fly
 	// may have made the machine and lost the answer.
 	lostCreate map[string]bool
+	// refusedStarts counts, per pending session, claimed standbys that Fly
+	// refused to start; past maxRefusedStarts the claim clones instead.
+	refusedStarts map[string]int
 	kick       chan struct{}
 	cloneMu    map[string]*sync.Mutex
 	work       sync.WaitGroup
@@ -158,7 +161,7 @@ func New(cfg Config) *Manager {
 	workCtx, stop := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
-		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{},
+		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{}, refusedStarts: map[string]int{},
 		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
@@ -303,6 +306,7 @@ func (m *Manager) dropCreds(id string) {
 	m.mu.Lock()
 	delete(m.creds, id)
 	delete(m.lostCreate, id) // the claim is over: nothing left to adopt
+	delete(m.refusedStarts, id)
 	m.mu.Unlock()
 }
 
