@@ -120,13 +120,13 @@ type Manager struct {
 	// refusedStarts counts, per pending session, claimed standbys that Fly
 	// refused to start; past maxRefusedStarts the claim clones instead.
 	refusedStarts map[string]int
-	kick       chan struct{}
-	cloneMu    map[string]*sync.Mutex
-	work       sync.WaitGroup
-	workCtx    context.Context
-	stopWork   context.CancelFunc
-	sem        chan struct{}
-	standbys   *standbyViews // per-pool views of claimable standbys
+	kick          chan struct{}
+	cloneMu       map[string]*sync.Mutex
+	work          sync.WaitGroup
+	workCtx       context.Context
+	stopWork      context.CancelFunc
+	sem           chan struct{}
+	standbys      *standbyViews // per-pool views of claimable standbys
 }
 
 // New makes a Manager.
