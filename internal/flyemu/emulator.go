@@ -170,6 +170,12 @@ func NewContext(ctx context.Context, cfg Config) (*Emulator, error) {
 	if cfg.TimeoutRate < 0 || cfg.TimeoutRate > 1 {
 		return nil, fmt.Errorf("timeout rate %v: want a share between 0 and 1", cfg.TimeoutRate)
 	}
+	if cfg.SnapshotLossRate < 0 || cfg.SnapshotLossRate > 1 {
+		return nil, fmt.Errorf("snapshot loss rate %v: want a share between 0 and 1", cfg.SnapshotLossRate)
+	}
+	if cfg.UnstartableAfterCreate < 0 || cfg.NotFoundAfterCreate < 0 {
+		return nil, fmt.Errorf("unstartable after create %v, not found after create %v: want durations of 0 or more", cfg.UnstartableAfterCreate, cfg.NotFoundAfterCreate)
+	}
 	if cfg.AgentBinary == "" {
 		cfg.AgentBinary = findAgent()
 	}
