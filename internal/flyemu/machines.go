@@ -495,7 +495,7 @@ func (e *Emulator) suspendMachine(r *http.Request) response {
 		return preconditionf("machines with more than %d MB of memory cannot be suspended", maxSuspendMemoryMB)
 	}
 	e.setStateLocked(m, fly.StateSuspending, "suspend", "user", nil)
-	m.proc.signal(syscall.SIGSTOP)
+	m.proc.freeze()
 	m.frozen = true
 	e.setStateLocked(m, fly.StateSuspended, "suspend", "flyd", nil)
 	return jsonResp(http.StatusOK, fly.OKResponse{OK: true})
