@@ -133,6 +133,38 @@ func (s *State) Stale(tenantImage string) []*fly.Machine {
 	return out
 }
 
+// Forget drops the standbys and session machines whose ids are in gone (the
+// caller destroyed them), so that what is counted next leaves them out
+// without listing the app again.
+func (s *State) Forget(gone map[string]bool) {
+	if len(gone) == 0 {
+		return
+	}
+	keep := func(ms []*fly.Machine) []*fly.Machine {
+		out := ms[:0]
+		for _, m := range ms {
+			if !gone[m.ID] {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	s.Standbys, s.Sessions = keep(s.Standbys), keep(s.Sessions)
+}
+
+// ActiveImages returns the tenant image names of the templates that are not
+// draining, sorted ("" — the default template — first).
+func (s *State) ActiveImages() []string {
+	images := make([]string, 0, len(s.Templates))
+	for name, t := range s.Templates {
+		if !t.Spec.Draining {
+			images = append(images, name)
+		}
+	}
+	sort.Strings(images)
+	return images
+}
+
 // Machines is the number of machines max_machines counts: every standby and
 // session machine of the pool.
 func (s *State) Machines() int { return len(s.Standbys) + len(s.Sessions) }
