@@ -8,10 +8,15 @@ import (
 	"github.com/hangarhq/hangar/internal/fly"
 )
 
-// Template is a template machine and the spec decoded from it.
+// Template is a template machine and the spec decoded from it: what
+// standbys and session machines of one image of a pool are cloned from.
 type Template struct {
+	// Machine is the template machine itself, whose config is cloned.
 	Machine *fly.Machine
 	Spec    Spec
+	// Hash is the spec hash stored on the template (KeySpec); standbys of
+	// the current spec carry the same.
+	Hash string
 }
 
 // State is a pool's live state on Fly: its templates, standbys and session
@@ -71,7 +76,7 @@ func FromMachines(app string, ms []fly.Machine) *State {
 				st.ExtraTemplates = append(st.ExtraTemplates, m)
 				continue
 			}
-			st.Templates[spec.TenantImage] = &Template{Machine: m, Spec: spec}
+			st.Templates[spec.TenantImage] = &Template{Machine: m, Spec: spec, Hash: SpecHashOf(m)}
 		case RoleStandby:
 			st.Standbys = append(st.Standbys, m)
 		case RoleSession:
