@@ -436,10 +436,13 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 		return fmt.Errorf("read machine %s: %w", c.mach.ID, err)
 	}
 	c.mach = mach
-	if resumed && agents.Tunnelled(mach) {
+	if resumed && agents.Tunnelled(mach) && !m.tunnelAlive(mach.ID) {
 		// The tunnel a suspended agent held died while it slept (its peer
 		// timed it out, or Fly moved the snapshot); the agent would notice
 		// only at its next keepalive. The signal makes it redial at once.
+		// A tunnel that still answers is kept: the redial would cost a
+		// handshake and cut the calls that follow (the agent also keeps a
+		// tunnel that answers it).
 		if err := m.fly.SignalMachine(ctx, c.app, mach.ID, "SIGUSR1", ""); err != nil {
 			m.log.Warn("signal the resumed agent to redial", "machine", mach.ID, "error", err)
 		}
@@ -497,6 +500,13 @@ func describeAgentError(err error) error {
 		return fmt.Errorf("%s (%d %s)", ae.Message, ae.StatusCode, ae.Code)
 	}
 	return err
+}
+
+// tunnelAlive reports whether this replica holds the machine's tunnel and
+// it answers a ping (a dead one is dropped, so calls wait for the next).
+func (m *Manager) tunnelAlive(machineID string) bool {
+	r := m.cfg.Agents.Tunnels
+	return r != nil && r.Probe(machineID, 0)
 }
 
 func (m *Manager) waitHealthy(ctx context.Context, agent *agentapi.Client) error {

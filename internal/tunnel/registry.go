@@ -629,6 +629,30 @@ func (r *Registry) Connected(machineID string) bool {
 	return t != nil && !t.sess.IsClosed()
 }
 
+// Probe reports whether this replica's tunnel to the machine answers a
+// ping within d (ProbeTimeout when d <= 0). A tunnel that does not is
+// closed and forgotten, so that dials wait for the agent's next tunnel
+// instead of writing into a dead connection. Without a tunnel here it
+// reports false. The daemon probes after resuming a suspended machine:
+// only a dead tunnel needs the agent to redial, and making a live one
+// redial would cut the calls already on it.
+func (r *Registry) Probe(machineID string, d time.Duration) bool {
+	if d <= 0 {
+		d = ProbeTimeout
+	}
+	t, _, _ := r.local(machineID, false)
+	if t == nil {
+		return false
+	}
+	if probe(t.sess, d) {
+		return true
+	}
+	r.log.Info("tunnel did not answer a ping; dropping it", "machine", machineID)
+	t.close()
+	r.drop(t)
+	return false
+}
+
 // Disconnect drops this replica's tunnel for the machine, if any.
 func (r *Registry) Disconnect(machineID string) {
 	t, _, _ := r.local(machineID, false)
