@@ -33,7 +33,7 @@ type devDaemon struct {
 func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration, minStandby int, logs io.Writer) (*devDaemon, error) {
 	cmd := exec.Command(hangard, "dev", "--data", dir, "--listen", "127.0.0.1:0",
 		"--boot-delay", bootDelay.String(), "--min-standby", strconv.Itoa(minStandby), "--command", "cat",
-		"--log-level", "warn")
+		"--log-level", logLevel())
 	// Refill standbys fast between session-ready samples.
 	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL=200ms")
 	cmd.Stderr = logs
@@ -81,6 +81,15 @@ func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration,
 	}
 	d.key = agentauth.NewSigner(k)
 	return d, nil
+}
+
+// logLevel is hangard's log level: warn, unless HANGAR_BENCH_LOG_LEVEL
+// names another (debug, to follow a claim or a tunnel in --daemon-log).
+func logLevel() string {
+	if l := os.Getenv("HANGAR_BENCH_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }
 
 // stop interrupts hangard dev (which stops its machines) and waits for it.
