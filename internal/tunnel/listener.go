@@ -390,9 +390,9 @@ func (l *Listener) dial() (*yamux.Session, error) {
 		c.Close(websocket.StatusPolicyViolation, "subprotocol")
 		return nil, fmt.Errorf("tunnel: the daemon did not accept subprotocol %s", Subprotocol)
 	}
-	nc := websocket.NetConn(l.ctx, c, websocket.MessageBinary)
 	c.SetReadLimit(maxMessage)
-	s, err := yamux.Server(&frameConn{Conn: nc}, l.ymx)
+	nc := newWSConn(l.ctx, c, "agent:"+l.cfg.MachineID, l.url)
+	s, err := yamux.Server(nc, l.ymx)
 	if err != nil {
 		_ = nc.Close()
 		return nil, err
