@@ -90,6 +90,14 @@ type Options struct {
 	StreamSessions int
 	// NoLegacy skips the legacy design (a daemon that dials its agents).
 	NoLegacy bool
+	// HostileViewers read-only viewers each send HostileFrames binary frames
+	// of HostileFrameSize bytes while the daemon's RSS is sampled (0 skips).
+	HostileViewers, HostileFrames, HostileFrameSize int
+	// HostileDropWait bounds the wait for RSS to drop back afterwards
+	// (default 1 min).
+	HostileDropWait time.Duration
+	// OnlyHostile skips every other phase.
+	OnlyHostile bool
 	// BootDelay is the emulator's boot delay.
 	BootDelay time.Duration
 	// Out receives the report; Logs the daemons' stderr.
@@ -113,6 +121,8 @@ type Results struct {
 	StreamSessions int
 	// NoFile is the daemon's open-file limit (soft) in the stream phase.
 	NoFile int64
+	// Hostile holds the hostile-viewers figures (nil: not measured).
+	Hostile *HostileResults
 }
 
 // PathResults are the echo, attach and bulk figures of one path.
@@ -247,6 +257,16 @@ var (
 
 // Run runs the benchmark and writes the report to opts.Out.
 func Run(ctx context.Context, opts Options) (*Results, error) {
+	if opts.HostileViewers > 0 && (opts.HostileFrames <= 0 || opts.HostileFrameSize <= 0) {
+		return nil, errors.New("bench: hostile viewers need a frame count and size")
+	}
+	if opts.HostileDropWait <= 0 {
+		opts.HostileDropWait = time.Minute
+	}
+	if opts.OnlyHostile {
+		opts.Samples, opts.AttachSamples, opts.Bursts, opts.BurstSize, opts.ReadySamples, opts.StreamSessions = 1, 1, 1, 1, 1, 1
+		opts.Streams = nil
+	}
 	if opts.Samples <= 0 || opts.AttachSamples <= 0 || opts.Bursts <= 0 || opts.BurstSize <= 0 || opts.ReadySamples <= 0 || opts.StreamSessions <= 0 {
 		return nil, errors.New("bench: samples, attach samples, bursts, burst size, ready samples and stream sessions must be positive")
 	}
@@ -285,6 +305,17 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		}
 	}
 	res := &Results{BootDelay: opts.BootDelay, StreamSessions: opts.StreamSessions}
+	if opts.HostileViewers > 0 {
+		// A daemon of its own: the reading is its RSS growth.
+		hr := newRun(opts, res, logf)
+		if err := hr.hostilePhase(ctx, filepath.Join(dir, "hostile")); err != nil {
+			return nil, fmt.Errorf("hostile viewers: %w", err)
+		}
+	}
+	if opts.OnlyHostile {
+		reportHostile(opts.Out, res.Hostile)
+		return res, nil
+	}
 	r := newRun(opts, res, logf)
 	if err := r.main(ctx, filepath.Join(dir, "main")); err != nil {
 		return nil, err
@@ -301,7 +332,25 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		}
 	}
 	report(opts.Out, res)
+	if res.Hostile != nil {
+		reportHostile(opts.Out, res.Hostile)
+	}
 	return res, nil
+}
+
+// hostilePhase runs the hostile-viewers measurement in a fresh daemon.
+func (r *run) hostilePhase(ctx context.Context, dir string) error {
+	if err := r.start(ctx, dir, 1); err != nil {
+		return err
+	}
+	defer r.stop()
+	r.logf("hostile viewers: %d x %d frames of %d bytes", r.opts.HostileViewers, r.opts.HostileFrames, r.opts.HostileFrameSize)
+	h, err := r.hostile(ctx)
+	if err != nil {
+		return err
+	}
+	r.res.Hostile = h
+	return nil
 }
 
 func maxOf(xs []int) int {
@@ -332,7 +381,10 @@ func (r *run) start(ctx context.Context, dir string, minStandby int) error {
 		r.stop()
 		return err
 	}
-	if r.fly, err = fly.New(fly.Options{BaseURL: dev.env["FLY_API_URL"], Token: dev.env["FLY_API_TOKEN"]}); err != nil {
+	if r.fly, err = fly.New(fly.Options{BaseURL: dev.env["FLY_API_URL"], Token: dev.env["FLY_API_TOKEN"],
+		// Its own budget, beside the daemon's: the emulator answers 429 when the
+		// two together pass Fly's limits, and the bench waits them out.
+		MaxAttempts: 30}); err != nil {
 		r.stop()
 		return err
 	}

@@ -119,3 +119,30 @@ func (l *lockedBuffer) tail(n int) string {
 	b := l.b.Bytes()
 	return string(b[max(0, len(b)-n):])
 }
+
+// TestHostileViewers is issue 11's acceptance check against the real
+// hangard dev: 250 read-only viewers each sending 4 MiB binary frames grow
+// the daemon's RSS by less than 64 MB (they used to take it to 927 MB).
+func TestHostileViewers(t *testing.T) {
+	testbin.Path(t, testbin.Agent)
+	hangard := testbin.Path(t, testbin.Daemon)
+	self := testbin.Path(t, "github.com/hangarhq/hangar/bench/cmd/hangar-bench")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	res, err := bench.Run(ctx, bench.Options{
+		Hangard: hangard, Self: self, Out: &out, OnlyHostile: true,
+		HostileViewers: 250, HostileFrames: 2, HostileFrameSize: 4 << 20, HostileDropWait: time.Second,
+	})
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	h := res.Hostile
+	t.Log(out.String())
+	if h == nil || h.Sent == 0 || h.Before == 0 {
+		t.Fatalf("nothing measured: %+v", h)
+	}
+	if h.Grown() >= bench.BarHostileGrowth {
+		t.Fatalf("the daemon's RSS grew by %d MiB under hostile viewers", h.Grown()>>20)
+	}
+}

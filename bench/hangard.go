@@ -33,7 +33,10 @@ type devDaemon struct {
 func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration, minStandby int, logs io.Writer) (*devDaemon, error) {
 	cmd := exec.Command(hangard, "dev", "--data", dir, "--listen", "127.0.0.1:0",
 		"--boot-delay", bootDelay.String(), "--min-standby", strconv.Itoa(minStandby), "--command", "cat",
-		"--log-level", logLevel())
+		"--log-level", logLevel(),
+		// The bench measures the cost per stream with more viewers per
+		// session and tenant than the default attach limits allow.
+		"--max-attaches-per-session", "-1", "--max-attaches-per-tenant", "-1")
 	// Refill standbys fast between session-ready samples.
 	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL=200ms")
 	cmd.Stderr = logs

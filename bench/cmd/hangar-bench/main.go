@@ -61,6 +61,10 @@ func run() error {
 	streams := fs.String("streams", "1000,5000", "idle read-only viewer counts attached through the daemon, comma-separated (\"\" or 0 skips)")
 	noLegacy := fs.Bool("no-legacy", false, "skip the legacy design (a pool without daemon_url, which the daemon dials)")
 	streamSessions := fs.Int("stream-sessions", 4, "sessions the viewers are spread over")
+	hostile := fs.Int("hostile-viewers", 250, "read-only viewers flooding the daemon with oversized input (0 skips)")
+	hostileFrames := fs.Int("hostile-frames", 4, "binary frames each hostile viewer sends (below the 16 that close it)")
+	hostileSize := fs.Int("hostile-frame-size", 4<<20, "bytes per hostile frame")
+	onlyHostile := fs.Bool("only-hostile", false, "run only the hostile-viewers phase")
 	bootDelay := fs.Duration("boot-delay", 100*time.Millisecond, "emulated machine boot delay")
 	timeout := fs.Duration("timeout", 20*time.Minute, "stop the run after this long")
 	logs := fs.String("daemon-log", "", "write hangard's log here (default: discarded)")
@@ -80,7 +84,8 @@ func run() error {
 	opts := bench.Options{
 		Hangard: *hangard, Self: self, DataDir: *data, Samples: *samples, AttachSamples: *attachSamples,
 		Bursts: *bursts, BurstSize: *burstSize, ReadySamples: *ready, Streams: counts, StreamSessions: *streamSessions,
-		NoLegacy: *noLegacy, BootDelay: *bootDelay, Out: os.Stdout,
+		NoLegacy: *noLegacy, BootDelay: *bootDelay, Out: os.Stdout, HostileViewers: *hostile, HostileFrames: *hostileFrames,
+		HostileFrameSize: *hostileSize, OnlyHostile: *onlyHostile,
 	}
 	if *logs != "" {
 		f, err := os.Create(*logs)
