@@ -311,6 +311,16 @@ func (l *Listener) serve(s *yamux.Session) {
 	for {
 		c, err := s.Accept()
 		if err != nil {
+			if !s.IsClosed() && errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+				// The stream's ACK waited ConnectionWriteTimeout behind
+				// other frames (a daemon slow to read, a starved CPU);
+				// yamux still sends it, the session lives on, and its
+				// keepalive decides whether the tunnel is dead. Dropping
+				// the tunnel here cut every stream on it and made the
+				// daemon wait for a redial.
+				l.log.Debug("stream accept slow; tunnel kept", "error", err)
+				continue
+			}
 			return
 		}
 		select {

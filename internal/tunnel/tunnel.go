@@ -230,7 +230,9 @@ func (w *wsConn) Read(p []byte) (int, error) {
 		if w.r == nil {
 			typ, r, err := w.c.Reader(context.Background())
 			if err != nil {
-				if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+				// A peer's CloseNow (wsConn.Close) shows as EOF, a
+				// handshake as a normal closure: both end the session.
+				if websocket.CloseStatus(err) == websocket.StatusNormalClosure || errors.Is(err, io.EOF) {
 					return 0, io.EOF
 				}
 				return 0, err
@@ -253,11 +255,18 @@ func (w *wsConn) Read(p []byte) (int, error) {
 	}
 }
 
-// Close ends the WebSocket with a closing handshake.
+// Close ends the WebSocket at once, without a closing handshake. The
+// handshake (websocket.Conn.Close) waits up to 5 s to write the close frame
+// and 5 s more for the peer's answer: behind a peer that stopped reading (a
+// starved or frozen machine) every yamux Session.Close paid that while
+// holding yamux's shutdown lock, so a daemon dial that found the tunnel
+// dead, a resume's probe, an install replacing a tunnel and the agent's
+// redial all waited seconds for a tunnel nobody used any more. yamux needs
+// no handshake: the peer's read fails and its session ends with it.
 func (w *wsConn) Close() error {
 	w.once.Do(func() {
 		w.stop()
-		w.closeErr = w.c.Close(websocket.StatusNormalClosure, "")
+		w.closeErr = w.c.CloseNow()
 	})
 	return w.closeErr
 }
