@@ -127,6 +127,7 @@ type Manager struct {
 	stopWork      context.CancelFunc
 	sem           chan struct{}
 	standbys      *standbyViews // per-pool views of claimable standbys
+	machines      *machineReads // shared reads of session machines, for attaches
 }
 
 // New makes a Manager.
@@ -162,7 +163,7 @@ func New(cfg Config) *Manager {
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
 		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{}, refusedStarts: map[string]int{},
-		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly),
+		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly), machines: newMachineReads(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
 }
@@ -426,7 +427,7 @@ func (m *Manager) Endpoint(ctx context.Context, s *store.Session) (agentURL stri
 	if s.MachineID == "" || s.AppName == "" {
 		return "", nil, "", fmt.Errorf("session %s has no machine", s.ID)
 	}
-	mach, err := m.fly.GetMachine(ctx, s.AppName, s.MachineID)
+	mach, err := m.machines.get(ctx, s.AppName, s.MachineID)
 	if err != nil {
 		return "", nil, "", fmt.Errorf("get machine %s: %w", s.MachineID, err)
 	}
