@@ -36,6 +36,7 @@ import (
 	"github.com/hangarhq/hangar/internal/agentauth"
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/tunnel"
+	"github.com/hangarhq/hangar/internal/version"
 )
 
 // Deps are a replica's shared parts, handed to background workers.
@@ -268,6 +269,7 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	d.Health.Expect(health.CheckFly, 0, true)
 	d.Fly, err = fly.New(fly.Options{
 		BaseURL: cfg.FlyAPIURL, Token: cfg.FlyAPIToken, Logger: log.Named("fly"),
+		UserAgent: "hangard/" + version.Get(),
 		OnResponse: func(method, action string, status int, err error) {
 			d.Metrics.ObserveFly(method, action, status, err)
 			observeFlyHealth(d.Health, status, err)
@@ -364,7 +366,7 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		wg.Wait()
 		close(d.done)
 	}()
-	log.Info("hangard started", "daemon", d.DaemonID, "url", d.URL, "fly", d.Fly.BaseURL(), "org", cfg.FlyOrg,
+	log.Info("hangard started", "version", version.Get(), "daemon", d.DaemonID, "url", d.URL, "fly", d.Fly.BaseURL(), "org", cfg.FlyOrg,
 		"agent_url", cfg.TunnelAudience(d.URL), "oidc_issuer", cfg.OIDCIssuer(), "internal", d.advertised)
 	return d, nil
 }
