@@ -44,8 +44,10 @@ type field struct {
 func strField(p func(*Config) *string) field {
 	return field{"string", func(c *Config) any { return p(c) }}
 }
-func boolField(p func(*Config) *bool) field { return field{"bool", func(c *Config) any { return p(c) }} }
-func intField(p func(*Config) *int) field   { return field{"int", func(c *Config) any { return p(c) }} }
+func boolField(p func(*Config) *bool) field {
+	return field{"bool", func(c *Config) any { return p(c) }}
+}
+func intField(p func(*Config) *int) field { return field{"int", func(c *Config) any { return p(c) }} }
 func durField(p func(*Config) *time.Duration) field {
 	return field{"duration", func(c *Config) any { return p(c) }}
 }

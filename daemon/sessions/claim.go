@@ -340,7 +340,8 @@ func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.P
 		if err := m.fly.UpdateMetadata(ctx, p.App, mach.ID, fly.UpdateMetadataRequest{Metadata: map[string]*string{pool.KeyRole: &role, pool.KeySession: &sid}}, c.nonce); err != nil {
 			// The machine is still a standby; give it back and try again later.
 			m.release(c.app, mach.ID, c.nonce)
-			m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
+			// If this fails the claim stays claiming; ready_timeout fails it.
+			_, _ = m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
 				s.State, s.MachineID, s.Region = store.StatePending, "", ""
 				return nil
 			})
