@@ -106,6 +106,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("DELETE /v1/sessions/{id}", s.tenant(s.deleteSession))
 	m.HandleFunc("POST /v1/sessions/{id}/tickets", s.tenant(s.createTicket))
 	m.HandleFunc("GET /v1/sessions/{id}/events", s.tenant(s.events))
+	m.HandleFunc("GET /v1/events", s.tenant(s.tenantEvents))
 	m.HandleFunc("GET /v1/sessions/{id}/attach", s.attach)
 	m.HandleFunc("GET /v1/pools", s.listPools)
 	if cfg.Tunnels != nil {

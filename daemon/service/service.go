@@ -92,7 +92,8 @@ type Options struct {
 	AllowFileRepos bool
 	// Web overrides the web terminal handler at "/".
 	Web http.Handler
-	// DispatchInterval overrides how often pending claims are looked at.
+	// DispatchInterval overrides how often pending claims are looked at while
+	// a pool waits for capacity.
 	DispatchInterval time.Duration
 	// HTTPTimeouts override the HTTP server's timeouts (zero fields: the
 	// defaults).
