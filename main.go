@@ -5,22 +5,26 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log"
 
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 
+	"github.com/hangarhq/hangar/internal/version"
 	"github.com/hangarhq/hangar/provider"
 )
 
-// version is set by goreleaser: -X main.version={{.Version}}.
-var version = "dev"
-
 func main() {
-	var debug bool
+	var debug, showVersion bool
 	flag.BoolVar(&debug, "debug", false, "run the provider with support for debuggers like delve")
+	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
+	if showVersion {
+		fmt.Println("terraform-provider-hangar", version.Get())
+		return
+	}
 
-	err := providerserver.Serve(context.Background(), provider.New(version), providerserver.ServeOpts{
+	err := providerserver.Serve(context.Background(), provider.New(version.Get()), providerserver.ServeOpts{
 		Address: "registry.terraform.io/hangarhq/hangar",
 		Debug:   debug,
 	})

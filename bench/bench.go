@@ -601,7 +601,7 @@ func (r *run) tryNewSession(ctx context.Context, poolName string) (*client.Sessi
 		return nil, err
 	}
 	if s.State != client.StateReady {
-		return nil, &sessionFailed{s.ID, poolName, string(s.State), s.Reason}
+		return nil, &sessionFailed{s.ID, poolName, s.State, s.Reason}
 	}
 	return s, nil
 }

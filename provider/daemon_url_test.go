@@ -75,10 +75,7 @@ func (e *testEnv) checkDaemonURL(app, want string) resource.TestCheckFunc {
 // test process, until the test ends.
 func setenv(t *testing.T, k, v string) {
 	t.Helper()
-	if err := os.Setenv(k, v); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Unsetenv(k) })
+	t.Setenv(k, v)
 }
 
 // TestAccPoolDaemonURL: daemon_url reaches the templates and the standbys

@@ -122,7 +122,7 @@ func (p *hangarProvider) Configure(ctx context.Context, req provider.ConfigureRe
 				"Set fly_api_url or FLY_API_URL.\n\nOriginal Error: "+err.Error())
 		return
 	}
-	tflog.Debug(ctx, "configured hangar provider", map[string]any{"fly_api_url": url, "org": org, "token_set": token != ""})
+	tflog.Debug(ctx, "configured hangar provider", map[string]any{"version": p.version, "fly_api_url": url, "org": org, "token_set": token != ""})
 	data := &providerData{client: client, org: org}
 	resp.ResourceData = data
 	resp.DataSourceData = data

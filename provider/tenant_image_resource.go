@@ -252,7 +252,9 @@ func (r *tenantImageResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 	if err := topUp(ctx, c, st, name); err != nil {
-		r.cleanup(ctx, st.App, name)
+		// The create failed either way; a failed cleanup leaves machines the
+		// next apply's plan shows.
+		_ = r.cleanup(ctx, st.App, name)
 		addFlyError(&resp.Diagnostics, "Create Tenant Image Error", "create the tenant image's standby machines", err)
 		return
 	}

@@ -11,11 +11,15 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strconv"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsimple"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/gocty"
 )
 
 // Config is the whole daemon configuration.
@@ -95,122 +99,77 @@ type Config struct {
 	MaxAttachesPerTenant  int
 }
 
-// Default returns the configuration used when nothing is set.
+// Default returns the configuration used when nothing is set: each
+// setting's Default (see Settings).
 func Default() Config {
-	return Config{
-		Listen:            "127.0.0.1:7780",
-		FlyAPIURL:         "https://api.machines" + ".dev",
-		FlyOrg:            "personal",
-		StoreDSN:          "sqlite:///var/lib/hangard/hangard.db",
-		LogFormat:         "json",
-		LogLevel:          "info",
-		ClaimWorkers:      8,
-		HeartbeatInterval: 5 * time.Second,
-		DeadAfter:         30 * time.Second,
-		SweepInterval:     15 * time.Second,
-		PoolRefresh:       30 * time.Second,
-		ReadyTimeout:      3 * time.Minute,
+	var c Config
+	for i := range Settings {
+		Settings[i].setDefault(&c)
 	}
+	return c
 }
 
-// file is the HCL file's schema. Every attribute is optional.
-type file struct {
-	Listen              *string  `hcl:"listen,optional"`
-	TLSCert             *string  `hcl:"tls_cert,optional"`
-	TLSKey              *string  `hcl:"tls_key,optional"`
-	TrustedProxyHeaders *bool    `hcl:"trusted_proxy_headers,optional"`
-	PublicURL           *string  `hcl:"public_url,optional"`
-	DaemonURL           *string  `hcl:"daemon_url,optional"`
-	InternalListen      *string  `hcl:"internal_listen,optional"`
-	AdvertiseAddr       *string  `hcl:"advertise_addr,optional"`
-	FlyOIDCIssuer       *string  `hcl:"fly_oidc_issuer,optional"`
-	AllowedOrigins      []string `hcl:"allowed_origins,optional"`
-	FlyAPIURL           *string  `hcl:"fly_api_url,optional"`
-	FlyAPIToken         *string  `hcl:"fly_api_token,optional"`
-	FlyOrg              *string  `hcl:"fly_org,optional"`
-	StoreDSN            *string  `hcl:"store_dsn,optional"`
-	ReplicaID           *string  `hcl:"replica_id,optional"`
-	BrokerKeyFile       *string  `hcl:"broker_key_file,optional"`
-	AdminKey            *string  `hcl:"admin_key,optional"`
-	LogFormat           *string  `hcl:"log_format,optional"`
-	LogLevel            *string  `hcl:"log_level,optional"`
-	ClaimWorkers        *int     `hcl:"claim_workers,optional"`
-	HeartbeatInterval   *string  `hcl:"heartbeat_interval,optional"`
-	DeadAfter           *string  `hcl:"dead_after,optional"`
-	SweepInterval       *string  `hcl:"sweep_interval,optional"`
-	PoolRefresh         *string  `hcl:"pool_refresh,optional"`
-	ReadyTimeout        *string  `hcl:"ready_timeout,optional"`
-	MaxAttachesSession  *int     `hcl:"max_attaches_per_session,optional"`
-	MaxAttachesTicket   *int     `hcl:"max_attaches_per_ticket,optional"`
-	MaxAttachesTenant   *int     `hcl:"max_attaches_per_tenant,optional"`
+// fileBody is an HCL file as hclsimple hands it over: its attributes are
+// decoded against Settings, so that the file knows every setting that has
+// an HCL name and nothing else.
+type fileBody struct {
+	Body hcl.Body `hcl:",remain"`
 }
 
-// LoadFile applies an HCL configuration file on top of c.
+// LoadFile applies an HCL configuration file (or its JSON form, by the
+// file's extension) on top of c. An unknown attribute is an error, so that a
+// typo does not silently fall back to a default.
 func (c *Config) LoadFile(path string) error {
-	var f file
+	var f fileBody
 	if err := hclsimple.DecodeFile(path, nil, &f); err != nil {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
-	setS := func(dst *string, v *string) {
-		if v != nil {
-			*dst = *v
+	attrs, diags := f.Body.JustAttributes()
+	if diags.HasErrors() {
+		return fmt.Errorf("config file %s: %w", path, diags)
+	}
+	names := make([]string, 0, len(attrs))
+	for n := range attrs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		a := attrs[n]
+		s := lookup(n)
+		if s == nil {
+			return fmt.Errorf("config file %s: %s: unsupported attribute %q", path, a.NameRange, n)
 		}
-	}
-	setS(&c.Listen, f.Listen)
-	setS(&c.TLSCert, f.TLSCert)
-	setS(&c.TLSKey, f.TLSKey)
-	if f.TrustedProxyHeaders != nil {
-		c.TrustedProxyHeaders = *f.TrustedProxyHeaders
-	}
-	setS(&c.PublicURL, f.PublicURL)
-	setS(&c.DaemonURL, f.DaemonURL)
-	setS(&c.InternalListen, f.InternalListen)
-	setS(&c.AdvertiseAddr, f.AdvertiseAddr)
-	setS(&c.FlyOIDCIssuer, f.FlyOIDCIssuer)
-	if f.AllowedOrigins != nil {
-		c.AllowedOrigins = f.AllowedOrigins
-	}
-	setS(&c.FlyAPIURL, f.FlyAPIURL)
-	setS(&c.FlyAPIToken, f.FlyAPIToken)
-	setS(&c.FlyOrg, f.FlyOrg)
-	setS(&c.StoreDSN, f.StoreDSN)
-	setS(&c.ReplicaID, f.ReplicaID)
-	setS(&c.BrokerKeyFile, f.BrokerKeyFile)
-	setS(&c.AdminKey, f.AdminKey)
-	setS(&c.LogFormat, f.LogFormat)
-	setS(&c.LogLevel, f.LogLevel)
-	if f.ClaimWorkers != nil {
-		c.ClaimWorkers = *f.ClaimWorkers
-	}
-	for _, x := range []struct {
-		dst *int
-		v   *int
-	}{{&c.MaxAttachesPerSession, f.MaxAttachesSession}, {&c.MaxAttachesPerTicket, f.MaxAttachesTicket}, {&c.MaxAttachesPerTenant, f.MaxAttachesTenant}} {
-		if x.v != nil {
-			*x.dst = *x.v
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() {
+			return fmt.Errorf("config file %s: %w", path, diags)
 		}
-	}
-	for _, d := range []struct {
-		name string
-		dst  *time.Duration
-		v    *string
-	}{
-		{"heartbeat_interval", &c.HeartbeatInterval, f.HeartbeatInterval},
-		{"dead_after", &c.DeadAfter, f.DeadAfter},
-		{"sweep_interval", &c.SweepInterval, f.SweepInterval},
-		{"pool_refresh", &c.PoolRefresh, f.PoolRefresh},
-		{"ready_timeout", &c.ReadyTimeout, f.ReadyTimeout},
-	} {
-		if d.v == nil {
-			continue
+		if err := s.field.setHCL(c, v); err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, n, err)
 		}
-		v, err := time.ParseDuration(*d.v)
-		if err != nil {
-			return fmt.Errorf("config file %s: %s: %w", path, d.name, err)
-		}
-		*d.dst = v
 	}
 	return nil
+}
+
+// setHCL stores an HCL value, converted as gohcl would to the field's type
+// (durations are strings such as "30s").
+func (f field) setHCL(c *Config, v cty.Value) error {
+	want := map[string]cty.Type{"string": cty.String, "duration": cty.String, "bool": cty.Bool,
+		"int": cty.Number, "list": cty.List(cty.String)}[f.kind]
+	v, err := convert.Convert(v, want)
+	if err != nil {
+		return err
+	}
+	if v.IsNull() {
+		return nil // as an optional attribute set to null: left as it was
+	}
+	if f.kind == "duration" {
+		var text string
+		if err := gocty.FromCtyValue(v, &text); err != nil {
+			return err
+		}
+		return f.setText(c, text)
+	}
+	return gocty.FromCtyValue(v, f.ptr(c))
 }
 
 // EnvVar describes one environment override.
@@ -219,90 +178,32 @@ type EnvVar struct {
 	Apply func(c *Config, v string) error
 }
 
-func str(dst func(*Config) *string) func(*Config, string) error {
-	return func(c *Config, v string) error { *dst(c) = v; return nil }
-}
+// EnvVars lists every environment override, in the documented order (made
+// from Settings).
+var EnvVars = envVars()
 
-func dur(name string, dst func(*Config) *time.Duration) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		*dst(c) = d
-		return nil
+func envVars() []EnvVar {
+	out := make([]EnvVar, 0, len(Settings))
+	for i := range Settings {
+		s := &Settings[i]
+		out = append(out, EnvVar{Names: s.Env, Apply: func(c *Config, v string) error {
+			if err := s.field.setText(c, v); err != nil {
+				return fmt.Errorf("%s: %w", s.Env[0], err)
+			}
+			return nil
+		}})
 	}
-}
-
-func num(name string, dst func(*Config) *int) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		*dst(c) = n
-		return nil
-	}
-}
-
-// EnvVars lists every environment override, in the documented order.
-var EnvVars = []EnvVar{
-	{[]string{"HANGARD_LISTEN"}, str(func(c *Config) *string { return &c.Listen })},
-	{[]string{"HANGARD_TLS_CERT"}, str(func(c *Config) *string { return &c.TLSCert })},
-	{[]string{"HANGARD_TLS_KEY"}, str(func(c *Config) *string { return &c.TLSKey })},
-	{[]string{"HANGARD_TRUSTED_PROXY_HEADERS"}, func(c *Config, v string) error {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("HANGARD_TRUSTED_PROXY_HEADERS: %w", err)
-		}
-		c.TrustedProxyHeaders = b
-		return nil
-	}},
-	{[]string{"HANGARD_PUBLIC_URL"}, str(func(c *Config) *string { return &c.PublicURL })},
-	{[]string{"HANGARD_DAEMON_URL"}, str(func(c *Config) *string { return &c.DaemonURL })},
-	{[]string{"HANGARD_INTERNAL_LISTEN"}, str(func(c *Config) *string { return &c.InternalListen })},
-	{[]string{"HANGARD_ADVERTISE_ADDR"}, str(func(c *Config) *string { return &c.AdvertiseAddr })},
-	{[]string{"HANGARD_FLY_OIDC_ISSUER"}, str(func(c *Config) *string { return &c.FlyOIDCIssuer })},
-	{[]string{"HANGARD_ALLOWED_ORIGINS"}, func(c *Config, v string) error {
-		c.AllowedOrigins = splitList(v)
-		return nil
-	}},
-	{[]string{"HANGARD_FLY_API_URL", "FLY_API_URL"}, str(func(c *Config) *string { return &c.FlyAPIURL })},
-	{[]string{"HANGARD_FLY_API_TOKEN", "FLY_API_TOKEN"}, str(func(c *Config) *string { return &c.FlyAPIToken })},
-	{[]string{"HANGARD_FLY_ORG", "FLY_ORG"}, str(func(c *Config) *string { return &c.FlyOrg })},
-	{[]string{"HANGARD_STORE_DSN"}, str(func(c *Config) *string { return &c.StoreDSN })},
-	{[]string{"HANGARD_REPLICA_ID"}, str(func(c *Config) *string { return &c.ReplicaID })},
-	{[]string{"HANGARD_BROKER_KEY_FILE"}, str(func(c *Config) *string { return &c.BrokerKeyFile })},
-	{[]string{"HANGARD_BROKER_KEY"}, str(func(c *Config) *string { return &c.BrokerKey })},
-	{[]string{"HANGARD_ADMIN_KEY"}, str(func(c *Config) *string { return &c.AdminKey })},
-	{[]string{"HANGARD_LOG_FORMAT"}, str(func(c *Config) *string { return &c.LogFormat })},
-	{[]string{"HANGARD_LOG_LEVEL"}, str(func(c *Config) *string { return &c.LogLevel })},
-	{[]string{"HANGARD_CLAIM_WORKERS"}, func(c *Config, v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("HANGARD_CLAIM_WORKERS: %w", err)
-		}
-		c.ClaimWorkers = n
-		return nil
-	}},
-	{[]string{"HANGARD_MAX_ATTACHES_PER_SESSION"}, num("HANGARD_MAX_ATTACHES_PER_SESSION", func(c *Config) *int { return &c.MaxAttachesPerSession })},
-	{[]string{"HANGARD_MAX_ATTACHES_PER_TICKET"}, num("HANGARD_MAX_ATTACHES_PER_TICKET", func(c *Config) *int { return &c.MaxAttachesPerTicket })},
-	{[]string{"HANGARD_MAX_ATTACHES_PER_TENANT"}, num("HANGARD_MAX_ATTACHES_PER_TENANT", func(c *Config) *int { return &c.MaxAttachesPerTenant })},
-	{[]string{"HANGARD_HEARTBEAT_INTERVAL"}, dur("HANGARD_HEARTBEAT_INTERVAL", func(c *Config) *time.Duration { return &c.HeartbeatInterval })},
-	{[]string{"HANGARD_DEAD_AFTER"}, dur("HANGARD_DEAD_AFTER", func(c *Config) *time.Duration { return &c.DeadAfter })},
-	{[]string{"HANGARD_SWEEP_INTERVAL"}, dur("HANGARD_SWEEP_INTERVAL", func(c *Config) *time.Duration { return &c.SweepInterval })},
-	{[]string{"HANGARD_POOL_REFRESH"}, dur("HANGARD_POOL_REFRESH", func(c *Config) *time.Duration { return &c.PoolRefresh })},
-	{[]string{"HANGARD_READY_TIMEOUT"}, dur("HANGARD_READY_TIMEOUT", func(c *Config) *time.Duration { return &c.ReadyTimeout })},
+	return out
 }
 
 // LoadEnv applies environment overrides read through getenv (os.Getenv in
 // production) on top of c.
 func (c *Config) LoadEnv(getenv func(string) string) error {
-	for _, e := range EnvVars {
-		for _, n := range e.Names {
+	for _, s := range Settings {
+		for _, n := range s.Env {
 			if v := getenv(n); v != "" {
-				if err := e.Apply(c, v); err != nil {
-					return err
+				if err := s.field.setText(c, v); err != nil {
+					return fmt.Errorf("%s: %w", n, err)
 				}
 				break
 			}
@@ -322,47 +223,24 @@ func splitList(v string) []string {
 }
 
 // Flags binds command-line flags that override the file and environment.
-// Call Apply after fs.Parse.
+// Call Load after fs.Parse.
 type Flags struct {
-	fs                *flag.FlagSet
-	configFile        string
-	listen, storeDSN  string
-	brokerKeyFile     string
-	logFormat         string
-	logLevel          string
-	allowedOrigins    string
-	flyAPIURL, flyOrg string
-	publicURL         string
-	daemonURL         string
-	internalListen    string
-	advertiseAddr     string
-	flyOIDCIssuer     string
-	tlsCert, tlsKey   string
-	replicaID         string
-	trustProxy        bool
+	fs         *flag.FlagSet
+	configFile string
+	values     Config // what the flags that were set parsed to
 }
 
-// BindFlags registers the shared flags on fs. --config names the HCL file.
+// BindFlags registers --config (the HCL file) and the flag of every setting
+// that has one on fs.
 func BindFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{fs: fs}
 	fs.StringVar(&f.configFile, "config", "", "HCL configuration file")
-	fs.StringVar(&f.listen, "listen", "", "HTTP listen address (HANGARD_LISTEN)")
-	fs.StringVar(&f.storeDSN, "store", "", "store DSN: sqlite:///file.db or postgres://… (HANGARD_STORE_DSN)")
-	fs.StringVar(&f.replicaID, "replica-id", "", "this replica's id, stable across restarts (HANGARD_REPLICA_ID)")
-	fs.StringVar(&f.brokerKeyFile, "broker-key-file", "", "broker private key file (HANGARD_BROKER_KEY_FILE; or HANGARD_BROKER_KEY)")
-	fs.StringVar(&f.logFormat, "log-format", "", "log format: json or text (HANGARD_LOG_FORMAT)")
-	fs.StringVar(&f.logLevel, "log-level", "", "log level: trace, debug, info, warn, error (HANGARD_LOG_LEVEL)")
-	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated WebSocket origins allowed (HANGARD_ALLOWED_ORIGINS)")
-	fs.StringVar(&f.flyAPIURL, "fly-api-url", "", "Fly Machines API base URL without /v1 (FLY_API_URL)")
-	fs.StringVar(&f.flyOrg, "fly-org", "", "Fly organisation slug (FLY_ORG)")
-	fs.StringVar(&f.publicURL, "public-url", "", "external base URL of the daemon (HANGARD_PUBLIC_URL)")
-	fs.StringVar(&f.daemonURL, "daemon-url", "", "URL workers dial for their tunnel; default the public URL (HANGARD_DAEMON_URL)")
-	fs.StringVar(&f.internalListen, "internal-listen", "", "replica-to-replica listen address, never public (HANGARD_INTERNAL_LISTEN)")
-	fs.StringVar(&f.advertiseAddr, "advertise-addr", "", "host:port other replicas reach --internal-listen on (HANGARD_ADVERTISE_ADDR)")
-	fs.StringVar(&f.flyOIDCIssuer, "fly-oidc-issuer", "", "issuer of machine identity tokens; default https://oidc.fly.io/<org> (HANGARD_FLY_OIDC_ISSUER)")
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (HANGARD_TLS_CERT)")
-	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file (HANGARD_TLS_KEY)")
-	fs.BoolVar(&f.trustProxy, "trusted-proxy-headers", false, "believe X-Forwarded-Proto/-Host, behind a proxy that terminates TLS; --trusted-proxy-headers=false turns it off (HANGARD_TRUSTED_PROXY_HEADERS)")
+	for i := range Settings {
+		s := &Settings[i]
+		if s.Flag != "" {
+			fs.Var(&flagValue{s: s, set: &f.values}, s.Flag, s.Usage)
+		}
+	}
 	return f
 }
 
@@ -378,34 +256,14 @@ func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
 	if err := c.LoadEnv(getenv); err != nil {
 		return c, err
 	}
-	set := map[string]bool{}
-	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	apply := func(name string, dst *string, v string) {
-		if set[name] {
-			*dst = v
+	f.fs.Visit(func(fl *flag.Flag) {
+		v, ok := fl.Value.(*flagValue)
+		if !ok {
+			return
 		}
-	}
-	apply("listen", &c.Listen, f.listen)
-	apply("store", &c.StoreDSN, f.storeDSN)
-	apply("replica-id", &c.ReplicaID, f.replicaID)
-	apply("broker-key-file", &c.BrokerKeyFile, f.brokerKeyFile)
-	apply("log-format", &c.LogFormat, f.logFormat)
-	apply("log-level", &c.LogLevel, f.logLevel)
-	apply("fly-api-url", &c.FlyAPIURL, f.flyAPIURL)
-	apply("fly-org", &c.FlyOrg, f.flyOrg)
-	apply("public-url", &c.PublicURL, f.publicURL)
-	apply("daemon-url", &c.DaemonURL, f.daemonURL)
-	apply("internal-listen", &c.InternalListen, f.internalListen)
-	apply("advertise-addr", &c.AdvertiseAddr, f.advertiseAddr)
-	apply("fly-oidc-issuer", &c.FlyOIDCIssuer, f.flyOIDCIssuer)
-	apply("tls-cert", &c.TLSCert, f.tlsCert)
-	apply("tls-key", &c.TLSKey, f.tlsKey)
-	if set["trusted-proxy-headers"] {
-		c.TrustedProxyHeaders = f.trustProxy
-	}
-	if set["allowed-origins"] {
-		c.AllowedOrigins = splitList(f.allowedOrigins)
-	}
+		// Copy the parsed value from the scratch config into c.
+		v.s.field.copy(&c, &f.values)
+	})
 	return c, c.Validate()
 }
 

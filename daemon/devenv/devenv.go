@@ -165,7 +165,8 @@ func Prepare(ctx context.Context, opts Options) (*Env, error) {
 	}
 	e.Emulator, e.emuListener = emu, ln
 	e.emuServer = &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
-	go e.emuServer.Serve(ln)
+	// Serve returns ErrServerClosed when Close stops it.
+	go func() { _ = e.emuServer.Serve(ln) }()
 	e.FlyURL = "http://" + ln.Addr().String()
 	emu.SetBaseURL(e.FlyURL)
 	agentLn, err := net.Listen("tcp", net.JoinHostPort(emu.InternetAddr().String(), "0"))

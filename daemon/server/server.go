@@ -98,7 +98,7 @@ func New(cfg Config) *Server {
 	}
 	m.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(OpenAPI)
+		_, _ = w.Write(OpenAPI) // a client that went away has nothing to be told
 	})
 	m.HandleFunc("POST /v1/sessions", s.tenant(s.createSession))
 	m.HandleFunc("GET /v1/sessions", s.tenant(s.listSessions))
@@ -106,6 +106,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("DELETE /v1/sessions/{id}", s.tenant(s.deleteSession))
 	m.HandleFunc("POST /v1/sessions/{id}/tickets", s.tenant(s.createTicket))
 	m.HandleFunc("GET /v1/sessions/{id}/events", s.tenant(s.events))
+	m.HandleFunc("GET /v1/events", s.tenant(s.tenantEvents))
 	m.HandleFunc("GET /v1/sessions/{id}/attach", s.attach)
 	m.HandleFunc("GET /v1/pools", s.listPools)
 	if cfg.Tunnels != nil {
@@ -200,8 +201,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.Encode(v)
+	// An encoding error here is a client that went away: nothing to tell it.
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // fail maps an error to its status and JSON body; unexpected errors are

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/hangarhq/hangar/daemon/sessions"
@@ -114,7 +115,9 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, t *store.
 
 // events streams the session as server-sent events ("event: session",
 // data = the session object) whenever it changes, until it is ended or
-// failed. It reads the store, so it sees changes made by any replica.
+// failed. It re-reads the session when the store's notifier says a session
+// it cares about changed (on any replica): this one, or, while it waits in
+// line, another of its pool (its queue position moves).
 // eventsWriteWindow is how long one event-stream write may take: longer
 // than the 15 s keepalive, so a reading client is never cut off.
 const eventsWriteWindow = time.Minute
@@ -134,13 +137,23 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, t *store.Tenant)
 	var last string
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
-	poll := time.NewTicker(250 * time.Millisecond)
+	// The notifier calls want on its own goroutine: it reads the pool
+	// (fixed) and whether the session waits in line (kept current below).
+	pool := ss.Pool
+	var pending atomic.Bool
+	changed, stopWatch := s.watchSessions(func(c store.SessionChange) bool {
+		return c.ID == id || (c.Pool == pool && pending.Load())
+	})
+	defer stopWatch()
+	// Notices can be lost (see store.Notifier): a slow poll is the backstop.
+	poll := time.NewTicker(eventsSafetyPoll)
 	defer poll.Stop()
 	// The server's write timeout counts from the request; a stream lives on
 	// by moving the deadline before every write, so that only a client that
 	// stops reading for eventsWriteWindow is cut off.
 	extend := func() { _ = rc.SetWriteDeadline(time.Now().Add(eventsWriteWindow)) }
 	for {
+		pending.Store(ss.State == store.StatePending)
 		js := s.sessionJSON(r.Context(), t, ss)
 		// The cost grows every second; only real changes make an event.
 		if key := fmt.Sprint(ss.UpdatedAt.UnixNano(), js.State, js.QueuePosition); key != last {
@@ -166,11 +179,100 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, t *store.Tenant)
 			rc.Flush()
 			continue
 		case <-poll.C:
+		case <-changed:
 		}
 		next, err := s.cfg.Sessions.Get(r.Context(), t.ID, id)
 		if err != nil {
 			return
 		}
 		ss = next
+	}
+}
+
+// eventsSafetyPoll is how often an event stream re-reads its session with
+// no notice: only a lost notice (store.Notifier) makes that find anything.
+var eventsSafetyPoll = 15 * time.Second
+
+// watchSessions subscribes to the store's session notices: changed gets a
+// token for every notice want accepts and for every possibly lost one.
+// Without a store (some tests) nothing comes and the safety poll does it all.
+func (s *Server) watchSessions(want func(store.SessionChange) bool) (changed <-chan struct{}, stop func()) {
+	ch := make(chan struct{}, 1)
+	if s.cfg.Store == nil || s.cfg.Store.Notifier() == nil {
+		return ch, func() {}
+	}
+	stop = s.cfg.Store.Notifier().Subscribe(store.ChannelSessions, func(msg string) {
+		if c, ok := store.ParseSessionChange(msg); ok && !want(c) {
+			return
+		}
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already waiting
+		}
+	})
+	return ch, stop
+}
+
+// tenantEvents streams the tenant's session list as server-sent events
+// ("event: sessions", data = what GET /v1/sessions answers): at once, then
+// whenever one of the tenant's sessions changes on any replica (the store's
+// notices), and every eventsSafetyPoll as a backstop against lost notices.
+// The web terminal's session list follows it instead of polling.
+func (s *Server) tenantEvents(w http.ResponseWriter, r *http.Request, t *store.Tenant) {
+	changed, stopWatch := s.watchSessions(func(c store.SessionChange) bool { return c.TenantID == t.ID })
+	defer stopWatch()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	extend := func() { _ = rc.SetWriteDeadline(time.Now().Add(eventsWriteWindow)) }
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	poll := time.NewTicker(eventsSafetyPoll)
+	defer poll.Stop()
+	for {
+		list, err := s.cfg.Store.ListSessions(r.Context(), store.SessionFilter{TenantID: t.ID})
+		if err != nil {
+			return
+		}
+		out := make([]api.Session, 0, len(list))
+		for _, ss := range list {
+			out = append(out, s.sessionJSON(r.Context(), t, ss))
+		}
+		b, err := json.Marshal(out)
+		if err != nil {
+			return
+		}
+		extend()
+		if _, err := fmt.Fprintf(w, "event: sessions\ndata: %s\n\n", b); err != nil {
+			return
+		}
+		rc.Flush()
+		if !waitForChange(r.Context(), w, rc, extend, keepalive.C, poll.C, changed) {
+			return
+		}
+	}
+}
+
+// waitForChange keeps an event stream alive until there may be news (a
+// notice or the safety poll): false when the client is gone.
+func waitForChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, extend func(),
+	keepalive, poll <-chan time.Time, changed <-chan struct{}) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-keepalive:
+			extend()
+			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+				return false
+			}
+			rc.Flush()
+		case <-poll:
+			return true
+		case <-changed:
+			return true
+		}
 	}
 }

@@ -86,7 +86,7 @@ func TestHTTPTimeouts(t *testing.T) {
 	// is under test)...
 	past := time.Now().Add(3 * write)
 	for time.Now().Before(past) {
-		time.Sleep(past.Sub(time.Now()))
+		time.Sleep(time.Until(past))
 	}
 	// ...the attach still carries input and output,
 	tm.send("echo still-$((40+2))\n")

@@ -37,6 +37,7 @@ import (
 	"github.com/hangarhq/hangar/internal/agentauth"
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/tunnel"
+	"github.com/hangarhq/hangar/internal/version"
 )
 
 // Deps are a replica's shared parts, handed to background workers.
@@ -92,7 +93,8 @@ type Options struct {
 	AllowFileRepos bool
 	// Web overrides the web terminal handler at "/".
 	Web http.Handler
-	// DispatchInterval overrides how often pending claims are looked at.
+	// DispatchInterval overrides how often pending claims are looked at while
+	// a pool waits for capacity.
 	DispatchInterval time.Duration
 	// HTTPTimeouts override the HTTP server's timeouts (zero fields: the
 	// defaults).
@@ -201,7 +203,7 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		}
 	}
 	d.run()
-	d.Logger.Info("hangard started", "daemon", d.DaemonID, "url", d.URL, "fly", d.Fly.BaseURL(), "org", d.Config.FlyOrg,
+	d.Logger.Info("hangard started", "version", version.Get(), "daemon", d.DaemonID, "url", d.URL, "fly", d.Fly.BaseURL(), "org", d.Config.FlyOrg,
 		"agent_url", d.Config.TunnelAudience(d.URL), "oidc_issuer", d.Config.OIDCIssuer(), "internal", d.advertised)
 	return d, nil
 }
@@ -280,6 +282,7 @@ func (d *Daemon) build(ctx context.Context) error {
 	var err error
 	d.Fly, err = fly.New(fly.Options{
 		BaseURL: cfg.FlyAPIURL, Token: cfg.FlyAPIToken, Logger: log.Named("fly"),
+		UserAgent: "hangard/" + version.Get(),
 		OnResponse: func(method, action string, status int, err error) {
 			d.Metrics.ObserveFly(method, action, status, err)
 			observeFlyHealth(d.Health, status, err)

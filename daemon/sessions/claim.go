@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,11 +94,39 @@ func (m *Manager) Run(ctx context.Context) {
 	m.mu.Unlock()
 }
 
+// dispatchSafetyPoll is how often dispatch looks at pending claims with
+// no reason to: only a lost store notice makes that find anything.
+const dispatchSafetyPoll = 15 * time.Second
+
+// dispatchLoop runs dispatch when there may be something to do: a session
+// created here (kick), a store notice of a session of this replica or of a
+// pool whose line waits (another session ended or failed, on any replica:
+// capacity may be free), and every DispatchInterval while a line waits for
+// capacity, which appears on Fly (the reconciler's top-ups) rather than in
+// the store. Else it polls only as a backstop against lost notices.
 func (m *Manager) dispatchLoop(ctx context.Context) {
-	t := time.NewTicker(m.cfg.DispatchInterval)
+	stop := m.store.Notifier().Subscribe(store.ChannelSessions, func(msg string) {
+		// This replica's own claims wake it when they finish; a session
+		// going (back) to pending here, or any change in a pool whose line
+		// waits, is news.
+		if c, ok := store.ParseSessionChange(msg); ok &&
+			(c.Owner != m.cfg.DaemonID || c.State != store.StatePending) && !m.lineWaits(c.Pool) {
+			return
+		}
+		m.wake()
+	})
+	defer stop()
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		m.dispatch(ctx)
+		m.mu.Lock()
+		next := dispatchSafetyPoll
+		if len(m.waiting) > 0 {
+			next = m.cfg.DispatchInterval
+		}
+		m.mu.Unlock()
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return
@@ -105,6 +134,18 @@ func (m *Manager) dispatchLoop(ctx context.Context) {
 		case <-m.kick:
 		}
 	}
+}
+
+// lineWaits reports whether a claim line of pool waits for capacity.
+func (m *Manager) lineWaits(pool string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for line, w := range m.waiting {
+		if w && strings.HasPrefix(line, pool+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // dispatch starts claims for this replica's pending sessions, oldest first,
@@ -363,7 +404,8 @@ func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.P
 		if err := m.fly.UpdateMetadata(ctx, p.App, mach.ID, fly.UpdateMetadataRequest{Metadata: map[string]*string{pool.KeyRole: &role, pool.KeySession: &sid}}, c.nonce); err != nil {
 			// The machine is still a standby; give it back and try again later.
 			m.release(c.app, mach.ID, c.nonce)
-			m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
+			// If this fails the claim stays claiming; ready_timeout fails it.
+			_, _ = m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateClaiming}, func(s *store.Session) error {
 				s.State, s.MachineID, s.Region = store.StatePending, "", ""
 				return nil
 			})

@@ -85,7 +85,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// ReadyTimeout bounds a claim from request to ready.
 	ReadyTimeout time.Duration
-	// DispatchInterval is how often pending claims are looked at (default 500ms).
+	// DispatchInterval is how often pending claims are looked at while a
+	// line waits for capacity (default 500ms); otherwise store notices
+	// wake dispatch.
 	DispatchInterval time.Duration
 	// ShutdownGrace is how long in-flight claims and ends may run after Run's
 	// context ends (default 30s).

@@ -20,8 +20,9 @@ import (
 // session advisory lock held on a connection of its own.
 type pgStore struct {
 	sqlCommon
-	pool   *pgxpool.Pool
-	schema string // current_schema() of the store's connections
+	pool    *pgxpool.Pool
+	schema  string      // current_schema() of the store's connections
+	notices *pgNotifier // listens for every replica's notices
 
 	rateCalls atomic.Int64 // ReserveRate calls, to sweep idle buckets now and then
 
@@ -98,6 +99,12 @@ func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
+	n, err := startPgNotifier(ctx, pool, s.schema)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	s.notifier, s.notices = n, n
 	return s, nil
 }
 
@@ -348,6 +355,9 @@ func (s *pgStore) Close() error {
 	s.mu.Unlock()
 	for _, c := range idle {
 		c.Close(context.Background())
+	}
+	if s.notices != nil {
+		s.notices.close()
 	}
 	s.pool.Close()
 	return nil

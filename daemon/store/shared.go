@@ -22,7 +22,12 @@ type sqlCommon struct {
 	exec func(ctx context.Context, q string, args ...any) (int64, error)
 	// inTx runs fn in one transaction, committed if fn returns nil.
 	inTx func(ctx context.Context, fn func(txOps) error) error
+	// notifier carries the notices of session writes.
+	notifier Notifier
 }
+
+// Notifier returns the store's change notices.
+func (c *sqlCommon) Notifier() Notifier { return c.notifier }
 
 // txOps are the statements of one open transaction, in either driver.
 type txOps struct {
@@ -145,6 +150,7 @@ func (c *sqlCommon) CreateSession(ctx context.Context, sess *Session) error {
 	if err != nil {
 		return fmt.Errorf("create session %s: %w", sess.ID, err)
 	}
+	publishSession(ctx, c.notifier, sess)
 	return nil
 }
 
@@ -201,6 +207,7 @@ func (c *sqlCommon) UpdateSession(ctx context.Context, id string, from []Session
 	if err != nil {
 		return nil, err
 	}
+	publishSession(ctx, c.notifier, out)
 	return out, nil
 }
 

@@ -116,6 +116,8 @@ func openSQLite(ctx context.Context, path, userQuery string) (*sqliteStore, erro
 		inTx: func(ctx context.Context, fn func(txOps) error) error {
 			return s.tx(ctx, func(tx *sql.Tx) error { return fn(sqlTxOps(tx)) })
 		},
+		// One process serves a SQLite store: its notices stay in it.
+		notifier: newLocalNotifier(),
 	}
 	return s, nil
 }

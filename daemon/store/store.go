@@ -220,6 +220,11 @@ type Store interface {
 	SaveSnapshot(ctx context.Context, key string, data []byte, readAt time.Time) error
 	LoadSnapshot(ctx context.Context, key string) (data []byte, readAt time.Time, err error)
 
+	// Notifier is the store's change notices (see Notifier): every
+	// CreateSession and UpdateSession publishes a SessionChange on
+	// ChannelSessions, to this process (SQLite) or every replica (Postgres).
+	Notifier() Notifier
+
 	Close() error
 }
 

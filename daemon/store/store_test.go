@@ -97,6 +97,62 @@ func TestPostgres(t *testing.T) {
 		}
 		releaseB()
 	})
+	t.Run("notices_separate_and_survive_a_lost_listener", func(t *testing.T) {
+		dsnA := storetest.CreateSchema(t, cluster)
+		a, a2 := openStore(t, dsnA), openStore(t, dsnA)
+		b := openStore(t, storetest.CreateSchema(t, cluster))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		msgs := make(chan string, 16)
+		defer a2.Notifier().Subscribe("t", func(m string) {
+			select {
+			case msgs <- m:
+			default:
+			}
+		})()
+		next := func() string {
+			t.Helper()
+			select {
+			case m := <-msgs:
+				return m
+			case <-ctx.Done():
+				t.Fatal("no notice")
+				return ""
+			}
+		}
+		// Another schema's notices are not this one's.
+		if err := b.Notifier().Publish(ctx, "t", "from-b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Notifier().Publish(ctx, "t", "from-a"); err != nil {
+			t.Fatal(err)
+		}
+		if m := next(); m != "from-a" {
+			t.Fatalf("got %q, want from-a (and never from-b)", m)
+		}
+		// Kill every listener connection: subscribers hear that notices
+		// may be lost, once at the loss and once listening again; then
+		// notices flow again.
+		conn, err := pgx.Connect(ctx, dsnA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'`); err != nil {
+			t.Fatal(err)
+		}
+		for lost := 0; lost < 2; {
+			if next() == store.Lost {
+				lost++
+			}
+		}
+		if err := a.Notifier().Publish(ctx, "t", "again"); err != nil {
+			t.Fatal(err)
+		}
+		if m := next(); m != "again" {
+			t.Fatalf("after reconnecting got %q, want again", m)
+		}
+	})
 	t.Run("missing_schema", func(t *testing.T) {
 		dsn := storetest.CreateDatabase(t, cluster) + "&search_path=nope"
 		if s, err := store.Open(context.Background(), dsn); err == nil {

@@ -212,7 +212,7 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 	detached := make(chan struct{})
 	go pumpInput(e.io.In, a, mode, role, t, func() { close(detached); a.Close() })
 
-	var out io.Writer = e.io.Out
+	out := e.io.Out
 	if mode == "jsonl" {
 		out = lineWriter{e.io.Out} // one JSON line per frame
 	}

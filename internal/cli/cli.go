@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hangarhq/hangar/internal/client"
+	"github.com/hangarhq/hangar/internal/version"
 )
 
 // IO is where a command reads and writes; Main uses the process's own.
@@ -66,8 +67,9 @@ var commands = []command{
 	}},
 }
 
-// Version is set at build time (-ldflags "-X .../internal/cli.Version=...").
-var Version = "dev"
+// Version is what `hangar version` prints: the release version stamped
+// into internal/version at build time (tests may override it).
+var Version = version.Get()
 
 const topUsage = `hangar — run Claude Code sessions on hangar (one Fly Machine per session)
 

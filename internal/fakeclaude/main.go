@@ -118,9 +118,11 @@ func parseArgs(args []string) (*options, error) {
 		}
 	}
 	if o.outputFormat == "stream-json" && o.print && !o.verbose {
+		//nolint:staticcheck // ST1005: the real CLI's words, which callers may match
 		return nil, fmt.Errorf("Error: When using --print, --output-format=stream-json requires --verbose")
 	}
 	if o.inputFormat == "stream-json" && o.outputFormat != "stream-json" {
+		//nolint:staticcheck // ST1005: the real CLI's words, which callers may match
 		return nil, fmt.Errorf("Error: --input-format=stream-json requires output-format=stream-json.")
 	}
 	return o, nil

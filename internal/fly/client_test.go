@@ -220,7 +220,7 @@ func TestMetadataFilterQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := url.Values(f.last("GET", "/v1/apps/a/machines").Query)
+	q := f.last("GET", "/v1/apps/a/machines").Query
 	want := url.Values{
 		"metadata.hangar_pool": {"p1"}, "metadata.hangar_role": {"standby"}, "metadata.odd key": {"a&b=c"},
 		"include_deleted": {"true"}, "region": {"ord"}, "state": {"started,stopped"}, "summary": {"true"},

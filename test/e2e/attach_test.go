@@ -128,7 +128,7 @@ func TestAttachSurvivesCutConnections(t *testing.T) {
 
 	// Phase 2: typing while the connection keeps being cut.
 	for i := 1; i <= 15; i++ {
-		a.Write([]byte(fmt.Sprintf("echo K-$((%d*1))\r", i)))
+		fmt.Fprintf(a, "echo K-$((%d*1))\r", i)
 		time.Sleep(40 * time.Millisecond)
 	}
 	waitFor(t, out, "K-15", time.Minute)

@@ -67,6 +67,9 @@ func (s *tmuxServer) waitFor(want string, timeout time.Duration) string {
 }
 
 func TestAttachInTmux(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short (make test-unit): the tmux terminal test runs in make test")
+	}
 	d := devtest.Start(t)
 	hangar := testbin.Path(t, testbin.CLI)
 	tm := newTmux(t)

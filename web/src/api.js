@@ -52,6 +52,37 @@ export class Api {
   /** ticket mints a WebSocket ticket: {role, ttl?, uses?}. */
   ticket(id, req) { return this.request('POST', `/v1/sessions/${encodeURIComponent(id)}/tickets`, req); }
 
+  /**
+   * watch reads the server-sent events of path (with the key, which an
+   * EventSource cannot send) and calls on(event, data) for each until the
+   * stream ends or signal aborts it.
+   */
+  async watch(path, on, signal) {
+    const headers = { Accept: 'text/event-stream' };
+    if (this.key) headers.Authorization = `Bearer ${this.key}`;
+    const resp = await fetch(path, { headers, signal });
+    if (!resp.ok || !resp.body) throw new ApiError(resp.status, '', `HTTP ${resp.status}`);
+    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        let event = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event: ')) event = line.slice(7);
+          else if (line.startsWith('data: ')) data += line.slice(6);
+        }
+        if (data) on(event, data);
+      }
+    }
+  }
+
   async listPools() {
     const d = await this.request('GET', '/v1/pools');
     return Array.isArray(d) ? d : (d && d.pools) || [];

@@ -59,6 +59,7 @@ function show(view) {
 function clearTimers() {
   app.timers.forEach((t) => clearInterval(t));
   app.timers = [];
+  if (app.watch) { app.watch.abort(); app.watch = null; }
 }
 
 function setTopbar() {
@@ -147,40 +148,62 @@ function pushInfo(p) {
 
 async function refreshSessions() {
   try {
-    const list = await app.api.listSessions();
-    $('sessions-error').textContent = '';
-    const tbody = $('sessions').querySelector('tbody');
-    tbody.textContent = '';
-    list.sort((a, b) => String(b.created_at || '').localeCompare(String(a.created_at || '')));
-    for (const s of list) {
-      const tr = document.createElement('tr');
-      tr.dataset.session = s.id;
-      for (const v of [s.id, s.pool, s.state + (s.reason ? ` (${s.reason})` : ''), s.region || '-', age(s), fmtCost(s.cost_usd)]) {
-        const td = document.createElement('td');
-        td.textContent = v;
-        tr.append(td);
-      }
-      const td = document.createElement('td');
-      if (s.state !== 'ended' && s.state !== 'failed') {
-        const open = document.createElement('button');
-        open.className = 'small';
-        open.textContent = 'open';
-        open.onclick = () => { location.hash = `#/s/${encodeURIComponent(s.id)}`; };
-        const end = document.createElement('button');
-        end.className = 'small danger';
-        end.textContent = 'end';
-        end.onclick = () => endSession(s.id);
-        td.append(open, ' ', end);
-      } else {
-        const p = pushInfo(s.push);
-        if (p) td.textContent = p.text;
-      }
-      tr.append(td);
-      tbody.append(tr);
-    }
+    renderSessions(await app.api.listSessions());
   } catch (err) {
     if (err.status === 401) { sessionStorage.removeItem(KEY_STORAGE); app.api = null; showSignIn('Your API key is no longer accepted.'); return; }
     $('sessions-error').textContent = err.message;
+  }
+}
+
+// watchSessions keeps the list current from GET /v1/events, which sends it
+// whenever one of the tenant's sessions changes (on any replica): no
+// polling. A stream that breaks is opened again after a pause.
+async function watchSessions() {
+  const ctl = new AbortController();
+  app.watch = ctl;
+  while (!ctl.signal.aborted && app.api) {
+    try {
+      await app.api.watch('/v1/events', (event, data) => {
+        if (event === 'sessions') renderSessions(JSON.parse(data));
+      }, ctl.signal);
+    } catch (err) {
+      if (ctl.signal.aborted) return;
+      if (err.status === 401) { refreshSessions(); return; }
+    }
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+}
+
+function renderSessions(list) {
+  $('sessions-error').textContent = '';
+  const tbody = $('sessions').querySelector('tbody');
+  tbody.textContent = '';
+  list.sort((a, b) => String(b.created_at || '').localeCompare(String(a.created_at || '')));
+  for (const s of list) {
+    const tr = document.createElement('tr');
+    tr.dataset.session = s.id;
+    for (const v of [s.id, s.pool, s.state + (s.reason ? ` (${s.reason})` : ''), s.region || '-', age(s), fmtCost(s.cost_usd)]) {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.append(td);
+    }
+    const td = document.createElement('td');
+    if (s.state !== 'ended' && s.state !== 'failed') {
+      const open = document.createElement('button');
+      open.className = 'small';
+      open.textContent = 'open';
+      open.onclick = () => { location.hash = `#/s/${encodeURIComponent(s.id)}`; };
+      const end = document.createElement('button');
+      end.className = 'small danger';
+      end.textContent = 'end';
+      end.onclick = () => endSession(s.id);
+      td.append(open, ' ', end);
+    } else {
+      const p = pushInfo(s.push);
+      if (p) td.textContent = p.text;
+    }
+    tr.append(td);
+    tbody.append(tr);
   }
 }
 
@@ -240,7 +263,7 @@ function showHome() {
   show('home');
   refreshSessions();
   loadPools();
-  app.timers.push(setInterval(refreshSessions, 3000));
+  watchSessions();
 }
 
 // ---- terminal ------------------------------------------------------------
@@ -362,6 +385,25 @@ async function pollSession(id) {
   }
 }
 
+// watchSession keeps app.session current from the session's event stream
+// (GET /v1/sessions/{id}/events, pushed on every change) until it ends.
+async function watchSession(id) {
+  const ctl = new AbortController();
+  app.watch = ctl;
+  while (!ctl.signal.aborted && app.api) {
+    try {
+      await app.api.watch(`/v1/sessions/${encodeURIComponent(id)}/events`, (event, data) => {
+        if (event === 'session') { app.session = JSON.parse(data); updateStatus(); }
+      }, ctl.signal);
+    } catch (err) {
+      if (ctl.signal.aborted) return;
+    }
+    if (app.session && (app.session.state === 'ended' || app.session.state === 'failed')) return;
+    await pollSession(id);
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+}
+
 const stateWords = {
   pending: 'Waiting for a machine', claiming: 'Claiming a machine', starting: 'Starting the VM',
   ready: 'Ready', ending: 'Ending', ended: 'Ended', failed: 'Failed',
@@ -443,7 +485,7 @@ function openTerminal(id, opts) {
   link.start();
   if (app.api) {
     pollSession(id);
-    app.timers.push(setInterval(() => pollSession(id), 2000));
+    watchSession(id);
   }
   app.timers.push(setInterval(updateStatus, 1000));
 }

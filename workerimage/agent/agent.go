@@ -22,11 +22,13 @@ import (
 	"github.com/hangarhq/hangar/internal/agentauth"
 	"github.com/hangarhq/hangar/internal/tunnel"
 	"github.com/hangarhq/hangar/internal/validate"
+	"github.com/hangarhq/hangar/internal/version"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
-// Version is reported by /v1/health (set with -ldflags at release).
-var Version = "dev"
+// Version is reported by /v1/health and --version: the release version
+// stamped into internal/version at build time.
+var Version = version.Get()
 
 // Agent serves one session on one VM.
 type Agent struct {

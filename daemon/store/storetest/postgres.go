@@ -32,8 +32,14 @@ import (
 // the "postgres" user, in a directory handed to it. Without initdb (on PATH
 // or in /usr/lib/postgresql/*/bin) the test fails: CI machines have it
 // (Debian: apt-get install postgresql).
+//
+// With -short (make test-unit) it skips t instead: the inner loop needs no
+// PostgreSQL.
 func StartPostgres(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make test-unit): PostgreSQL tests run in make test")
+	}
 	bin, err := postgresBinDir()
 	if err != nil {
 		t.Fatalf("storetest: cannot start PostgreSQL: %v", err)
@@ -55,7 +61,7 @@ func StartPostgres(t testing.TB) string {
 	if fi, err := os.Stat(base); err != nil || !fi.IsDir() {
 		base = os.TempDir()
 	}
-	dir, err := os.MkdirTemp(base, "hangar-pg-")
+	dir, err := os.MkdirTemp(base, "hangar-pg-") //nolint:usetesting // see above: t.TempDir is unfit
 	if err != nil {
 		t.Fatalf("storetest: make postgres dir: %v", err)
 	}

@@ -13,6 +13,9 @@ import (
 // Two clusters run side by side (as when tests of several packages start
 // theirs), each serves its own database, and each is gone after its test.
 func TestStartPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short (make test-unit): PostgreSQL tests run in make test")
+	}
 	var dsns [2]string
 	t.Run("start", func(t *testing.T) {
 		for i := range dsns {

@@ -63,6 +63,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"leader/release", testLeaderSingle},
 		{"rate/budget", func(t *testing.T, s store.Store) { testRate(t, s, s) }},
 		{"snapshots", testSnapshots},
+		{"notices/sessions", testSessionNotices},
 		{"schema/no_credential_columns", testNoCredentialColumns},
 		{"close", testClose},
 	}
@@ -116,6 +117,12 @@ func RunReplicas(t *testing.T, open func(t *testing.T) (a, b store.Store), exclu
 		t.Run("rate_across", func(t *testing.T) {
 			a, b := open(t)
 			testRate(t, a, b)
+		})
+		// And its notices: a SQLite store serves one replica.
+		t.Run("notices_across", func(t *testing.T) {
+			a, b := open(t)
+			testNoticesAcross(t, a, b)
+			testNoticesAcross(t, b, a)
 		})
 	}
 	t.Run("ticket_race_across", func(t *testing.T) {
