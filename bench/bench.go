@@ -925,6 +925,15 @@ func (r *run) ready(ctx context.Context, p benchPool, out *ReadyResults) error {
 		if err := r.waitStandby(ctx, p.app, rest); err != nil {
 			return err
 		}
+		// Sessions come to standbys that have been at rest for a while: the
+		// daemon's reconciler has seen them (and its claims take them from
+		// that view without a listing of their own). A claim right after the
+		// standby came to rest would wait for the app's listing budget.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(reconcileInterval + 500*time.Millisecond):
+		}
 		t0 := time.Now()
 		s, err := r.newSession(ctx, p.name)
 		if err != nil {

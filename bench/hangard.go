@@ -43,7 +43,7 @@ func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration,
 	// at 200 ms it took every token, so that each claim's listing of the
 	// pool's standbys waited up to a second (the ready figures measured the
 	// reconciler's interval).
-	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL=3s")
+	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL="+reconcileInterval.String())
 	cmd.Stderr = logs
 	dieWithParent(cmd, syscall.SIGINT)
 	out, err := cmd.StdoutPipe()
@@ -99,6 +99,9 @@ func logLevel() string {
 	}
 	return "warn"
 }
+
+// reconcileInterval is the bench daemon's reconcile interval.
+const reconcileInterval = 3 * time.Second
 
 // stop interrupts hangard dev (which stops its machines) and waits for it.
 func (d *devDaemon) stop() {

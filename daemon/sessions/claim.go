@@ -567,13 +567,14 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 		}
 	}
 	resumed := c.mach.State == fly.StateSuspended
-	// A started (not resumed) tunnelled agent is reached by its machine ID
-	// over the tunnel it dials as soon as its process runs: wait for it and
-	// init it while Fly still reports the start, instead of after. Its
-	// address does not matter (a dialled agent's might, so those wait), and
-	// a resumed one may hold a dead tunnel that only the checks below see.
+	// A tunnelled agent is reached by its machine ID over the tunnel it
+	// dials as soon as its process runs (or, resumed, keeps or redials):
+	// wait for it and init it while Fly still reports the start, instead of
+	// after. Its address does not matter (a dialled agent's might, so those
+	// wait). A call that went into a resumed agent's dead tunnel fails when
+	// the redial below replaces it, and is sent again over the new one.
 	var early chan initResult
-	if !resumed && agents.Tunnelled(c.mach) {
+	if agents.Tunnelled(c.mach) {
 		ectx, ecancel := context.WithCancel(ctx)
 		defer ecancel()
 		early = make(chan initResult, 1)
@@ -604,6 +605,21 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	}
 	c.mach = mach
 	agent := m.agentClient(ctx, s, mach)
+	if resumed && agents.Tunnelled(mach) && !m.tunnelAlive(mach.ID) && !m.healthyWithin(ctx, agent, coldBootGrace) {
+		// Not before coldBootGrace: Fly may have lost the snapshot, and a
+		// cold-booted agent killed by a SIGUSR1 that arrives before it
+		// could catch it would never come up (it dials a new tunnel by
+		// itself within the grace).
+		// The tunnel a suspended agent held died while it slept (its peer
+		// timed it out, or Fly moved the snapshot); the agent would notice
+		// only at its next keepalive. The signal makes it redial at once.
+		// A tunnel that still answers is kept: the redial would cost a
+		// handshake and cut the calls that follow (the agent also keeps a
+		// tunnel that answers it).
+		if err := m.fly.SignalMachine(ctx, c.app, mach.ID, "SIGUSR1", ""); err != nil {
+			m.log.Warn("signal the resumed agent to redial", "machine", mach.ID, "error", err)
+		}
+	}
 	var st *agentapi.StatusResponse
 	if early != nil {
 		r := <-early
@@ -612,25 +628,8 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 			return r.err
 		}
 		st = r.st
-	} else {
-		if resumed && agents.Tunnelled(mach) && !m.tunnelAlive(mach.ID) && !m.healthyWithin(ctx, agent, coldBootGrace) {
-			// Not before coldBootGrace: Fly may have lost the snapshot, and a
-			// cold-booted agent killed by a SIGUSR1 that arrives before it
-			// could catch it would never come up (it dials a new tunnel by
-			// itself within the grace).
-			// The tunnel a suspended agent held died while it slept (its peer
-			// timed it out, or Fly moved the snapshot); the agent would notice
-			// only at its next keepalive. The signal makes it redial at once.
-			// A tunnel that still answers is kept: the redial would cost a
-			// handshake and cut the calls that follow (the agent also keeps a
-			// tunnel that answers it).
-			if err := m.fly.SignalMachine(ctx, c.app, mach.ID, "SIGUSR1", ""); err != nil {
-				m.log.Warn("signal the resumed agent to redial", "machine", mach.ID, "error", err)
-			}
-		}
-		if st, err = m.initAgent(ctx, id, s, mach.ID, agent, creds); err != nil {
-			return err
-		}
+	} else if st, err = m.initAgent(ctx, id, s, mach.ID, agent, creds); err != nil {
+		return err
 	}
 	// An agent that answers init before it is ready (none does today: init
 	// waits for the workspace and the command) is asked again, soon at
