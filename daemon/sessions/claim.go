@@ -578,8 +578,9 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 		ectx, ecancel := context.WithCancel(ctx)
 		defer ecancel()
 		early = make(chan initResult, 1)
+		mach := c.mach // c.mach is replaced by the read after started
 		go func() {
-			st, err := m.initAgent(ectx, id, s, c.mach.ID, m.agentClient(ectx, s, c.mach), creds)
+			st, err := m.initAgent(ectx, id, s, mach.ID, m.agentClient(ectx, s, mach), creds)
 			early <- initResult{st, err}
 		}()
 		defer func() {
