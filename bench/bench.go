@@ -12,7 +12,12 @@
 //     on TCP for the benchmark (HANGAR_AGENT_ADDR) — the in-run reference
 //     every figure is set against;
 //   - "relay": through a bare WebSocket relay to the same agent, the floor
-//     of any extra hop on this machine.
+//     of any extra hop on this machine;
+//   - "onehop": a minimal one-hop Go terminal server (coder/websocket +
+//     creack/pty, the echo program in its PTY): the in-run reference of
+//     echo latency;
+//   - "raw": the echo program in a PTY of the benchmark, no network: the
+//     floor, and the reference of bulk output.
 //
 // Figures: keystroke echo latency, attach latency, bulk output throughput,
 // session-ready latency from stopped and suspended standbys of both
@@ -53,6 +58,9 @@ const (
 	PathLegacy = "legacy"
 	PathDirect = "direct"
 	PathRelay  = "relay"
+	// PathRaw is the echo program in a PTY of the benchmark itself, no
+	// network: the floor of echo latency and bulk output.
+	PathRaw = "raw"
 )
 
 // Designs of the daemon-agent hop, as the stream and ready figures name them.
@@ -98,6 +106,9 @@ type Options struct {
 	HostileDropWait time.Duration
 	// OnlyHostile skips every other phase.
 	OnlyHostile bool
+	// OnlyReady measures session-ready latency alone (no echo, attach,
+	// bulk, stream or hostile phases).
+	OnlyReady bool
 	// BootDelay is the emulator's boot delay.
 	BootDelay time.Duration
 	// Out receives the report; Logs the daemons' stderr.
@@ -129,6 +140,26 @@ type Results struct {
 type PathResults struct {
 	Echo, Attach []time.Duration
 	Live, Replay Throughput
+	// EchoCPU and LiveCPU are the CPU time the path's server process (the
+	// daemon, the relay, the one-hop server) used during the echo samples
+	// and the live bursts (0: not measured).
+	EchoCPU, LiveCPU time.Duration
+}
+
+// cpuPath is a path whose server process's CPU time can be read.
+type cpuPath interface{ cpuPID() int }
+
+// cpuOf reads the CPU time of p's server process (0 if p has none).
+func cpuOf(p path) time.Duration {
+	c, ok := p.(cpuPath)
+	if !ok {
+		return 0
+	}
+	d, err := cpuTime(c.cpuPID())
+	if err != nil {
+		return 0
+	}
+	return d
 }
 
 // ReadyResults are the daemon's created_at -> ready_at times and the times
@@ -232,6 +263,8 @@ type run struct {
 	apps  map[string]string // pool -> app
 	sent  map[string]int64  // session -> input bytes sent over all attachments
 	ended []string
+	// raw is the echo program in a PTY of this process (nil outside main).
+	raw *rawPTY
 	// firstErr is a warm-up's first failure.
 	firstErr error
 	mu       sync.Mutex
@@ -262,6 +295,9 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	}
 	if opts.HostileDropWait <= 0 {
 		opts.HostileDropWait = time.Minute
+	}
+	if opts.OnlyReady {
+		opts.Streams, opts.HostileViewers = nil, 0
 	}
 	if opts.OnlyHostile {
 		opts.Samples, opts.AttachSamples, opts.Bursts, opts.BurstSize, opts.ReadySamples, opts.StreamSessions = 1, 1, 1, 1, 1, 1
@@ -426,6 +462,9 @@ func (r *run) main(ctx context.Context, dir string) error {
 		}
 	}
 
+	if r.opts.OnlyReady {
+		return r.readyPhase(ctx, pools)
+	}
 	sess, err := r.newSession(ctx, tunnelStop.name)
 	if err != nil {
 		return err
@@ -439,7 +478,21 @@ func (r *run) main(ctx context.Context, dir string) error {
 		return err
 	}
 	defer relay.stop()
-	all := []path{tunnel, direct, newRelayPath(relay.addr, direct.base, direct.machine, sess.ID, r.dev.key, r.hc)}
+	rp := newRelayPath(relay.addr, direct.base, direct.machine, sess.ID, r.dev.key, r.hc)
+	rp.pid = relay.cmd.Process.Pid
+	echoCmd := r.echoCommand()
+	onehop, err := startOneHop(r.opts.Self, echoCmd)
+	if err != nil {
+		return err
+	}
+	defer onehop.stop()
+	raw, err := startRawPTY(echoCmd)
+	if err != nil {
+		return err
+	}
+	defer raw.close()
+	r.raw = raw
+	all := []path{tunnel, direct, rp, &oneHopPath{addr: onehop.addr, client: r.hc, pid: onehop.cmd.Process.Pid}}
 	if r.res.LegacyErr == "" {
 		if err := func() error {
 			ls, err := r.newSession(ctx, legacyStop.name)
@@ -479,6 +532,11 @@ func (r *run) main(ctx context.Context, dir string) error {
 	if err := r.bulk(ctx, all); err != nil {
 		return fmt.Errorf("bulk: %w", err)
 	}
+	return r.readyPhase(ctx, pools)
+}
+
+// readyPhase measures session-ready latency from the pools' standbys.
+func (r *run) readyPhase(ctx context.Context, pools []benchPool) error {
 	r.logf("session ready: %d samples per design and standby mode", r.opts.ReadySamples)
 	for _, p := range pools {
 		if p.design == DesignLegacy && r.res.LegacyErr != "" {
@@ -584,7 +642,7 @@ func (e *sessionFailed) Error() string {
 func (r *run) tryNewSession(ctx context.Context, poolName string) (*client.Session, error) {
 	s, err := r.api.CreateSession(ctx, client.CreateSessionRequest{
 		Pool: poolName, Mode: "pty", Cols: 120, Rows: 40,
-		Command: []string{r.opts.Self, EchoCommand, "--burst", strconv.Itoa(r.opts.BurstSize)},
+		Command: r.echoCommand(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create session in pool %s: %w", poolName, err)
@@ -606,6 +664,12 @@ func (r *run) tryNewSession(ctx context.Context, poolName string) (*client.Sessi
 	return s, nil
 }
 
+// echoCommand is the command every echo figure runs: the sessions', the
+// one-hop server's and the raw PTY's.
+func (r *run) echoCommand() []string {
+	return []string{r.opts.Self, EchoCommand, "--burst", strconv.Itoa(r.opts.BurstSize)}
+}
+
 // paths returns the way to the session's agent through the daemon (named
 // name) and the way straight to it (at its private IP; only answered if
 // the agent listens on TCP).
@@ -621,7 +685,7 @@ func (r *run) paths(ctx context.Context, s *client.Session, name string) (*daemo
 			port = v
 		}
 	}
-	d := &daemonPath{label: name, base: r.dev.env["HANGAR_URL"], token: r.dev.env["HANGAR_TOKEN"], session: s.ID, client: r.hc}
+	d := &daemonPath{label: name, base: r.dev.env["HANGAR_URL"], token: r.dev.env["HANGAR_TOKEN"], session: s.ID, client: r.hc, pid: r.dev.pid()}
 	return d, newDirectPath(agentapi.BaseURL(m.PrivateIP, port), m.ID, s.ID, r.dev.key, r.hc), nil
 }
 
@@ -691,6 +755,14 @@ func (r *run) echo(ctx context.Context, paths []path) error {
 			pr := r.res.path(p.name())
 			pr.Echo = append(pr.Echo, lat...)
 		}
+		if r.raw != nil {
+			lat, err := r.raw.echo(per)
+			if err != nil {
+				return err
+			}
+			pr := r.res.path(PathRaw)
+			pr.Echo = append(pr.Echo, lat...)
+		}
 	}
 	return nil
 }
@@ -705,7 +777,11 @@ func (r *run) echoBlock(ctx context.Context, p path, n int, warm bool) ([]time.D
 		n += 20
 	}
 	out := make([]time.Duration, 0, n)
+	var cpu0 time.Duration
 	for i := 0; i < n; i++ {
+		if (warm && i == 20) || (!warm && i == 0) { // the first measured sample
+			cpu0 = cpuOf(p)
+		}
 		key := []byte{byte('a' + i%26)}
 		t0 := time.Now()
 		if err := s.c.Write(ctx, websocket.MessageBinary, key); err != nil {
@@ -720,6 +796,9 @@ func (r *run) echoBlock(ctx context.Context, p path, n int, warm bool) ([]time.D
 			got = strings.IndexByte(string(b), key[0]) >= 0
 		}
 		out = append(out, time.Since(t0))
+	}
+	if cpu1 := cpuOf(p); cpu1 > 0 {
+		r.res.path(p.name()).EchoCPU += cpu1 - cpu0
 	}
 	if warm {
 		out = out[20:]
@@ -754,6 +833,14 @@ func (r *run) attachLatency(ctx context.Context, paths []path) error {
 // the same session.
 func (r *run) bulk(ctx context.Context, paths []path) error {
 	for b := 0; b < r.opts.Bursts; b++ {
+		if r.raw != nil {
+			t, err := r.raw.burst(r.opts.BurstSize)
+			if err != nil {
+				return err
+			}
+			pr := r.res.path(PathRaw)
+			pr.Live = pr.Live.add(t)
+		}
 		for _, p := range paths {
 			ws, err := attach(ctx, p, wire.RoleWriter, -1, r.sent[p.sessionID()])
 			if err != nil {
@@ -767,8 +854,10 @@ func (r *run) bulk(ctx context.Context, paths []path) error {
 				return fmt.Errorf("ask for a burst (%s): %w", p.name(), err)
 			}
 			r.sent[p.sessionID()]++
+			cpu0 := cpuOf(p)
 			err = ws.readUntil(ctx, end)
 			d := time.Since(t0)
+			cpu1 := cpuOf(p)
 			lost := ws.lost
 			ws.close()
 			if err != nil {
@@ -776,6 +865,12 @@ func (r *run) bulk(ctx context.Context, paths []path) error {
 			}
 			pr := r.res.path(p.name())
 			pr.Live = pr.Live.add(Throughput{bytes: end - start - lost, dur: d, lost: lost})
+			if cpu1 > 0 {
+				pr.LiveCPU += cpu1 - cpu0
+			}
+			if _, ok := p.(*oneHopPath); ok {
+				continue // a fresh PTY per attachment: nothing to replay
+			}
 			// Replay the burst from the ring over every path to its
 			// session, starting with the next one each time.
 			var same []path
@@ -830,6 +925,15 @@ func (r *run) ready(ctx context.Context, p benchPool, out *ReadyResults) error {
 		if err := r.waitStandby(ctx, p.app, rest); err != nil {
 			return err
 		}
+		// Sessions come to standbys that have been at rest for a while: the
+		// daemon's reconciler has seen them (and its claims take them from
+		// that view without a listing of their own). A claim right after the
+		// standby came to rest would wait for the app's listing budget.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(reconcileInterval + 500*time.Millisecond):
+		}
 		t0 := time.Now()
 		s, err := r.newSession(ctx, p.name)
 		if err != nil {
@@ -846,7 +950,12 @@ func (r *run) ready(ctx context.Context, p benchPool, out *ReadyResults) error {
 	return nil
 }
 
-// waitStandby waits until app has a standby in one of the rest states.
+// waitStandby waits until app has a standby in one of the rest states. It
+// lists the app's standbys only to learn their IDs and follows one on its
+// way to rest with reads of that machine: a listing takes from the same
+// budget of one per app and second (bursts of 3) that the daemon's claims
+// and reconciler share, and a claim that follows the bench's own listing
+// waited for the next token — the bench measured its own polling.
 func (r *run) waitStandby(ctx context.Context, app string, rest []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -855,6 +964,11 @@ func (r *run) waitStandby(ctx context.Context, app string, rest []string) error 
 		if err == nil {
 			for _, m := range ms {
 				if slices.Contains(rest, m.State) {
+					return nil
+				}
+			}
+			for _, m := range ms {
+				if r.followStandby(ctx, app, m.ID, rest) {
 					return nil
 				}
 			}
@@ -867,12 +981,38 @@ func (r *run) waitStandby(ctx context.Context, app string, rest []string) error 
 	}
 }
 
-// standbyPoll spaces waitStandby's listings. Fly (and the emulator) allow
-// one machine listing per app and second, bursts of 3, for all callers
-// together: listing every 20 ms took the whole budget, the daemon's
+// followStandby reads machine id every standbyFollow until it is a
+// standby in one of the rest states (true) or no longer on its way there.
+func (r *run) followStandby(ctx context.Context, app, id string, rest []string) bool {
+	for {
+		m, err := r.fly.GetMachine(ctx, app, id)
+		if err != nil || !pool.IsStandby(m) {
+			return false
+		}
+		switch {
+		case slices.Contains(rest, m.State):
+			return true
+		case m.State == fly.StateDestroying || m.State == fly.StateDestroyed || m.State == fly.StateFailed:
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(standbyFollow):
+		}
+	}
+}
+
+// standbyPoll spaces waitStandby's listings; standbyFollow its reads of one
+// standby. Fly (and the emulator) allow one machine listing per app and
+// second, bursts of 3, for all callers together (reads have a budget per
+// machine): listing every 20 ms took the whole budget, the daemon's
 // reconciler got only 429s and never refilled the standby being waited
 // for. The wait is between samples, outside every measured latency.
-const standbyPoll = 2 * time.Second
+const (
+	standbyPoll   = 2 * time.Second
+	standbyFollow = 50 * time.Millisecond
+)
 
 // streamPhase starts a fresh hangard dev, attaches the idle viewers
 // through it to sessions of the design's pool and reads the daemon's

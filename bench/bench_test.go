@@ -71,6 +71,20 @@ func TestSmallRun(t *testing.T) {
 			t.Errorf("%s replay: %d bytes, want %d", name, got, same*bursts*burstSize)
 		}
 	}
+	// The in-run references: the one-hop server (echo, live bursts; no
+	// ring to replay) and the raw PTY (echo, bursts).
+	for _, name := range []string{bench.PathOneHop, bench.PathRaw} {
+		p := res.Paths[name]
+		if p == nil {
+			t.Fatalf("no results for reference %s", name)
+		}
+		if len(p.Echo) != samples {
+			t.Errorf("%s: %d echo samples, want %d", name, len(p.Echo), samples)
+		}
+		if got := p.Live.Bytes(); got != bursts*burstSize {
+			t.Errorf("%s live: %d bytes, want %d", name, got, bursts*burstSize)
+		}
+	}
 	designs := []string{bench.DesignTunnel}
 	if res.LegacyErr == "" {
 		designs = append(designs, bench.DesignLegacy)
@@ -94,7 +108,7 @@ func TestSmallRun(t *testing.T) {
 	}
 	report := out.String()
 	for _, row := range []string{"keystroke echo p50", "keystroke echo p99", "dial -> attached", "live PTY", "ring replay",
-		"ready from a stopped standby", "ready from a suspended standby", "boot delay", "daemon RSS per idle stream @12", "OS threads per stream @12"} {
+		"server CPU per MB relayed", "server CPU per 1,000 echoes", "ready from a stopped standby", "ready from a suspended standby", "boot delay", "daemon RSS per idle stream @12", "OS threads per stream @12"} {
 		if !strings.Contains(report, row) {
 			t.Errorf("report lacks %q:\n%s", row, report)
 		}

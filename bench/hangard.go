@@ -37,8 +37,13 @@ func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration,
 		// The bench measures the cost per stream with more viewers per
 		// session and tenant than the default attach limits allow.
 		"--max-attaches-per-session", "-1", "--max-attaches-per-tenant", "-1")
-	// Refill standbys fast between session-ready samples.
-	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL=200ms")
+	// Refill standbys between session-ready samples sooner than the default
+	// 5 s, but leave most of Fly's budget of one machine listing per app and
+	// second to the claims: the reconciler lists every app each round, and
+	// at 200 ms it took every token, so that each claim's listing of the
+	// pool's standbys waited up to a second (the ready figures measured the
+	// reconciler's interval).
+	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL="+reconcileInterval.String())
 	cmd.Stderr = logs
 	dieWithParent(cmd, syscall.SIGINT)
 	out, err := cmd.StdoutPipe()
@@ -94,6 +99,9 @@ func logLevel() string {
 	}
 	return "warn"
 }
+
+// reconcileInterval is the bench daemon's reconcile interval.
+const reconcileInterval = 3 * time.Second
 
 // stop interrupts hangard dev (which stops its machines) and waits for it.
 func (d *devDaemon) stop() {

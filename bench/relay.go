@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -119,7 +118,13 @@ type relayProc struct {
 }
 
 func startRelay(self string) (*relayProc, error) {
-	cmd := exec.Command(self, RelayCommand)
+	return startHelper(self, []string{RelayCommand}, "the reference relay")
+}
+
+// startHelper runs this program with args as a helper server that prints
+// its address and serves until its stdin closes.
+func startHelper(self string, args []string, what string) (*relayProc, error) {
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	dieWithParent(cmd, syscall.SIGKILL)
 	in, err := cmd.StdinPipe()
@@ -131,14 +136,14 @@ func startRelay(self string) (*relayProc, error) {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start the reference relay: %w", err)
+		return nil, fmt.Errorf("start %s: %w", what, err)
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		in.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return nil, errors.New("the reference relay did not start")
+		return nil, fmt.Errorf("%s did not start", what)
 	}
 	return &relayProc{cmd: cmd, stdin: in, addr: strings.TrimSpace(line)}, nil
 }
@@ -163,7 +168,10 @@ type relayPath struct {
 	session  string
 	signer   *agentauth.Signer
 	client   *http.Client
+	pid      int // the relay's
 }
+
+func (p *relayPath) cpuPID() int { return p.pid }
 
 func newRelayPath(relayAddr, agentBase, machineID, session string, signer *agentauth.Signer, hc *http.Client) *relayPath {
 	a := agentapi.NewClient(agentBase, signer, machineID)

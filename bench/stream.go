@@ -32,7 +32,10 @@ type path interface {
 type daemonPath struct {
 	label, base, token, session string
 	client                      *http.Client
+	pid                         int // the daemon's
 }
+
+func (d *daemonPath) cpuPID() int { return d.pid }
 
 func (d *daemonPath) name() string      { return d.label }
 func (d *daemonPath) sessionID() string { return d.session }

@@ -95,6 +95,10 @@ type Config struct {
 	Concurrency int
 	// StandbyTimeout bounds one standby creation (default pool's).
 	StandbyTimeout time.Duration
+	// OnStandbys, if set, receives each round's view of a pool's standbys
+	// (listed at at), so that the replica's claims can take standbys from it
+	// without listing the app again (sessions.Manager.ObserveStandbys).
+	OnStandbys func(app, poolName string, standbys []*fly.Machine, at time.Time)
 	// Agents reaches agents for suspend-mode health probes (through their
 	// tunnels, or dialled for pools without daemon_url; default: dialled).
 	Agents *agents.Router
@@ -300,6 +304,7 @@ type appReport struct {
 // lock, because claims clone machines meanwhile and max_machines must hold.
 func (r *Reconciler) reconcileApp(ctx context.Context, app string) (appReport, error) {
 	var rep appReport
+	listedAt := time.Now()
 	st, err := pool.Load(ctx, r.cfg.Fly, app)
 	if errors.Is(err, fly.ErrNotFound) {
 		return rep, nil // deleted meanwhile
@@ -326,6 +331,9 @@ func (r *Reconciler) reconcileApp(ctx context.Context, app string) (appReport, e
 	cleared, err := r.clearStuck(ctx, st, log)
 	tally(&rep.Cleared, len(cleared), err)
 	st.Forget(cleared)
+	if def := st.Default(); def != nil && r.cfg.OnStandbys != nil {
+		r.cfg.OnStandbys(app, def.Spec.Pool, st.Standbys, listedAt)
+	}
 
 	if def := st.Default(); def == nil || def.Spec.Draining {
 		if def != nil || len(st.Standbys) > 0 {

@@ -27,6 +27,10 @@ func Worker() service.Worker {
 			Fly: d.Fly, Org: d.Config.FlyOrg, Store: d.Store, Agents: d.Agents,
 			Logger: d.Logger.Named("reconciler"),
 		}
+		if d.Sessions != nil {
+			// One listing per round serves the claims too.
+			cfg.OnStandbys = d.Sessions.ObserveStandbys
+		}
 		var err error
 		if cfg.Interval, err = envDuration(EnvInterval); err != nil {
 			return err

@@ -608,6 +608,28 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 			return err // the client's error names the start and the machine
 		}
 	}
+	resumed := c.mach.State == fly.StateSuspended
+	// A tunnelled agent is reached by its machine ID over the tunnel it
+	// dials as soon as its process runs (or, resumed, keeps or redials):
+	// wait for it and init it while Fly still reports the start, instead of
+	// after. Its address does not matter (a dialled agent's might, so those
+	// wait). A call that went into a resumed agent's dead tunnel fails when
+	// the redial below replaces it, and is sent again over the new one.
+	var early chan initResult
+	if agents.Tunnelled(c.mach) {
+		ectx, ecancel := context.WithCancel(ctx)
+		defer ecancel()
+		early = make(chan initResult, 1)
+		mach := c.mach // c.mach is replaced by the read after started
+		go func() {
+			st, err := m.initAgent(ectx, id, s, mach.ID, m.agentClient(ectx, s, mach), creds)
+			early <- initResult{st, err}
+		}()
+		defer func() {
+			ecancel()
+			<-early // done with the credentials before the claim returns
+		}()
+	}
 	if err := m.retryFly(ctx, id, "wait for machine", func() error {
 		_, err := m.fly.WaitMachine(ctx, c.app, c.mach.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Timeout: m.cfg.ReadyTimeout})
 		return err
@@ -617,7 +639,6 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	c.stopRenew()
 	m.release(c.app, c.mach.ID, c.nonce)
 	c.nonce = ""
-	resumed := c.mach.State == fly.StateSuspended
 	var mach *fly.Machine
 	if err := m.retryFly(ctx, id, "read machine", func() (err error) {
 		mach, err = m.fly.GetMachine(ctx, c.app, c.mach.ID)
@@ -642,38 +663,28 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 			m.log.Warn("signal the resumed agent to redial", "machine", mach.ID, "error", err)
 		}
 	}
-	if err := m.waitHealthy(ctx, agent); err != nil {
-		return fmt.Errorf("agent on %s never became healthy: %w", mach.ID, err)
-	}
-	// The session may have been ended while the machine started.
-	if cur, err := m.store.GetSession(ctx, id); err != nil || cur.State != store.StateStarting {
-		return fmt.Errorf("session left starting: %w", store.ErrStateChanged)
-	}
-	req := &agentapi.InitRequest{
-		SessionID: id, Repo: s.Repo, Branch: s.Branch, SessionBranch: s.SessionBranch,
-		Mode: agentapi.Mode(s.Mode), Command: s.Command, Env: s.Env, Cols: s.Cols, Rows: s.Rows,
-	}
-	if !creds.Empty() {
-		req.Credentials = creds
-	}
-	if s.GitAuthorName != "" {
-		req.GitAuthor = &agentapi.GitAuthor{Name: s.GitAuthorName, Email: s.GitAuthorEmail}
-	}
 	var st *agentapi.StatusResponse
-	err = retryAgentCall(ctx, func() (err error) {
-		st, err = agent.Init(ctx, req)
+	if early != nil {
+		r := <-early
+		early <- r // for the deferred drain
+		if r.err != nil {
+			return r.err
+		}
+		st = r.st
+	} else if st, err = m.initAgent(ctx, id, s, mach.ID, agent, creds); err != nil {
 		return err
-	})
-	m.dropCreds(id) // handed over (or refused): this replica forgets them either way
-	if err != nil {
-		return fmt.Errorf("agent init: %w", describeAgentError(err))
 	}
+	// An agent that answers init before it is ready (none does today: init
+	// waits for the workspace and the command) is asked again, soon at
+	// first.
+	poll := 10 * time.Millisecond
 	for st.State == agentapi.StateInitializing || st.State == agentapi.StateIdle {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("agent init: %w", ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(poll):
 		}
+		poll = min(2*poll, 200*time.Millisecond)
 		if err := retryAgentCall(ctx, func() (err error) {
 			st, err = agent.Status(ctx, id)
 			return err
@@ -693,6 +704,48 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	}
 	m.log.Info("session ready", "session", id, "machine", mach.ID)
 	return nil
+}
+
+// initResult is an agent's answer to init, or why there is none.
+type initResult struct {
+	st  *agentapi.StatusResponse
+	err error
+}
+
+// initAgent waits until the session's agent answers its health check and
+// inits it with the session and the user's credentials (dropped from this
+// replica once handed over or refused).
+func (m *Manager) initAgent(ctx context.Context, id string, s *store.Session, machineID string, agent *agentapi.Client, creds *Credentials) (*agentapi.StatusResponse, error) {
+	t0 := time.Now()
+	if err := m.waitHealthy(ctx, agent); err != nil {
+		return nil, fmt.Errorf("agent on %s never became healthy: %w", machineID, err)
+	}
+	m.log.Debug("agent healthy", "session", id, "machine", machineID, "waited", time.Since(t0))
+	// The session may have been ended while the machine started.
+	if cur, err := m.store.GetSession(ctx, id); err != nil || cur.State != store.StateStarting {
+		return nil, fmt.Errorf("session left starting: %w", store.ErrStateChanged)
+	}
+	req := &agentapi.InitRequest{
+		SessionID: id, Repo: s.Repo, Branch: s.Branch, SessionBranch: s.SessionBranch,
+		Mode: agentapi.Mode(s.Mode), Command: s.Command, Env: s.Env, Cols: s.Cols, Rows: s.Rows,
+	}
+	if !creds.Empty() {
+		req.Credentials = creds
+	}
+	if s.GitAuthorName != "" {
+		req.GitAuthor = &agentapi.GitAuthor{Name: s.GitAuthorName, Email: s.GitAuthorEmail}
+	}
+	var st *agentapi.StatusResponse
+	err := retryAgentCall(ctx, func() (err error) {
+		st, err = agent.Init(ctx, req)
+		return err
+	})
+	m.dropCreds(id) // handed over (or refused): this replica forgets them either way
+	if err != nil {
+		return nil, fmt.Errorf("agent init: %w", describeAgentError(err))
+	}
+	m.log.Debug("agent initialised", "session", id, "machine", machineID, "state", st.State, "since_healthy", time.Since(t0))
+	return st, nil
 }
 
 // retryAgentCall runs call until it gets an answer from the agent: a call
@@ -774,8 +827,13 @@ func (m *Manager) tunnelAlive(machineID string) bool {
 	return r != nil && r.Probe(machineID, 0)
 }
 
+// waitHealthy calls the agent's health check until it answers OK: soon
+// again at first (an agent answers within milliseconds of its process
+// starting, a claim should not wait out a fixed interval after that), then
+// every 100 ms.
 func (m *Manager) waitHealthy(ctx context.Context, agent *agentapi.Client) error {
 	var last error
+	pause := 5 * time.Millisecond
 	for {
 		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		h, err := agent.Health(hctx)
@@ -790,8 +848,9 @@ func (m *Manager) waitHealthy(ctx context.Context, agent *agentapi.Client) error
 				last = ctx.Err()
 			}
 			return last
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(pause):
 		}
+		pause = min(2*pause, 100*time.Millisecond)
 	}
 }
 

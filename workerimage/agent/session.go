@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -194,13 +195,27 @@ func (s *session) noteOutput(n int) {
 
 // pumpPTY copies the pty's output into the ring. Reads go through the
 // netpoller; the ring never blocks, so a slow client cannot stall the
-// command. Each read takes whatever is available (up to 32 KiB), so a
-// single echoed keystroke goes out at once and bursts coalesce.
+// command. Each read takes whatever is available, so a single echoed
+// keystroke goes out at once. The tty hands bulk output over a few KiB per
+// read: after a read of at least bulkRead bytes the pump reads again
+// without waiting (a non-blocking read that ends at the first "nothing
+// there") until maxFramePayload bytes are in hand, and appends them at
+// once, so that bulk output wakes the attachments and goes out in frames
+// of up to 32 KiB instead of one per tty chunk. No timer is involved: a
+// small read, or a bulk read with nothing behind it, goes out at once.
 func (s *session) pumpPTY(done chan<- struct{}) {
 	defer close(done)
 	buf := make([]byte, maxFramePayload)
+	rc, rcErr := s.proc.pty.SyscallConn()
 	for {
 		n, err := s.proc.pty.Read(buf)
+		for err == nil && rcErr == nil && n >= bulkRead && n < len(buf) {
+			m := readNow(rc, buf[n:])
+			if m <= 0 {
+				break
+			}
+			n += m
+		}
 		if n > 0 {
 			s.bring.append(buf[:n])
 			s.noteOutput(n)
@@ -213,6 +228,25 @@ func (s *session) pumpPTY(done chan<- struct{}) {
 			return
 		}
 	}
+}
+
+// bulkRead is the size of a pty read that suggests bulk output behind it
+// (a keystroke's echo or a prompt is far smaller).
+const bulkRead = 1024
+
+// readNow reads what the non-blocking fd behind rc holds right now, without
+// waiting for more: 0 when nothing is there (or on any error, which the
+// next blocking read reports).
+func readNow(rc syscall.RawConn, p []byte) int {
+	n := 0
+	_ = rc.Read(func(fd uintptr) bool {
+		k, err := unix.Read(int(fd), p)
+		if err == nil && k > 0 {
+			n = k
+		}
+		return true // never wait: the caller sends what it has
+	})
+	return n
 }
 
 // pumpLines copies the CLI's stdout, line by line, into the line ring. It

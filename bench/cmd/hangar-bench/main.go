@@ -5,7 +5,9 @@
 // agent and through a bare relay; session-ready latency from stopped and
 // suspended standbys of both designs; and the daemon's cost per attached
 // idle stream at several stream counts. `hangar-bench pty-echo` is the sessions' command;
-// `hangar-bench relay` the bare reference relay the daemon hop is set against.
+// `hangar-bench relay` the bare reference relay the daemon hop is set against;
+// `hangar-bench onehop -- CMD...` the minimal one-hop server every figure is
+// set against.
 package main
 
 import (
@@ -39,6 +41,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == bench.OneHopCommand {
+		if err := bench.OneHopMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "onehop:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "hangar-bench:", err)
 		os.Exit(1)
@@ -65,6 +74,7 @@ func run() error {
 	hostileFrames := fs.Int("hostile-frames", 4, "binary frames each hostile viewer sends (below the 16 that close it)")
 	hostileSize := fs.Int("hostile-frame-size", 4<<20, "bytes per hostile frame")
 	onlyHostile := fs.Bool("only-hostile", false, "run only the hostile-viewers phase")
+	onlyReady := fs.Bool("only-ready", false, "run only the session-ready phase")
 	bootDelay := fs.Duration("boot-delay", 100*time.Millisecond, "emulated machine boot delay")
 	timeout := fs.Duration("timeout", 20*time.Minute, "stop the run after this long")
 	logs := fs.String("daemon-log", "", "write hangard's log here (default: discarded)")
@@ -85,7 +95,7 @@ func run() error {
 		Hangard: *hangard, Self: self, DataDir: *data, Samples: *samples, AttachSamples: *attachSamples,
 		Bursts: *bursts, BurstSize: *burstSize, ReadySamples: *ready, Streams: counts, StreamSessions: *streamSessions,
 		NoLegacy: *noLegacy, BootDelay: *bootDelay, Out: os.Stdout, HostileViewers: *hostile, HostileFrames: *hostileFrames,
-		HostileFrameSize: *hostileSize, OnlyHostile: *onlyHostile,
+		HostileFrameSize: *hostileSize, OnlyHostile: *onlyHostile, OnlyReady: *onlyReady,
 	}
 	if *logs != "" {
 		f, err := os.Create(*logs)
