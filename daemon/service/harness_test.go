@@ -65,7 +65,16 @@ func newEnvMode(t *testing.T, standbys, maxMachines int, mode pool.StandbyMode) 
 // newEnvSpec makes the emulator and the pool; tune adjusts the pool's spec.
 func newEnvSpec(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 	t.Helper()
-	emu := flyemutest.Start(t, flyemu.Config{AgentBinary: testbin.Path(t, testbin.Agent), Org: "personal", Region: region})
+	ecfg := flyemu.Config{AgentBinary: testbin.Path(t, testbin.Agent), Org: "personal", Region: region}
+	if dir := os.Getenv("HANGAR_TEST_LOG_DIR"); dir != "" {
+		// Keep the machines' logs (machine.log in their directories).
+		d, err := os.MkdirTemp(dir, t.Name()+"-emu-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ecfg.DataDir = d
+	}
+	emu := flyemutest.Start(t, ecfg)
 	c, err := fly.New(fly.Options{BaseURL: emu.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +173,10 @@ func (e *env) startWith(t *testing.T, dsn string, tune func(*service.Options)) *
 		d.Close()
 		if t.Failed() {
 			l := logs.String()
+			if dir := os.Getenv("HANGAR_TEST_LOG_DIR"); dir != "" {
+				// Whole logs for a failure that needs more than the tail.
+				_ = os.WriteFile(filepath.Join(dir, t.Name()+"-"+d.DaemonID+".log"), []byte(l), 0o644)
+			}
 			if len(l) > 20000 {
 				l = l[len(l)-20000:]
 			}

@@ -73,7 +73,14 @@ func (e *env) server(t *testing.T, app string) *fly.Machine {
 // other end said, or the error.
 func (e *env) dialFrom(t *testing.T, m *fly.Machine, app, addr string) (string, error) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"command": []string{"env", helperEnv + "=dial", os.Args[0], addr}})
+	return e.execIn(t, m, app, "env", helperEnv+"=dial", os.Args[0], addr)
+}
+
+// execIn runs argv in machine m (in its network namespace) and returns its
+// output, or an error with its output when it exits non-zero.
+func (e *env) execIn(t *testing.T, m *fly.Machine, app string, argv ...string) (string, error) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"command": argv})
 	resp, err := flyspec.CheckingClient(t).Post(e.srv.URL+"/v1/apps/"+app+"/machines/"+m.ID+"/exec", "application/json", strings.NewReader(string(body)))
 	if err != nil {
 		t.Fatalf("exec in %s: %v", m.ID, err)
@@ -157,6 +164,49 @@ func TestSixPNIsolation(t *testing.T) {
 			t.Errorf("host → isolated machine %s: %v, want connection refused", m.PrivateIP, err)
 		}
 	}
+}
+
+// TestGatewayAddressStable: machines joining a network leave its gateway's
+// link-layer address as it was. A Linux bridge left to itself takes the
+// lowest MAC among its ports, so a joining machine changed it; a machine
+// that had resolved the gateway to another port's MAC then had its packets
+// dropped until neighbour discovery gave up on the entry (about 25 s): the
+// daemon's tunnels to other workers stalled whenever a clone booted. Each
+// join below changed the address with odds 1 in (ports + 1), so the old
+// code failed this test 6 times in 7.
+func TestGatewayAddressStable(t *testing.T) {
+	e := startNamespaces(t)
+	web := e.appOn(t, "web", "")
+	inet := hostServer(t, net.JoinHostPort(e.srv.InternetAddr().String(), "0"), "internet")
+	first := e.server(t, web)
+	e.mustReach(t, first, web, inet, "internet") // first resolves its gateway
+	var last *fly.Machine
+	for i := 0; i < 6; i++ {
+		last = e.server(t, web)
+	}
+	e.mustReach(t, last, web, inet, "internet")
+	e.mustReach(t, first, web, inet, "internet")
+	if a, b := e.gatewayMAC(t, first, web), e.gatewayMAC(t, last, web); a != b {
+		t.Fatalf("the first machine sends to its gateway at %s, the last at %s", a, b)
+	}
+}
+
+// gatewayMAC returns the link-layer address machine m has for its gateway.
+func (e *env) gatewayMAC(t *testing.T, m *fly.Machine, app string) string {
+	t.Helper()
+	gw := netip.PrefixFrom(netip.MustParseAddr(m.PrivateIP), 64).Masked().Addr().Next()
+	out, err := e.execIn(t, m, app, "ip", "-6", "neigh", "show", gw.String())
+	if err != nil {
+		t.Fatalf("neighbours of %s: %v", m.ID, err)
+	}
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "lladdr" {
+			return f[i+1]
+		}
+	}
+	t.Fatalf("%s has no link-layer address for its gateway %s: %q", m.ID, gw, out)
+	return ""
 }
 
 // TestInternetAddress: a machine reaches a server bound on InternetAddr, and
