@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hangarhq/hangar/bench"
+	"github.com/hangarhq/hangar/internal/syncbuf"
 	"github.com/hangarhq/hangar/internal/testbin"
 )
 
@@ -23,7 +23,7 @@ func TestSmallRun(t *testing.T) {
 	defer cancel()
 	var (
 		out  bytes.Buffer
-		logs lockedBuffer
+		logs syncbuf.Buffer
 	)
 	const (
 		samples   = 30
@@ -37,7 +37,7 @@ func TestSmallRun(t *testing.T) {
 		ReadySamples: 1, Streams: streams, StreamSessions: 2, Out: &out, Logs: &logs,
 	})
 	if err != nil {
-		t.Fatalf("run: %v\n%s\ndaemon log (tail):\n%s", err, out.String(), logs.tail(8<<10))
+		t.Fatalf("run: %v\n%s\ndaemon log (tail):\n%s", err, out.String(), logs.Tail(8<<10))
 	}
 	if res.LegacyErr != "" {
 		// Only where the host cannot reach the agents' private IPs.
@@ -113,25 +113,6 @@ func TestSmallRun(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", row, report)
 		}
 	}
-}
-
-// lockedBuffer keeps the daemons' stderr for a failure's message.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.b.Bytes()
-	return string(b[max(0, len(b)-n):])
 }
 
 // TestHostileViewers is issue 11's acceptance check against the real

@@ -177,10 +177,7 @@ func (e *env) startWith(t *testing.T, dsn string, tune func(*service.Options)) *
 				// Whole logs for a failure that needs more than the tail.
 				_ = os.WriteFile(filepath.Join(dir, t.Name()+"-"+d.DaemonID+".log"), []byte(l), 0o644)
 			}
-			if len(l) > 20000 {
-				l = l[len(l)-20000:]
-			}
-			t.Logf("replica %s log (tail):\n%s", d.DaemonID, l)
+			t.Logf("replica %s log (tail):\n%s", d.DaemonID, logs.Tail(20000))
 		}
 	})
 	return &replica{Daemon: d, logs: logs, addr: addr}

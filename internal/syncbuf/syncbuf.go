@@ -34,3 +34,12 @@ func (s *Buffer) Len() int {
 	defer s.mu.Unlock()
 	return s.b.Len()
 }
+
+// Tail returns the last n bytes written (all of them when fewer): the end
+// of a long log is what a failure's message can afford to show.
+func (s *Buffer) Tail(n int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.b.Bytes()
+	return string(b[max(0, len(b)-n):])
+}
