@@ -3,39 +3,23 @@ package store
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/hangarhq/hangar/internal/fsattr"
 )
 
-// fsImmutableFL is FS_IMMUTABLE_FL of linux/fs.h (x/sys/unix does not name it).
-const fsImmutableFL = 0x10
-
-// setImmutable sets or clears the immutable attribute of path (chattr +i),
-// which makes the file unwritable even for root; the test is skipped where
-// the file system or the privileges do not allow it.
+// setImmutable sets or clears the immutable attribute of path, which makes
+// the file unwritable even for root; the test is skipped where the file
+// system or the privileges do not allow it.
 func setImmutable(t *testing.T, path string, on bool) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
+	if err := fsattr.SetImmutable(path, on); errors.Is(err, fsattr.ErrUnsupported) {
+		t.Skip(err)
+	} else if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
-	if err != nil {
-		t.Skipf("file attributes unsupported here: %v", err)
-	}
-	if on {
-		flags |= fsImmutableFL
-	} else {
-		flags &^= fsImmutableFL
-	}
-	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags)); err != nil {
-		t.Skipf("cannot set file attributes here (needs root): %v", err)
 	}
 }
 

@@ -37,6 +37,7 @@ import (
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/flyemu"
 	"github.com/hangarhq/hangar/internal/flyemu/flyemutest"
+	"github.com/hangarhq/hangar/internal/fsattr"
 	"github.com/hangarhq/hangar/internal/pool"
 	"github.com/hangarhq/hangar/internal/testbin"
 	"github.com/hangarhq/hangar/internal/wire"
@@ -1101,24 +1102,9 @@ func lastMatch(path, substr string) string {
 	return "(no log line says " + substr + ")"
 }
 
-const fsImmutableFL = 0x10 // FS_IMMUTABLE_FL of linux/fs.h
-
 func setImmutable(t *testing.T, path string, on bool) {
-	f, err := os.Open(path)
-	if err != nil {
+	t.Helper()
+	if err := fsattr.SetImmutable(path, on); err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
-	if err != nil {
-		t.Fatalf("get file attributes: %v", err)
-	}
-	if on {
-		flags |= fsImmutableFL
-	} else {
-		flags &^= fsImmutableFL
-	}
-	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags)); err != nil {
-		t.Fatalf("set file attributes: %v", err)
 	}
 }
