@@ -48,7 +48,10 @@
 // FLY_PRIVATE_IP. Apps without a network share their org's default network;
 // apps naming one share that network (per org). Each network is a bridge on
 // the host, fdaa:EEEE:NNNN::/64 (EEEE random per emulator, so parallel
-// emulators never collide), with the host as gateway (::1). Machines of a
+// emulators never collide), with the host as gateway (::1) at a fixed MAC
+// address (Linux would otherwise move a bridge's MAC to its lowest port's
+// as machines come and go, and stall every machine's connections while
+// neighbour discovery catches up; Fly's gateway does not move). Machines of a
 // network reach each other; networks never reach each other; the host may
 // dial machines of a default network (the daemon sits on the org network)
 // but its new connections into a custom network are refused. One host
