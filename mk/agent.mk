@@ -1,7 +1,11 @@
-# Worker image (hangar-agent + pinned Claude Code). Needs a Docker engine;
-# not part of build or test.
+# Worker image (hangar-agent + pinned Claude Code): scripts/worker-image.sh
+# builds workerimage/Dockerfile with docker when an engine answers, else with
+# buildah (installed from apt when missing), on a base assembled offline when
+# no registry is reachable. Cached by content: an unchanged rebuild only checks.
+#   make worker-image                                   hangar-worker:dev, local
+#   make worker-image WORKER_IMAGE=registry.fly.io/<app>/hangar-worker:<tag>   + push
 WORKER_IMAGE ?= hangar-worker:dev
 
 .PHONY: worker-image
 worker-image:
-	docker build -f workerimage/Dockerfile -t $(WORKER_IMAGE) .
+	WORKER_IMAGE=$(WORKER_IMAGE) scripts/worker-image.sh

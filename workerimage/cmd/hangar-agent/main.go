@@ -3,9 +3,18 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/hangarhq/hangar/workerimage/agent"
 )
 
-func main() { os.Exit(agent.Main()) }
+func main() {
+	// --version lets an image be inspected without a session's environment
+	// (the agent otherwise refuses to start without its configuration).
+	if len(os.Args) == 2 && os.Args[1] == "--version" {
+		fmt.Println(agent.Version)
+		return
+	}
+	os.Exit(agent.Main())
+}
