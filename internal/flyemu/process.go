@@ -23,12 +23,15 @@ type processSpec struct {
 	netns string
 	// tee, when set, also receives every output line of the process.
 	tee hclog.Logger
+	// oci is set when argv is runc running the machine's image.
+	oci *ociContainer
 }
 
 // exitInfo describes how a machine's main process ended.
 type exitInfo struct {
 	code   int            // 128+signal when killed by a signal
 	signal syscall.Signal // 0 unless killed by a signal
+	oom    bool           // killed by the guest's memory limit (image mode)
 }
 
 // process is one running machine process. It leads its own process group;
@@ -37,6 +40,7 @@ type exitInfo struct {
 type process struct {
 	pid  int
 	cmd  *exec.Cmd
+	oci  *ociContainer // image mode: pid is runc's
 	done chan struct{} // closed after the process is reaped and exit is set
 	exit exitInfo
 
@@ -77,6 +81,9 @@ func startProcess(spec processSpec, wg, copiers *sync.WaitGroup, onExit func(exi
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 	}
 	if err := cmd.Start(); err != nil {
+		if spec.oci != nil {
+			spec.oci.cleanup()
+		}
 		logFile.Close()
 		if pw != nil {
 			pr.Close()
@@ -84,7 +91,7 @@ func startProcess(spec processSpec, wg, copiers *sync.WaitGroup, onExit func(exi
 		}
 		return nil, fmt.Errorf("start %q: %w", spec.argv[0], err)
 	}
-	p := &process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	p := &process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), oci: spec.oci}
 	if pw != nil {
 		pw.Close()
 		copiers.Add(1)
@@ -103,6 +110,9 @@ func startProcess(spec processSpec, wg, copiers *sync.WaitGroup, onExit func(exi
 			logFile.Close()
 		}
 		p.exit = exitFrom(cmd.ProcessState, err)
+		if p.oci != nil {
+			p.oci.finish(&p.exit)
+		}
 		close(p.done)
 		onExit(p.exit)
 	}()
@@ -115,6 +125,9 @@ func (p *process) signal(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.reaped {
+		return
+	}
+	if p.oci != nil && p.oci.signal(p.pid, sig) {
 		return
 	}
 	// Processes that started their own session (a PTY child, for one) left
