@@ -23,7 +23,7 @@ type balancer struct {
 	accepted int           // connections accepted so far
 	arrived  chan struct{} // closed and replaced on every accepted connection
 	backends []string      // replica listen addresses, in order of start
-	pinned   string   // "" = round robin
+	pinned   string        // "" = round robin
 	next     int
 	conns    map[net.Conn]bool
 }
