@@ -25,6 +25,10 @@
 #   HANGAR_CACHE_DIR    cache (default ${XDG_CACHE_HOME:-~/.cache}/hangar)
 #   HANGAR_IMAGE_STORE  emulator image store (default $HANGAR_CACHE_DIR/images)
 #   HANGAR_VERSION      the agent's version (default dev)
+#   WORKER_BUILD_CA     CA certificates npm must trust during the build (a
+#                       network that inspects TLS); default: this host's npm
+#                       cafile or NODE_EXTRA_CA_CERTS. A build secret: it is
+#                       mounted for the install step only, never in a layer.
 # Prints the image name on stdout when done; progress goes to stderr.
 set -euo pipefail
 
@@ -58,6 +62,14 @@ mkdir -p "$CTX/linux/$GOARCH"
   -ldflags "-s -w -X github.com/hangarhq/hangar/workerimage/agent.Version=$VERSION" \
   -o "$CTX/linux/$GOARCH/hangar-agent" ./workerimage/cmd/hangar-agent)
 
+CA="${WORKER_BUILD_CA:-${NODE_EXTRA_CA_CERTS:-}}"
+if [ -z "$CA" ] && command -v npm >/dev/null; then
+  CA="$(npm config get cafile 2>/dev/null || true)"
+  [ "$CA" = null ] || [ "$CA" = undefined ] && CA=""
+fi
+SECRET=()
+[ -n "$CA" ] && [ -s "$CA" ] && SECRET=(--secret "id=npm_ca,src=$CA")
+
 BUILDER="${WORKER_BUILDER:-}"
 if [ -z "$BUILDER" ]; then
   if command -v docker >/dev/null && docker info >/dev/null 2>&1; then BUILDER=docker; else BUILDER=buildah; fi
@@ -67,7 +79,7 @@ if [ "$BUILDER" = docker ]; then
   args=(--build-arg AGENT_SOURCE=prebuilt --build-arg "HANGAR_VERSION=$VERSION")
   [ -n "${WORKER_IMAGE_BASE:-}" ] && args+=(--build-arg "BASE_IMAGE=$WORKER_IMAGE_BASE")
   say "docker build $IMAGE"
-  docker build -f "$DOCKERFILE" "${args[@]}" -t "$IMAGE" "$CTX" >&2
+  DOCKER_BUILDKIT=1 docker build -f "$DOCKERFILE" "${args[@]}" "${SECRET[@]}" -t "$IMAGE" "$CTX" >&2
   if [ "$PUSH" = 1 ]; then say "docker push $IMAGE"; docker push "$IMAGE" >&2; fi
   echo "$IMAGE"
   exit 0
@@ -86,6 +98,9 @@ if [ ${#need[@]} -gt 0 ]; then
   { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"; } >&2
 fi
 mkdir -p "$CACHE"
+# One build at a time per cache (test packages may ask for the image at once).
+exec 9>"$CACHE/.worker-image.lock"
+flock 9
 # One storage of our own: vfs needs no kernel overlay support and never
 # collides with another tool's storage configuration.
 B=(buildah --root "$CACHE/buildah/storage" --runroot "$CACHE/buildah/run" --storage-driver vfs)
@@ -149,8 +164,9 @@ else
   t0=$SECONDS
   say "building $IMAGE on $BASE (Claude Code $CLAUDE_VERSION)"
   # --layers keeps the Claude Code install cached while only the agent changes.
-  "${B[@]}" bud --isolation chroot --layers -f "$DOCKERFILE" \
+  "${B[@]}" bud --isolation chroot --layers -f "$DOCKERFILE" "${SECRET[@]}" \
     --build-arg "BASE_IMAGE=$BASE" --build-arg AGENT_SOURCE=prebuilt --build-arg "HANGAR_VERSION=$VERSION" \
+    --build-arg "TARGETPLATFORM=linux/$GOARCH" --build-arg TARGETOS=linux --build-arg "TARGETARCH=$GOARCH" \
     --label "dev.hangar.build-key=$key" -t "$KEYED" "$CTX" >&2
   say "built in $((SECONDS - t0)) s"
 fi
