@@ -30,6 +30,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 	faultSeed := fs.Uint64("fault-seed", 1, "seed of the fault injector")
 	rateLimit := fs.Bool("rate-limit", false, "apply Fly's per-action rate limits")
 	images := fs.String("images", "", "image map file (JSON if named *.json, else HCL)")
+	imageStore := fs.String("image-store", os.Getenv("HANGAR_IMAGE_STORE"), "OCI image layout whose images machines boot as runc containers (make worker-image fills it; HANGAR_IMAGE_STORE)")
 	agent := fs.String("agent", "", "binary run for unmapped images (default: hangar-agent beside hangard, else on PATH)")
 	org := fs.String("org", "personal", "default organization slug")
 	region := fs.String("region", "iad", "region of machines created without one")
@@ -57,6 +58,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 		Logger:           log,
 		LogProcessOutput: *logOutput,
 		Network:          *network,
+		ImageStore:       *imageStore,
 	}
 	if *images != "" {
 		m, err := flyemu.LoadImages(*images)
@@ -70,6 +72,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 		return err
 	}
 	defer emu.Close()
+	prepareImages(emu, log)
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -98,4 +101,26 @@ func runFlyemu(ctx context.Context, args []string) error {
 		return errors.Join(closeErr, fmt.Errorf("shutdown: %w", err))
 	}
 	return closeErr
+}
+
+// prepareImages unpacks the store's images in the background, so that the
+// first machine of an image does not wait for it.
+func prepareImages(emu *flyemu.Emulator, log hclog.Logger) {
+	st := emu.ImageStore()
+	if st == nil {
+		return
+	}
+	refs, err := st.Refs()
+	if err != nil {
+		log.Warn("image store", "dir", st.Dir(), "error", err)
+		return
+	}
+	log.Info("image store: machines of these images run as containers", "dir", st.Dir(), "images", refs)
+	go func() {
+		for _, r := range refs {
+			if _, err := emu.PrepareImage(r); err != nil {
+				log.Warn("unpack image", "image", r, "error", err)
+			}
+		}
+	}()
 }
