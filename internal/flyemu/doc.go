@@ -60,8 +60,9 @@
 // as processes. Container state lives under /run/hangar-flyemu/runc, cgroups
 // under hangar-flyemu/ below the emulator's own memory cgroup. Not done:
 // zombie reaping inside the container (Fly's init is PID 1 there; here the
-// entrypoint is), rlimits beyond the emulator's own, machine exec inside the
-// container, and containers left by an emulator that died without Close.
+// entrypoint is), rlimits beyond the emulator's own, and containers left by
+// an emulator that died without Close. Machine exec runs inside the
+// container (runc exec: the container's user, env and workdir).
 //
 // # Networking
 //

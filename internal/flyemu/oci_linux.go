@@ -205,6 +205,16 @@ func ociRuntimeSpec(c *ociContainer, m *machine, argv, env []string, cwd string,
 	}
 }
 
+// execSpec runs argv inside the container, with its user, env and workdir
+// (runc exec starts from the container's own process spec).
+func (c *ociContainer) execSpec(argv []string) processSpec {
+	return processSpec{
+		argv: append([]string{"runc", "--root", runcRoot, "exec", c.id}, argv...),
+		dir:  c.bundle,
+		env:  []string{"PATH=" + os.Getenv("PATH")},
+	}
+}
+
 // signal delivers sig to the container: runc forwards catchable signals to
 // its init; SIGSTOP and SIGCONT freeze and thaw the container's cgroup (as
 // runc pause and resume do: a frozen task cannot tell). It reports whether

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/flyemu"
+	"github.com/hangarhq/hangar/internal/flyspec"
 )
 
 const testImage = "test/helper:1"
@@ -204,6 +205,19 @@ func TestImageMode(t *testing.T) {
 	})
 	if out := readFile(filepath.Join(e.srv.MachineDir(app, m.ID), "machine.log")); strings.Contains(out, "rootfs stale") {
 		t.Errorf("second boot saw the first boot's rootfs change:\n%s", out)
+	}
+
+	// Exec runs inside the running container, which it leaves running.
+	resp, err := flyspec.CheckingClient(t).Post(e.srv.URL+"/v1/apps/img/machines/"+m.ID+"/exec", "application/json",
+		strings.NewReader(`{"command":["/bin/imagehelper","report"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&ex)
+	resp.Body.Close()
+	if ex["stdout"] != "uid=1000 cwd=/work var=from-image\n" || ex["exit_code"] != float64(3) {
+		t.Errorf("exec in the container = %v", ex)
 	}
 
 	// Suspend freezes the container (its counter stops), start thaws it.

@@ -24,6 +24,11 @@ func main() {
 	switch os.Args[1] {
 	case "idle":
 		idle()
+	case "report":
+		// For machine exec: where and as whom it runs.
+		wd, _ := os.Getwd()
+		fmt.Printf("uid=%d cwd=%s var=%s\n", os.Getuid(), wd, os.Getenv("IMAGE_VAR"))
+		os.Exit(3)
 	case "alloc":
 		// Allocate and touch N MB, then idle: a guest smaller than that is
 		// killed by its memory limit.
