@@ -1,10 +1,24 @@
 // Package bench is hangar's benchmark program (make bench): it starts the
-// real `hangard dev` on loopback and measures, through the daemon and
-// straight to the agent of the same session, keystroke echo latency and
-// bulk output throughput; session-ready latency from a stopped and from a
-// suspended standby (the emulator's boot delay reported apart); and the
-// daemon's memory and OS threads per attached idle stream. It prints one
-// side-by-side report with the daemon/direct ratios against the bars.
+// real `hangard dev` (the emulator in namespace mode when root, so agents
+// sit on 6PN addresses and dial home) and measures, side by side in one
+// run, the ways a client reaches a session's agent:
+//
+//   - "tunnel": through the daemon, which reaches the agent over the
+//     agent's dial-home tunnel (yamux over one WebSocket; the dev pool's
+//     design: daemon_url set);
+//   - "legacy": through the daemon, which dials the agent at its private
+//     IP (the design before tunnels: a pool without daemon_url);
+//   - "direct": straight to the tunnel session's agent, which also listens
+//     on TCP for the benchmark (HANGAR_AGENT_ADDR) — the in-run reference
+//     every figure is set against;
+//   - "relay": through a bare WebSocket relay to the same agent, the floor
+//     of any extra hop on this machine.
+//
+// Figures: keystroke echo latency, attach latency, bulk output throughput,
+// session-ready latency from stopped and suspended standbys of both
+// designs (the emulator's boot delay reported apart), and the daemon's
+// RSS, OS threads and goroutines per attached idle stream at several
+// stream counts, in a fresh daemon per design. It prints one table.
 package bench
 
 import (
@@ -12,8 +26,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +47,26 @@ import (
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
+// Path names.
+const (
+	PathTunnel = "tunnel"
+	PathLegacy = "legacy"
+	PathDirect = "direct"
+	PathRelay  = "relay"
+)
+
+// Designs of the daemon-agent hop, as the stream and ready figures name them.
+const (
+	DesignTunnel = PathTunnel
+	DesignLegacy = PathLegacy
+)
+
+// Standby modes, as the ready figures name them.
+const (
+	Stopped   = "stopped"
+	Suspended = "suspended"
+)
+
 // Options configure one benchmark run.
 type Options struct {
 	// Hangard is the hangard binary (hangar-agent must sit beside it or on PATH).
@@ -40,38 +77,105 @@ type Options struct {
 	DataDir string
 	// Samples is the number of echo samples per path.
 	Samples int
+	// AttachSamples is the number of attach (dial -> attached) samples per path.
+	AttachSamples int
 	// Bursts is the number of bulk bursts per path; BurstSize their size.
 	Bursts, BurstSize int
-	// ReadySamples is the number of session-ready samples per standby mode.
+	// ReadySamples is the number of session-ready samples per design and standby mode.
 	ReadySamples int
-	// Streams is the number of idle read-only viewers, spread over
-	// StreamSessions sessions.
-	Streams, StreamSessions int
+	// Streams are the idle read-only viewer counts measured (ascending,
+	// cumulative, in one fresh daemon per design), spread over
+	// StreamSessions sessions; empty skips the phase.
+	Streams        []int
+	StreamSessions int
+	// NoLegacy skips the legacy design (a daemon that dials its agents).
+	NoLegacy bool
+	// HostileViewers read-only viewers each send HostileFrames binary frames
+	// of HostileFrameSize bytes while the daemon's RSS is sampled (0 skips).
+	HostileViewers, HostileFrames, HostileFrameSize int
+	// HostileDropWait bounds the wait for RSS to drop back afterwards
+	// (default 1 min).
+	HostileDropWait time.Duration
+	// OnlyHostile skips every other phase.
+	OnlyHostile bool
 	// BootDelay is the emulator's boot delay.
 	BootDelay time.Duration
-	// Out receives the report; Logs the daemon's stderr.
+	// Out receives the report; Logs the daemons' stderr.
 	Out, Logs io.Writer
 }
 
 // Results are a run's figures.
 type Results struct {
-	// Paths holds the echo and bulk figures by path: "daemon" (through
-	// hangard), "direct" (straight to the agent) and "relay" (through the
-	// bare reference relay, the floor of any extra hop on this machine).
-	Paths                          map[string]*PathResults
-	ReadyStopped, ReadySuspended   []time.Duration
-	ObservedStopped, ObservedSusp  []time.Duration
-	BootDelay                      time.Duration
-	Streams, StreamSessions        int
-	Before, After                  procStatus
-	GoroutinesBefore, GoroutinesAt float64
-	HeapBefore, HeapAt             float64 // go heap + stacks in use, bytes
+	// Paths holds the echo, attach and bulk figures by path name.
+	Paths map[string]*PathResults
+	// Ready holds session-ready figures by design and standby mode
+	// (ReadyKey).
+	Ready map[string]*ReadyResults
+	// LegacyErr says why the legacy design was not measured ("" if it was).
+	LegacyErr string
+	// Warnings are failures the run got past (retried), for the report.
+	Warnings  []string
+	BootDelay time.Duration
+	// Streams holds the idle stream figures by design and count.
+	Streams        []StreamResults
+	StreamSessions int
+	// NoFile is the daemon's open-file limit (soft) in the stream phase.
+	NoFile int64
+	// Hostile holds the hostile-viewers figures (nil: not measured).
+	Hostile *HostileResults
 }
 
-// PathResults are the echo and bulk figures of one path.
+// PathResults are the echo, attach and bulk figures of one path.
 type PathResults struct {
-	Echo         []time.Duration
+	Echo, Attach []time.Duration
 	Live, Replay Throughput
+}
+
+// ReadyResults are the daemon's created_at -> ready_at times and the times
+// the client observed.
+type ReadyResults struct {
+	Server, Observed []time.Duration
+}
+
+// ReadyKey names the ready figures of a design and standby mode.
+func ReadyKey(design, mode string) string { return design + "/" + mode }
+
+// StreamResults are the daemon's figures with Count idle streams attached
+// (Before: the same daemon with the streams' sessions and nothing attached).
+type StreamResults struct {
+	Design                         string
+	Count                          int
+	Before, After                  procStatus
+	GoroutinesBefore, GoroutinesAt float64
+	HeapBefore, HeapAt             float64 // Go heap in use, bytes
+	StackBefore, StackAt           float64 // goroutine stacks in use, bytes
+}
+
+// PerStreamBytes is the daemon's RSS growth per attached idle stream.
+func (s StreamResults) PerStreamBytes() float64 {
+	return float64(s.After.RSSKiB-s.Before.RSSKiB) * 1024 / float64(s.Count)
+}
+
+// PerStreamThreads is the daemon's OS thread growth per attached idle stream.
+func (s StreamResults) PerStreamThreads() float64 {
+	return float64(s.After.Threads-s.Before.Threads) / float64(s.Count)
+}
+
+// PerStreamGoroutines is the daemon's goroutine growth per attached idle stream.
+func (s StreamResults) PerStreamGoroutines() float64 {
+	return (s.GoroutinesAt - s.GoroutinesBefore) / float64(s.Count)
+}
+
+// PerStreamHeap is the growth of the daemon's Go heap in use per attached
+// idle stream, in bytes.
+func (s StreamResults) PerStreamHeap() float64 {
+	return (s.HeapAt - s.HeapBefore) / float64(s.Count)
+}
+
+// PerStreamStack is the growth of the daemon's goroutine stacks in use per
+// attached idle stream, in bytes.
+func (s StreamResults) PerStreamStack() float64 {
+	return (s.StackAt - s.StackBefore) / float64(s.Count)
 }
 
 func (r *Results) path(name string) *PathResults {
@@ -84,6 +188,17 @@ func (r *Results) path(name string) *PathResults {
 		r.Paths[name] = p
 	}
 	return p
+}
+
+func (r *Results) ready(design, mode string) *ReadyResults {
+	if r.Ready == nil {
+		r.Ready = map[string]*ReadyResults{}
+	}
+	k := ReadyKey(design, mode)
+	if r.Ready[k] == nil {
+		r.Ready[k] = &ReadyResults{}
+	}
+	return r.Ready[k]
 }
 
 // Throughput is bytes received over the time they took.
@@ -106,31 +221,61 @@ func (t Throughput) mbps() float64 {
 	return float64(t.bytes) / t.dur.Seconds() / 1e6
 }
 
-// run is the state of one benchmark run.
+// run is one `hangard dev` and what the benchmark made in it.
 type run struct {
 	opts  Options
 	dev   *devDaemon
 	api   *client.Client
 	fly   *fly.Client
 	hc    *http.Client
-	res   Results
+	res   *Results
+	apps  map[string]string // pool -> app
+	sent  map[string]int64  // session -> input bytes sent over all attachments
 	ended []string
-	mu    sync.Mutex
-	logf  func(format string, args ...any)
+	// firstErr is a warm-up's first failure.
+	firstErr error
+	mu       sync.Mutex
+	logf     func(format string, args ...any)
 }
 
-const (
-	suspendPool = "bench-suspend"
-	suspendApp  = "hangar-bench-suspend"
+// The benchmark's pools, copies of the dev pool (same image, env, keys and
+// daemon_url) differing only in what is named here, so that the designs are
+// compared on otherwise equal machines.
+type benchPool struct {
+	name, app string
+	design    string
+	mode      pool.StandbyMode
+	listen    bool // the agent also listens on TCP (HANGAR_AGENT_ADDR), for the direct path
+}
+
+var (
+	tunnelStop    = benchPool{"bench-tunnel", "hangar-bench-tunnel", DesignTunnel, pool.StandbyStop, true}
+	tunnelSuspend = benchPool{"bench-tunnel-susp", "hangar-bench-tunnel-susp", DesignTunnel, pool.StandbySuspend, false}
+	legacyStop    = benchPool{"bench-legacy", "hangar-bench-legacy", DesignLegacy, pool.StandbyStop, false}
+	legacySuspend = benchPool{"bench-legacy-susp", "hangar-bench-legacy-susp", DesignLegacy, pool.StandbySuspend, false}
 )
 
 // Run runs the benchmark and writes the report to opts.Out.
 func Run(ctx context.Context, opts Options) (*Results, error) {
-	if opts.Samples <= 0 || opts.Bursts <= 0 || opts.BurstSize <= 0 || opts.ReadySamples <= 0 || opts.Streams < 0 || opts.StreamSessions <= 0 {
-		return nil, errors.New("bench: samples, bursts, burst size, ready samples and stream sessions must be positive")
+	if opts.HostileViewers > 0 && (opts.HostileFrames <= 0 || opts.HostileFrameSize <= 0) {
+		return nil, errors.New("bench: hostile viewers need a frame count and size")
+	}
+	if opts.HostileDropWait <= 0 {
+		opts.HostileDropWait = time.Minute
+	}
+	if opts.OnlyHostile {
+		opts.Samples, opts.AttachSamples, opts.Bursts, opts.BurstSize, opts.ReadySamples, opts.StreamSessions = 1, 1, 1, 1, 1, 1
+		opts.Streams = nil
+	}
+	if opts.Samples <= 0 || opts.AttachSamples <= 0 || opts.Bursts <= 0 || opts.BurstSize <= 0 || opts.ReadySamples <= 0 || opts.StreamSessions <= 0 {
+		return nil, errors.New("bench: samples, attach samples, bursts, burst size, ready samples and stream sessions must be positive")
 	}
 	if opts.BurstSize > 6<<20 {
 		return nil, errors.New("bench: the burst size must stay below the agent's 8 MiB ring (at most 6 MiB)")
+	}
+	opts.Streams = slices.Sorted(slices.Values(opts.Streams))
+	if len(opts.Streams) > 0 && opts.Streams[0] <= 0 {
+		return nil, errors.New("bench: stream counts must be positive")
 	}
 	if opts.Out == nil {
 		opts.Out = os.Stdout
@@ -147,105 +292,296 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	r := &run{opts: opts, hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
-	r.res.BootDelay, r.res.Streams, r.res.StreamSessions = opts.BootDelay, opts.Streams, opts.StreamSessions
-	r.logf = func(format string, args ...any) {
+	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 	}
-
-	r.logf("starting hangard dev (data %s, boot delay %v)", dir, opts.BootDelay)
-	dev, err := startDev(ctx, opts.Hangard, dir, opts.BootDelay, opts.Logs)
-	if err != nil {
-		return nil, err
-	}
-	defer dev.stop()
-	r.dev = dev
-	if r.api, err = client.New(dev.env["HANGAR_URL"], dev.env["HANGAR_TOKEN"], r.hc); err != nil {
-		return nil, err
-	}
-	if r.fly, err = fly.New(fly.Options{BaseURL: dev.env["FLY_API_URL"], Token: dev.env["FLY_API_TOKEN"]}); err != nil {
-		return nil, err
-	}
-	defer r.endAll()
-
-	// The suspend-mode pool's standbys come up while the rest runs.
-	if err := r.createSuspendPool(ctx); err != nil {
-		return nil, err
-	}
-
-	sess, err := r.newSession(ctx, devenv.PoolName)
-	if err != nil {
-		return nil, err
-	}
-	daemon, direct, err := r.paths(ctx, sess)
-	if err != nil {
-		return nil, err
-	}
-	relay, err := startRelay(opts.Self)
-	if err != nil {
-		return nil, err
-	}
-	defer relay.stop()
-	dp := direct.(*directPath)
-	ref := newRelayPath(relay.addr, dp.base, dp.machine, sess.ID, r.dev.key, r.hc)
-	all := []path{daemon, direct, ref}
-	r.logf("echo latency: %d samples per path", opts.Samples)
-	if err := r.echo(ctx, all); err != nil {
-		return nil, fmt.Errorf("echo: %w", err)
-	}
-	r.logf("bulk output: %d bursts of %d bytes per path", opts.Bursts, opts.BurstSize)
-	if err := r.bulk(ctx, all); err != nil {
-		return nil, fmt.Errorf("bulk: %w", err)
-	}
-	r.logf("session ready: %d samples per standby mode", opts.ReadySamples)
-	if r.res.ReadyStopped, r.res.ObservedStopped, err = r.ready(ctx, devenv.PoolName, devenv.AppName, fly.StateCreated); err != nil {
-		return nil, fmt.Errorf("ready from a stopped standby: %w", err)
-	}
-	if r.res.ReadySuspended, r.res.ObservedSusp, err = r.ready(ctx, suspendPool, suspendApp, fly.StateSuspended); err != nil {
-		return nil, fmt.Errorf("ready from a suspended standby: %w", err)
-	}
-	if opts.Streams > 0 {
-		r.logf("idle streams: %d read-only viewers over %d sessions", opts.Streams, opts.StreamSessions)
-		if err := r.streams(ctx); err != nil {
-			return nil, fmt.Errorf("streams: %w", err)
+	// Every stream costs an fd in this process and one or two in the
+	// daemon (a client connection; in legacy mode also one to the agent,
+	// which holds the other end); the daemon and agents inherit the limit
+	// set here.
+	if need := 2*maxOf(opts.Streams) + 1024; need > 0 {
+		if got, err := raiseNoFile(uint64(need)); err != nil {
+			logf("raise RLIMIT_NOFILE to %d: %v (limit %d)", need, err, got)
 		}
 	}
-	report(opts.Out, &r.res)
-	return &r.res, nil
+	res := &Results{BootDelay: opts.BootDelay, StreamSessions: opts.StreamSessions}
+	if opts.HostileViewers > 0 {
+		// A daemon of its own: the reading is its RSS growth.
+		hr := newRun(opts, res, logf)
+		if err := hr.hostilePhase(ctx, filepath.Join(dir, "hostile")); err != nil {
+			return nil, fmt.Errorf("hostile viewers: %w", err)
+		}
+	}
+	if opts.OnlyHostile {
+		reportHostile(opts.Out, res.Hostile)
+		return res, nil
+	}
+	r := newRun(opts, res, logf)
+	if err := r.main(ctx, filepath.Join(dir, "main")); err != nil {
+		return nil, err
+	}
+	for _, design := range []string{DesignTunnel, DesignLegacy} {
+		if len(opts.Streams) == 0 || (design == DesignLegacy && res.LegacyErr != "") {
+			continue
+		}
+		// A fresh daemon per design: Go keeps freed heap, so the second
+		// design's streams would reuse the first one's pages and look cheap.
+		sr := newRun(opts, res, logf)
+		if err := sr.streamPhase(ctx, filepath.Join(dir, "streams-"+design), design); err != nil {
+			return nil, fmt.Errorf("streams (%s): %w", design, err)
+		}
+	}
+	report(opts.Out, res)
+	if res.Hostile != nil {
+		reportHostile(opts.Out, res.Hostile)
+	}
+	return res, nil
 }
 
-// createSuspendPool creates a suspend-mode pool in the embedded emulator
-// with the shared pool package, as the provider would; the daemon's
-// reconciler then creates (start, health check, suspend) its standbys.
-func (r *run) createSuspendPool(ctx context.Context) error {
-	spec := pool.Spec{
-		Pool: suspendPool, App: suspendApp, Regions: []string{devenv.Region}, Image: devenv.DevImage,
-		Guest:      pool.Guest{CPUKind: pool.DefaultCPUKind, CPUs: 1, MemoryMB: 1024},
-		Env:        map[string]string{"HANGAR_WORKSPACE": "workspace"},
-		MinStandby: 1, MaxMachines: 4, StandbyMode: pool.StandbySuspend,
-		IdleTimeout: time.Hour, SessionTTL: time.Hour, AgentPort: pool.DefaultAgentPort,
-		BrokerPublicKeys: []string{r.dev.env["HANGAR_BROKER_PUBLIC_KEY"]},
-	}
-	if err := spec.Validate(); err != nil {
+// hostilePhase runs the hostile-viewers measurement in a fresh daemon.
+func (r *run) hostilePhase(ctx context.Context, dir string) error {
+	if err := r.start(ctx, dir, 1); err != nil {
 		return err
 	}
-	if _, err := r.fly.CreateApp(ctx, fly.CreateAppRequest{Name: suspendApp, OrgSlug: r.dev.env["FLY_ORG"]}); err != nil && !errors.Is(err, fly.ErrConflict) {
-		return fmt.Errorf("create the suspend pool's app: %w", err)
-	}
-	ms, err := r.fly.ListMachines(ctx, suspendApp, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyRole: pool.RoleTemplate}})
+	defer r.stop()
+	r.logf("hostile viewers: %d x %d frames of %d bytes", r.opts.HostileViewers, r.opts.HostileFrames, r.opts.HostileFrameSize)
+	h, err := r.hostile(ctx)
 	if err != nil {
 		return err
 	}
-	if len(ms) == 0 {
-		if _, err := r.fly.CreateMachine(ctx, suspendApp, spec.CreateTemplateRequest()); err != nil {
-			return fmt.Errorf("create the suspend pool's template: %w", err)
+	r.res.Hostile = h
+	return nil
+}
+
+func maxOf(xs []int) int {
+	if len(xs) == 0 {
+		return 0
+	}
+	return slices.Max(xs)
+}
+
+func newRun(opts Options, res *Results, logf func(string, ...any)) *run {
+	return &run{
+		opts: opts, res: res, logf: logf,
+		hc:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		apps: map[string]string{devenv.PoolName: devenv.AppName},
+		sent: map[string]int64{},
+	}
+}
+
+// start starts hangard dev with data in dir.
+func (r *run) start(ctx context.Context, dir string, minStandby int) error {
+	r.logf("starting hangard dev (data %s, boot delay %v)", dir, r.opts.BootDelay)
+	dev, err := startDev(ctx, r.opts.Hangard, dir, r.opts.BootDelay, minStandby, r.opts.Logs)
+	if err != nil {
+		return err
+	}
+	r.dev = dev
+	if r.api, err = client.New(dev.env["HANGAR_URL"], dev.env["HANGAR_TOKEN"], r.hc); err != nil {
+		r.stop()
+		return err
+	}
+	if r.fly, err = fly.New(fly.Options{BaseURL: dev.env["FLY_API_URL"], Token: dev.env["FLY_API_TOKEN"],
+		// Its own budget, beside the daemon's: the emulator answers 429 when the
+		// two together pass Fly's limits, and the bench waits them out.
+		MaxAttempts: 30}); err != nil {
+		r.stop()
+		return err
+	}
+	return nil
+}
+
+// stop ends the run's sessions and stops its daemon.
+func (r *run) stop() {
+	if r.api != nil {
+		r.endAll()
+	}
+	r.dev.stop()
+}
+
+// main measures the paths and session-ready latency in one daemon.
+func (r *run) main(ctx context.Context, dir string) error {
+	// The dev pool's own standbys would only add load: the benchmark's
+	// pools are copies of it.
+	if err := r.start(ctx, dir, 0); err != nil {
+		return err
+	}
+	defer r.stop()
+	pools := []benchPool{tunnelStop, tunnelSuspend}
+	if !r.opts.NoLegacy {
+		pools = append(pools, legacyStop, legacySuspend)
+	} else {
+		r.res.LegacyErr = "skipped (--no-legacy)"
+	}
+	// Every pool's standbys come up together, while the rest waits.
+	for _, p := range pools {
+		if err := r.createPool(ctx, p, 1); err != nil {
+			if p.design != DesignLegacy {
+				return err
+			}
+			r.res.LegacyErr = err.Error()
+			r.logf("legacy design not measured: %v", err)
+			pools = pools[:2]
+			break
+		}
+	}
+
+	sess, err := r.newSession(ctx, tunnelStop.name)
+	if err != nil {
+		return err
+	}
+	tunnel, direct, err := r.paths(ctx, sess, PathTunnel)
+	if err != nil {
+		return err
+	}
+	relay, err := startRelay(r.opts.Self)
+	if err != nil {
+		return err
+	}
+	defer relay.stop()
+	all := []path{tunnel, direct, newRelayPath(relay.addr, direct.base, direct.machine, sess.ID, r.dev.key, r.hc)}
+	if r.res.LegacyErr == "" {
+		if err := func() error {
+			ls, err := r.newSession(ctx, legacyStop.name)
+			if err != nil {
+				return err
+			}
+			legacy, _, err := r.paths(ctx, ls, PathLegacy)
+			if err != nil {
+				return err
+			}
+			// The daemon reaches a legacy agent only if the host reaches
+			// its private IP: check before the phases count on it.
+			if err := r.warmUp(ctx, legacy); err != nil {
+				return err
+			}
+			all = append(all, legacy)
+			return nil
+		}(); err != nil {
+			r.res.LegacyErr = err.Error()
+			r.logf("legacy design not measured: %v", err)
+		}
+	}
+	for _, p := range all {
+		if err := r.warmUp(ctx, p); err != nil {
+			return err
+		}
+	}
+	r.logf("echo latency: %d samples per path", r.opts.Samples)
+	if err := r.echo(ctx, all); err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	r.logf("attach latency: %d samples per path", r.opts.AttachSamples)
+	if err := r.attachLatency(ctx, all); err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	r.logf("bulk output: %d bursts of %d bytes per path", r.opts.Bursts, r.opts.BurstSize)
+	if err := r.bulk(ctx, all); err != nil {
+		return fmt.Errorf("bulk: %w", err)
+	}
+	r.logf("session ready: %d samples per design and standby mode", r.opts.ReadySamples)
+	for _, p := range pools {
+		if p.design == DesignLegacy && r.res.LegacyErr != "" {
+			continue
+		}
+		mode := Stopped
+		if p.mode == pool.StandbySuspend {
+			mode = Suspended
+		}
+		if err := r.ready(ctx, p, r.res.ready(p.design, mode)); err != nil {
+			return fmt.Errorf("ready from a %s standby (%s): %w", mode, p.design, err)
 		}
 	}
 	return nil
 }
 
-// newSession creates a session running the echo program and waits until it is ready.
+// devSpec reads the dev pool's spec from its template: hangard dev made
+// it, with the daemon_url its agents dial (the agent listener on the
+// emulator's internet address, which dev.env does not carry).
+func (r *run) devSpec(ctx context.Context) (pool.Spec, error) {
+	ms, err := r.fly.ListMachines(ctx, devenv.AppName, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyRole: pool.RoleTemplate}})
+	if err != nil {
+		return pool.Spec{}, fmt.Errorf("list the dev pool's templates: %w", err)
+	}
+	if len(ms) == 0 {
+		return pool.Spec{}, errors.New("the dev pool has no template")
+	}
+	return pool.FromTemplate(devenv.AppName, &ms[0])
+}
+
+// createPool creates a copy of the dev pool in the embedded emulator with
+// the shared pool package, as the provider would; the daemon's reconciler
+// then creates its standbys (start, health check, stop or suspend).
+func (r *run) createPool(ctx context.Context, p benchPool, minStandby int) error {
+	spec, err := r.devSpec(ctx)
+	if err != nil {
+		return err
+	}
+	spec.Pool, spec.App, spec.StandbyMode = p.name, p.app, p.mode
+	spec.MinStandby, spec.MaxMachines = minStandby, max(4, r.opts.StreamSessions+minStandby+1)
+	spec.IdleTimeout, spec.SessionTTL = time.Hour, time.Hour
+	spec.Env = maps.Clone(spec.Env)
+	if spec.Env == nil {
+		spec.Env = map[string]string{}
+	}
+	switch p.design {
+	case DesignTunnel:
+		if spec.DaemonURL == "" {
+			return errors.New("the dev pool has no daemon_url: this hangard dev predates tunnels")
+		}
+	case DesignLegacy:
+		spec.DaemonURL = "" // the daemon dials the agent at [private_ip]:agent_port
+	}
+	if p.listen {
+		// In tunnel mode the agent listens on no TCP port unless told to:
+		// the direct path needs one. [::] because the host dials the
+		// machine's 6PN address.
+		spec.Env["HANGAR_AGENT_ADDR"] = fmt.Sprintf("[::]:%d", spec.AgentPort)
+	}
+	if err := spec.Validate(); err != nil {
+		return fmt.Errorf("pool %s: %w", p.name, err)
+	}
+	if _, err := r.fly.CreateApp(ctx, fly.CreateAppRequest{Name: p.app, OrgSlug: r.dev.env["FLY_ORG"]}); err != nil && !errors.Is(err, fly.ErrConflict) {
+		return fmt.Errorf("create pool %s's app: %w", p.name, err)
+	}
+	ms, err := r.fly.ListMachines(ctx, p.app, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyRole: pool.RoleTemplate}})
+	if err != nil {
+		return err
+	}
+	if len(ms) == 0 {
+		if _, err := r.fly.CreateMachine(ctx, p.app, spec.CreateTemplateRequest()); err != nil {
+			return fmt.Errorf("create pool %s's template: %w", p.name, err)
+		}
+	}
+	r.apps[p.name] = p.app
+	return nil
+}
+
+// newSession creates a session running the echo program and waits until
+// it is ready. A session that fails is replaced (twice at most), as a user
+// would start another, and reported among the warnings.
 func (r *run) newSession(ctx context.Context, poolName string) (*client.Session, error) {
+	for attempt := 0; ; attempt++ {
+		s, err := r.tryNewSession(ctx, poolName)
+		var failed *sessionFailed
+		if !errors.As(err, &failed) || attempt == 2 {
+			return s, err
+		}
+		r.logf("%v; creating another", err)
+		r.mu.Lock()
+		r.res.Warnings = append(r.res.Warnings, err.Error()+" (replaced by a new session)")
+		r.mu.Unlock()
+	}
+}
+
+// sessionFailed is a session that ended up failed instead of ready.
+type sessionFailed struct{ id, pool, state, reason string }
+
+func (e *sessionFailed) Error() string {
+	return fmt.Sprintf("session %s in pool %s is %s: %s", e.id, e.pool, e.state, e.reason)
+}
+
+func (r *run) tryNewSession(ctx context.Context, poolName string) (*client.Session, error) {
 	s, err := r.api.CreateSession(ctx, client.CreateSessionRequest{
 		Pool: poolName, Mode: "pty", Cols: 120, Rows: 40,
 		Command: []string{r.opts.Self, EchoCommand, "--burst", strconv.Itoa(r.opts.BurstSize)},
@@ -265,17 +601,16 @@ func (r *run) newSession(ctx context.Context, poolName string) (*client.Session,
 		return nil, err
 	}
 	if s.State != client.StateReady {
-		return nil, fmt.Errorf("session %s is %s: %s", s.ID, s.State, s.Reason)
+		return nil, &sessionFailed{s.ID, poolName, string(s.State), s.Reason}
 	}
 	return s, nil
 }
 
-// paths returns the two ways to the session's agent.
-func (r *run) paths(ctx context.Context, s *client.Session) (path, path, error) {
-	app := devenv.AppName
-	if s.Pool == suspendPool {
-		app = suspendApp
-	}
+// paths returns the way to the session's agent through the daemon (named
+// name) and the way straight to it (at its private IP; only answered if
+// the agent listens on TCP).
+func (r *run) paths(ctx context.Context, s *client.Session, name string) (*daemonPath, *directPath, error) {
+	app := r.apps[s.Pool]
 	m, err := r.fly.GetMachine(ctx, app, s.MachineID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read machine %s: %w", s.MachineID, err)
@@ -286,7 +621,7 @@ func (r *run) paths(ctx context.Context, s *client.Session) (path, path, error) 
 			port = v
 		}
 	}
-	d := &daemonPath{base: r.dev.env["HANGAR_URL"], token: r.dev.env["HANGAR_TOKEN"], session: s.ID, client: r.hc}
+	d := &daemonPath{label: name, base: r.dev.env["HANGAR_URL"], token: r.dev.env["HANGAR_TOKEN"], session: s.ID, client: r.hc}
 	return d, newDirectPath(agentapi.BaseURL(m.PrivateIP, port), m.ID, s.ID, r.dev.key, r.hc), nil
 }
 
@@ -309,21 +644,47 @@ func (r *run) endAll() {
 	_ = g.Wait()
 }
 
-// inputSent counts the input bytes the run sent to the echo session over
-// every attachment, so that each new writer resumes input at the right offset.
-type writer struct {
-	sent int64
+// warmUp attaches once over p before anything is measured, retrying for up
+// to a minute as a client told "unavailable, retry later" does: a session
+// can be ready before the daemon reaches its agent over the path (seen
+// with tunnels: the first attach's dials through the tunnel time out). The
+// failures are reported, not hidden.
+func (r *run) warmUp(ctx context.Context, p path) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	for fails := 0; ; fails++ {
+		s, err := attach(ctx, p, wire.RoleReader, -1, 0)
+		if err == nil {
+			s.close()
+			if fails > 0 {
+				r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("%s: the first attach after the session was ready failed %d time(s) (%v) and succeeded %.1f s later",
+					p.name(), fails, r.firstErr, time.Since(t0).Seconds()))
+				r.firstErr = nil
+			}
+			return nil
+		}
+		if fails == 0 {
+			r.firstErr = err
+		}
+		r.logf("warm-up attach (%s) failed, retrying: %v", p.name(), err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("warm-up attach (%s): %w (first error: %v)", p.name(), err, r.firstErr)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // echo measures keystroke echo latency in alternating blocks over every
-// path, one writer attachment at a time.
+// path, one writer attachment at a time, so that drifting machine load
+// spreads over the paths alike.
 func (r *run) echo(ctx context.Context, paths []path) error {
-	var w writer
 	const blocks = 10
 	per := max(r.opts.Samples/blocks, 1)
 	for b := 0; b < blocks; b++ {
 		for _, p := range paths {
-			lat, err := w.echoBlock(ctx, p, per, b == 0)
+			lat, err := r.echoBlock(ctx, p, per, b == 0)
 			if err != nil {
 				return err
 			}
@@ -334,8 +695,8 @@ func (r *run) echo(ctx context.Context, paths []path) error {
 	return nil
 }
 
-func (w *writer) echoBlock(ctx context.Context, p path, n int, warm bool) ([]time.Duration, error) {
-	s, err := attach(ctx, p, wire.RoleWriter, -1, w.sent)
+func (r *run) echoBlock(ctx context.Context, p path, n int, warm bool) ([]time.Duration, error) {
+	s, err := attach(ctx, p, wire.RoleWriter, -1, r.sent[p.sessionID()])
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +711,7 @@ func (w *writer) echoBlock(ctx context.Context, p path, n int, warm bool) ([]tim
 		if err := s.c.Write(ctx, websocket.MessageBinary, key); err != nil {
 			return nil, fmt.Errorf("send key (%s): %w", p.name(), err)
 		}
-		w.sent++
+		r.sent[p.sessionID()]++
 		for got := false; !got; {
 			b, err := s.readOutput(ctx)
 			if err != nil {
@@ -366,50 +727,72 @@ func (w *writer) echoBlock(ctx context.Context, p path, n int, warm bool) ([]tim
 	return out, nil
 }
 
-// bulk measures output throughput: live (the program writes a burst into
-// its PTY, the client reads it) with the paths taking turns, and replay
-// (the same burst read again from the agent's ring) over every path.
-func (r *run) bulk(ctx context.Context, paths []path) error {
-	var w writer
-	// The echo phase's input count: ask the agent.
-	s, err := attach(ctx, paths[1], wire.RoleReader, -1, 0)
-	if err != nil {
-		return err
-	}
-	w.sent = s.attached.InputApplied
-	s.close()
-	for b := 0; b < len(paths)*r.opts.Bursts; b++ {
-		p := paths[b%len(paths)]
-		ws, err := attach(ctx, p, wire.RoleWriter, -1, w.sent)
-		if err != nil {
-			return err
-		}
-		start := ws.off
-		end := start + int64(r.opts.BurstSize)
-		t0 := time.Now()
-		if err := ws.c.Write(ctx, websocket.MessageBinary, []byte{BurstByte}); err != nil {
-			ws.close()
-			return fmt.Errorf("ask for a burst (%s): %w", p.name(), err)
-		}
-		w.sent++
-		err = ws.readUntil(ctx, end)
-		d := time.Since(t0)
-		lost := ws.lost
-		ws.close()
-		if err != nil {
-			return fmt.Errorf("read burst (%s): %w", p.name(), err)
-		}
-		pr := r.res.path(p.name())
-		pr.Live = pr.Live.add(Throughput{bytes: end - start - lost, dur: d, lost: lost})
-		// Replay the burst from the ring over every path, in turns.
-		for i := range paths {
-			rp := paths[(b+i)%len(paths)]
-			t, err := replay(ctx, rp, start, end)
+// attachLatency measures dial -> attached (a read-only viewer at the live
+// tail), the paths taking turns; the first round warms connections up.
+func (r *run) attachLatency(ctx context.Context, paths []path) error {
+	for i := 0; i <= r.opts.AttachSamples; i++ {
+		for _, p := range paths {
+			t0 := time.Now()
+			s, err := attach(ctx, p, wire.RoleReader, -1, 0)
+			d := time.Since(t0)
 			if err != nil {
 				return err
 			}
-			pr := r.res.path(rp.name())
-			pr.Replay = pr.Replay.add(t)
+			s.close()
+			if i > 0 {
+				pr := r.res.path(p.name())
+				pr.Attach = append(pr.Attach, d)
+			}
+		}
+	}
+	return nil
+}
+
+// bulk measures output throughput: live (the program writes a burst into
+// its PTY, the client reads it) with the paths taking turns, and replay
+// (the same burst read again from the agent's ring) over every path to
+// the same session.
+func (r *run) bulk(ctx context.Context, paths []path) error {
+	for b := 0; b < r.opts.Bursts; b++ {
+		for _, p := range paths {
+			ws, err := attach(ctx, p, wire.RoleWriter, -1, r.sent[p.sessionID()])
+			if err != nil {
+				return err
+			}
+			start := ws.off
+			end := start + int64(r.opts.BurstSize)
+			t0 := time.Now()
+			if err := ws.c.Write(ctx, websocket.MessageBinary, []byte{BurstByte}); err != nil {
+				ws.close()
+				return fmt.Errorf("ask for a burst (%s): %w", p.name(), err)
+			}
+			r.sent[p.sessionID()]++
+			err = ws.readUntil(ctx, end)
+			d := time.Since(t0)
+			lost := ws.lost
+			ws.close()
+			if err != nil {
+				return fmt.Errorf("read burst (%s): %w", p.name(), err)
+			}
+			pr := r.res.path(p.name())
+			pr.Live = pr.Live.add(Throughput{bytes: end - start - lost, dur: d, lost: lost})
+			// Replay the burst from the ring over every path to its
+			// session, starting with the next one each time.
+			var same []path
+			for _, q := range paths {
+				if q.sessionID() == p.sessionID() {
+					same = append(same, q)
+				}
+			}
+			for i := range same {
+				rp := same[(b+i)%len(same)]
+				t, err := replay(ctx, rp, start, end)
+				if err != nil {
+					return err
+				}
+				pr := r.res.path(rp.name())
+				pr.Replay = pr.Replay.add(t)
+			}
 		}
 	}
 	return nil
@@ -434,57 +817,78 @@ func (t Throughput) add(u Throughput) Throughput {
 
 // ready measures session-ready latency from standbys of one pool: for each
 // sample it waits until the reconciler has a standby at rest, creates a
-// session, waits until it is ready and ends it. It returns the daemon's
-// own created→ready times and the times the client observed.
-func (r *run) ready(ctx context.Context, poolName, app, restState string) ([]time.Duration, []time.Duration, error) {
-	var server, observed []time.Duration
+// session, waits until it is ready and ends it. It records the daemon's
+// own created→ready times and the times the client observed. For a
+// tunnelled pool ready includes the agent dialling home (after a start) or
+// redialling (after a resume), for a legacy one the daemon's first dial.
+func (r *run) ready(ctx context.Context, p benchPool, out *ReadyResults) error {
+	rest := []string{fly.StateCreated, fly.StateStopped}
+	if p.mode == pool.StandbySuspend {
+		rest = []string{fly.StateSuspended}
+	}
 	for i := 0; i < r.opts.ReadySamples; i++ {
-		if err := r.waitStandby(ctx, app, restState); err != nil {
-			return nil, nil, err
+		if err := r.waitStandby(ctx, p.app, rest); err != nil {
+			return err
 		}
 		t0 := time.Now()
-		s, err := r.newSession(ctx, poolName)
+		s, err := r.newSession(ctx, p.name)
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		observed = append(observed, time.Since(t0))
+		out.Observed = append(out.Observed, time.Since(t0))
 		if s.CreatedAt != nil && s.ReadyAt != nil {
-			server = append(server, s.ReadyAt.Sub(*s.CreatedAt))
+			out.Server = append(out.Server, s.ReadyAt.Sub(*s.CreatedAt))
 		}
 		if _, err := r.api.EndSession(ctx, s.ID); err != nil {
-			return nil, nil, fmt.Errorf("end session %s: %w", s.ID, err)
+			return fmt.Errorf("end session %s: %w", s.ID, err)
 		}
 	}
-	return server, observed, nil
+	return nil
 }
 
-// waitStandby waits until app has a standby in state restState.
-func (r *run) waitStandby(ctx context.Context, app, restState string) error {
+// waitStandby waits until app has a standby in one of the rest states.
+func (r *run) waitStandby(ctx context.Context, app string, rest []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for {
 		ms, err := r.fly.ListMachines(ctx, app, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyRole: pool.RoleStandby}})
 		if err == nil {
 			for _, m := range ms {
-				if m.State == restState {
+				if slices.Contains(rest, m.State) {
 					return nil
 				}
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no %s standby in %s: %w", restState, app, ctx.Err())
+			return fmt.Errorf("no %v standby in %s: %w", rest, app, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-// streams attaches Streams idle read-only viewers through the daemon and
-// reads the daemon's RSS and threads before and after.
-func (r *run) streams(ctx context.Context) error {
+// streamPhase starts a fresh hangard dev, attaches the idle viewers
+// through it to sessions of the design's pool and reads the daemon's
+// figures at each stream count.
+func (r *run) streamPhase(ctx context.Context, dir, design string) error {
+	if err := r.start(ctx, dir, 0); err != nil {
+		return err
+	}
+	defer r.stop()
+	poolName := devenv.PoolName // daemon_url set: the tunnel design
+	if design == DesignLegacy {
+		// No standbys: the sessions clone cold, and nothing else runs.
+		if err := r.createPool(ctx, legacyStop, 0); err != nil {
+			return err
+		}
+		poolName = legacyStop.name
+	}
+	if lim, err := readNoFile(r.dev.pid()); err == nil {
+		r.res.NoFile = lim
+	}
 	var sessions []*client.Session
 	for i := 0; i < r.opts.StreamSessions; i++ {
-		s, err := r.newSession(ctx, devenv.PoolName)
+		s, err := r.newSession(ctx, poolName)
 		if err != nil {
 			return err
 		}
@@ -492,94 +896,110 @@ func (r *run) streams(ctx context.Context) error {
 	}
 	var paths []path
 	for _, s := range sessions {
-		d, _, err := r.paths(ctx, s)
+		d, _, err := r.paths(ctx, s, design)
 		if err != nil {
 			return err
 		}
 		// One warm-up attach per session: the daemon's first use of a
-		// session's agent is not a per-stream cost.
-		st, err := attach(ctx, d, wire.RoleReader, -1, 0)
-		if err != nil {
+		// session's agent (its tunnel's or connection's buffers) is not a
+		// per-stream cost.
+		if err := r.warmUp(ctx, d); err != nil {
 			return err
 		}
-		st.close()
 		paths = append(paths, d)
 	}
-	// Let the daemon's allocations and GC settle before each reading.
-	settle := func() { time.Sleep(2 * time.Second) }
+	r.logf("idle streams (%s): %v read-only viewers over %d sessions", design, r.opts.Streams, r.opts.StreamSessions)
 	settle()
-	var err error
-	if r.res.Before, err = readProcStatus(r.dev.pid()); err != nil {
+	before, err := readProcStatus(r.dev.pid())
+	if err != nil {
 		return err
 	}
-	r.res.GoroutinesBefore, r.res.HeapBefore = r.goMetrics(ctx)
+	gBefore, hBefore, sBefore := r.goMetrics(ctx)
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	conns := make([]*stream, r.opts.Streams)
-	var g errgroup.Group
-	g.SetLimit(32)
-	for i := range conns {
-		g.Go(func() error {
-			s, err := attach(sctx, paths[i%len(paths)], wire.RoleReader, -1, 0)
-			if err != nil {
-				return fmt.Errorf("viewer %d: %w", i, err)
-			}
-			conns[i] = s
-			return nil
-		})
-	}
-	werr := g.Wait()
-	var readers sync.WaitGroup
-	for _, s := range conns {
-		if s == nil {
-			continue
-		}
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			for {
-				if _, err := s.readOutput(sctx); err != nil {
-					return
-				}
-			}
-		}()
-	}
+	var (
+		conns   []*stream
+		readers sync.WaitGroup
+	)
 	defer func() {
 		cancel()
 		for _, s := range conns {
-			if s != nil {
-				s.c.CloseNow()
-			}
+			s.c.CloseNow()
 		}
 		readers.Wait()
 	}()
-	if werr != nil {
-		return werr
+	for _, n := range r.opts.Streams {
+		fresh := make([]*stream, n-len(conns))
+		var g errgroup.Group
+		g.SetLimit(32)
+		for i := range fresh {
+			k := len(conns) + i
+			g.Go(func() error {
+				s, err := attach(sctx, paths[k%len(paths)], wire.RoleReader, -1, 0)
+				if err != nil {
+					return fmt.Errorf("viewer %d: %w", k, err)
+				}
+				fresh[i] = s
+				return nil
+			})
+		}
+		werr := g.Wait()
+		for _, s := range fresh {
+			if s == nil {
+				continue
+			}
+			conns = append(conns, s)
+			// Read, as a client does: pings are answered and the
+			// connection is not stalled.
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				for {
+					if _, err := s.readOutput(sctx); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		if werr != nil {
+			return werr
+		}
+		settle()
+		after, err := readProcStatus(r.dev.pid())
+		if err != nil {
+			return err
+		}
+		gAt, hAt, sAt := r.goMetrics(ctx)
+		r.res.Streams = append(r.res.Streams, StreamResults{
+			Design: design, Count: n, Before: before, After: after,
+			GoroutinesBefore: gBefore, GoroutinesAt: gAt, HeapBefore: hBefore, HeapAt: hAt, StackBefore: sBefore, StackAt: sAt,
+		})
+		r.logf("  %d streams: RSS %d -> %d KiB, threads %d -> %d", n, before.RSSKiB, after.RSSKiB, before.Threads, after.Threads)
 	}
-	settle()
-	if r.res.After, err = readProcStatus(r.dev.pid()); err != nil {
-		return err
-	}
-	r.res.GoroutinesAt, r.res.HeapAt = r.goMetrics(ctx)
 	return nil
 }
 
+// settle lets the daemon's allocations and GC settle before a reading.
+func settle() { time.Sleep(3 * time.Second) }
+
 // goMetrics reads go_goroutines and the heap and stack bytes in use from
-// the daemon's /metrics (zero when unavailable).
-func (r *run) goMetrics(ctx context.Context) (goroutines, inuse float64) {
+// the daemon's /metrics (zero when unavailable): apart, because stacks
+// (goroutines per stream) and heap (buffers per stream) have different
+// remedies.
+func (r *run) goMetrics(ctx context.Context) (goroutines, heap, stack float64) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(r.dev.env["HANGAR_URL"], "/")+"/metrics", nil)
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	resp, err := r.hc.Do(req)
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return 0, 0
+		return 0, 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -593,9 +1013,11 @@ func (r *run) goMetrics(ctx context.Context) (goroutines, inuse float64) {
 		switch f[0] {
 		case "go_goroutines":
 			goroutines = v
-		case "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes":
-			inuse += v
+		case "go_memstats_heap_inuse_bytes":
+			heap = v
+		case "go_memstats_stack_inuse_bytes":
+			stack = v
 		}
 	}
-	return goroutines, inuse
+	return goroutines, heap, stack
 }

@@ -28,11 +28,15 @@ type devDaemon struct {
 }
 
 // startDev starts `hangard dev` on a loopback port with data in dir and
-// waits until it is ready.
-func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration, logs io.Writer) (*devDaemon, error) {
+// waits until it is ready. (Its agents reach it on a second listener, on
+// the emulator's internet address, that hangard dev opens itself.)
+func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration, minStandby int, logs io.Writer) (*devDaemon, error) {
 	cmd := exec.Command(hangard, "dev", "--data", dir, "--listen", "127.0.0.1:0",
-		"--boot-delay", bootDelay.String(), "--min-standby", "2", "--command", "cat",
-		"--log-level", "warn")
+		"--boot-delay", bootDelay.String(), "--min-standby", strconv.Itoa(minStandby), "--command", "cat",
+		"--log-level", logLevel(),
+		// The bench measures the cost per stream with more viewers per
+		// session and tenant than the default attach limits allow.
+		"--max-attaches-per-session", "-1", "--max-attaches-per-tenant", "-1")
 	// Refill standbys fast between session-ready samples.
 	cmd.Env = append(os.Environ(), "HANGARD_RECONCILE_INTERVAL=200ms")
 	cmd.Stderr = logs
@@ -82,6 +86,15 @@ func startDev(ctx context.Context, hangard, dir string, bootDelay time.Duration,
 	return d, nil
 }
 
+// logLevel is hangard's log level: warn, unless HANGAR_BENCH_LOG_LEVEL
+// names another (debug, to follow a claim or a tunnel in --daemon-log).
+func logLevel() string {
+	if l := os.Getenv("HANGAR_BENCH_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
+}
+
 // stop interrupts hangard dev (which stops its machines) and waits for it.
 func (d *devDaemon) stop() {
 	if d.cmd.Process == nil {
@@ -115,6 +128,22 @@ func readEnvFile(p string) (map[string]string, error) {
 		}
 	}
 	return env, nil
+}
+
+// readNoFile reads the soft open-file limit of process pid.
+func readNoFile(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				return strconv.ParseInt(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/limits: no open-file limit", pid)
 }
 
 // procStatus is what /proc/<pid>/status says about memory and threads.

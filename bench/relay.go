@@ -27,7 +27,7 @@ import (
 const RelayCommand = "relay"
 
 // RelayMain runs a bare WebSocket relay, the floor any daemon hop has to
-// pay on this machine: it accepts /relay?to=<agent attach URL>, dials the
+// pay on this machine (the design before tunnels, stripped to the copy): it accepts /relay?to=<agent attach URL>, dials the
 // agent with the caller's Authorization header and subprotocol, and copies
 // messages both ways with the same WebSocket library as hangard, without
 // authentication, offsets, keepalive or reconnects. It prints its address
@@ -46,7 +46,7 @@ func RelayMain(args []string) error {
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		to := r.URL.Query().Get("to")
 		u, err := url.Parse(to)
-		if err != nil || (u.Scheme != "ws" && u.Scheme != "http") || !isLoopback(u.Hostname()) {
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "http") || !isLocal(u.Hostname()) {
 			http.Error(w, "bad target", http.StatusBadRequest)
 			return
 		}
@@ -82,9 +82,13 @@ func RelayMain(args []string) error {
 	return srv.Close()
 }
 
-func isLoopback(host string) bool {
+// isLocal admits loopback and private targets only: agents sit on a
+// loopback address in the emulator's loopback mode and on a 6PN address
+// (fdaa::/16, a ULA) in namespace mode. The relay is an open proxy
+// otherwise.
+func isLocal(host string) bool {
 	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return ip != nil && (ip.IsLoopback() || ip.IsPrivate())
 }
 
 // copyMessages copies messages from src to dst until either fails.
@@ -166,7 +170,8 @@ func newRelayPath(relayAddr, agentBase, machineID, session string, signer *agent
 	return &relayPath{relay: relayAddr, agentURL: a.AttachURL(), machine: machineID, session: session, signer: signer, client: hc}
 }
 
-func (p *relayPath) name() string { return "relay" }
+func (p *relayPath) name() string      { return PathRelay }
+func (p *relayPath) sessionID() string { return p.session }
 
 func (p *relayPath) dial(ctx context.Context, role wire.Role) (*websocket.Conn, error) {
 	tok, err := p.signer.Token(p.machine, p.session)

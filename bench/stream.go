@@ -15,20 +15,27 @@ import (
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
-// path is one way to a session's agent: through the daemon or straight to
-// the agent.
+// path is one way to a session's agent: through the daemon (over the
+// agent's tunnel or dialling the agent), straight to the agent, or through
+// the bare reference relay.
 type path interface {
 	name() string
+	// sessionID names the session the path reaches: paths to the same
+	// session share its input offset and its output ring.
+	sessionID() string
 	dial(ctx context.Context, role wire.Role) (*websocket.Conn, error)
 }
 
-// daemonPath attaches through hangard's API with the tenant key.
+// daemonPath attaches through hangard's API with the tenant key. Whether
+// the daemon reaches the agent over its tunnel or by dialling it depends on
+// the session's pool (daemon_url or not), so the same code measures both.
 type daemonPath struct {
-	base, token, session string
-	client               *http.Client
+	label, base, token, session string
+	client                      *http.Client
 }
 
-func (d *daemonPath) name() string { return "daemon" }
+func (d *daemonPath) name() string      { return d.label }
+func (d *daemonPath) sessionID() string { return d.session }
 
 func (d *daemonPath) dial(ctx context.Context, role wire.Role) (*websocket.Conn, error) {
 	u, err := url.Parse(d.base)
@@ -68,7 +75,8 @@ func newDirectPath(agentURL, machineID, session string, signer *agentauth.Signer
 	return &directPath{agent: c, base: agentURL, machine: machineID, session: session}
 }
 
-func (d *directPath) name() string { return "direct" }
+func (d *directPath) name() string      { return PathDirect }
+func (d *directPath) sessionID() string { return d.session }
 
 func (d *directPath) dial(ctx context.Context, role wire.Role) (*websocket.Conn, error) {
 	return d.agent.Attach(ctx, d.session, wire.SubprotocolPTY)

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
@@ -92,4 +93,33 @@ func TestAccPoolFaults(t *testing.T) {
 			{Config: e.poolHCL(poolConfig{MinStandby: 2}), Check: e.checkStandbys("hangar-default", "", 4, fly.StateCreated)},
 		},
 	})
+}
+
+// TestAccPoolFlyEventualConsistency: apply and destroy cycles converge while
+// Fly answers 404 to reads of what was just created and 408 to a share of
+// all calls, as it may.
+func TestAccPoolFlyEventualConsistency(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu := flyemutest.Start(t, flyemu.Config{
+		Token: testToken, Org: testOrg, NotFoundAfterCreate: 500 * time.Millisecond, TimeoutRate: 0.05, FaultSeed: 11,
+		Images: map[string]flyemu.Image{"registry.fly.io/hangar-worker": {Entrypoint: []string{sleep}, Cmd: []string{"3600"}}},
+	})
+	c, err := fly.New(fly.Options{BaseURL: emu.URL, Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{t: t, emu: emu, client: c, key: newKey(t)}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: protoV6ProviderFactories,
+		CheckDestroy:             e.checkNothingLeft("hangar-default"),
+		Steps: []resource.TestStep{
+			{Config: e.poolHCL(poolConfig{MinStandby: 2}), Check: e.checkStandbys("hangar-default", "", 4, fly.StateCreated)},
+		},
+	})
+	if emu.FaultsInjected() == 0 {
+		t.Error("no 408 injected")
+	}
 }

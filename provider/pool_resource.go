@@ -162,6 +162,13 @@ func (r *poolResource) ValidateConfig(ctx context.Context, req resource.Validate
 			return b.skip(field) || attributeValidated(field) || negativeCount(field, cfg.MinStandby)
 		})
 	}
+	// Suspend eligibility spans two attributes, so no attribute validator
+	// sees it: report it on guest, the one to change (or standby_mode).
+	if !b.skip("guest") && !b.skip("standby_mode") && b.spec.StandbyMode == pool.StandbySuspend && b.spec.Guest.MemoryMB > pool.SuspendMaxMemoryMB {
+		resp.Diagnostics.AddAttributeError(path.Root("guest"), "Guest Too Large to Suspend",
+			fmt.Sprintf("guest.memory_mb: %d MB cannot be suspended: Fly suspends only machines with at most %d MB of memory (and no swap, schedule or GPU). Use standby_mode = \"stop\", or at most %d MB.",
+				b.spec.Guest.MemoryMB, pool.SuspendMaxMemoryMB, pool.SuspendMaxMemoryMB))
+	}
 }
 
 // attributeValidated lists fields whose errors the attribute validators
@@ -556,6 +563,10 @@ func writeTemplate(ctx context.Context, c *fly.Client, st *pool.State, spec pool
 			return "", err
 		}
 		return t.Machine.ID, nil
+	}
+	if t.Machine.Config == nil {
+		return "", fmt.Errorf("update template %s: its host is unreachable (host_status %q), so Fly sends only an incomplete config; run terraform apply again once the host is back",
+			t.Machine.ID, t.Machine.HostStatus)
 	}
 	if sameTemplate(t.Machine.Config, cfg) {
 		return t.Machine.ID, nil

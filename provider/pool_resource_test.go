@@ -267,6 +267,9 @@ func TestAccPoolValidation(t *testing.T) {
 		{"broker key", replace(e.poolHCL(base), e.key, "bm90IGEga2V5"), regexp.MustCompile(`(?s)broker_public_key.*ed25519`)},
 		{"missing broker key", replace(e.poolHCL(base), `broker_public_key = "`+e.key+`"`, ``), regexp.MustCompile(`(?s)broker_public_key.*HANGAR_BROKER_PUBLIC_KEY`)},
 		{"reserved env", e.poolHCL(poolConfig{MinStandby: 1, Extra: `env = { HANGAR_AGENT_PORT = "1" }`}), regexp.MustCompile(`(?s)env.*HANGAR_AGENT_PORT\s+is\s+set\s+by\s+hangar`)},
+		// Fly suspends only machines with at most 2 GB: refused at plan time, on guest.
+		{"suspend 4 GB", replace(e.poolHCL(poolConfig{MinStandby: 1, Mode: "suspend"}), `guest             = { cpu_kind = "shared", cpus = 1, memory_mb = 1024 }`, `guest = { cpu_kind = "shared", cpus = 2, memory_mb = 4096 }`),
+			attrError("Guest Too Large to Suspend", "hangar_pool", "test", "guest", `guest\.memory_mb:\s+4096\s+MB\s+cannot\s+be\s+suspended`)},
 	}
 	steps := make([]resource.TestStep, 0, len(cases))
 	for _, c := range cases {

@@ -88,10 +88,10 @@ func (a *Admission) Authorize(ctx context.Context, id *tunnel.Identity) error {
 }
 
 func imageOf(m *fly.Machine) string {
-	if m.Config == nil {
+	if m.GetConfig() == nil {
 		return ""
 	}
-	return m.Config.Image
+	return m.GetConfig().Image
 }
 
 // poolOfApp finds the pool on app, re-reading the pools at most every

@@ -36,7 +36,7 @@ func DirectClient() *http.Client {
 
 // Tunnelled reports whether m's agent dials home rather than listening.
 func Tunnelled(m *fly.Machine) bool {
-	return m != nil && m.Config != nil && m.Config.Env[tunnel.EnvDaemonURL] != ""
+	return m.GetConfig() != nil && m.GetConfig().Env[tunnel.EnvDaemonURL] != ""
 }
 
 // Agent returns the base URL of m's agent and the client that reaches it.
@@ -46,8 +46,8 @@ func (r *Router) Agent(m *fly.Machine, port int) (string, *http.Client) {
 	if Tunnelled(m) && r.Tunnels != nil {
 		return tunnel.AgentURL(m.ID), r.Tunnels.HTTPClient()
 	}
-	if m.Config != nil {
-		if v, err := strconv.Atoi(m.Config.Env[pool.EnvAgentPort]); err == nil && v > 0 {
+	if cfg := m.GetConfig(); cfg != nil {
+		if v, err := strconv.Atoi(cfg.Env[pool.EnvAgentPort]); err == nil && v > 0 {
 			port = v
 		}
 	}

@@ -105,7 +105,8 @@ type Config struct {
 	// HTTPClient dials agents; default: a dedicated transport without proxy.
 	HTTPClient *http.Client
 
-	// AttachTimeout bounds the wait for the client's first frame (30 s).
+	// AttachTimeout bounds the wait for the client's first frame (10 s, as
+	// docs/protocol.md promises).
 	AttachTimeout time.Duration
 	// DialTimeout bounds one agent dial and handshake up to attached (10 s).
 	DialTimeout time.Duration
@@ -115,8 +116,20 @@ type Config struct {
 	// PingInterval is the keepalive period on both hops (wire.PingInterval).
 	// An agent hop that sends nothing for 3 intervals is treated as dropped.
 	PingInterval time.Duration
-	// MaxClientMessage is the largest frame accepted from a client (4 MiB).
+	// WriteTimeout is how long one write to the client may stay pending
+	// before the client counts as not reading and is closed with 1008 (30 s,
+	// the agent's own bound). It is checked on the keepalive tick, so a
+	// stalled client goes within WriteTimeout + PingInterval.
+	WriteTimeout time.Duration
+	// MaxClientMessage is the largest frame accepted from a writer (1 MiB,
+	// the agent's default HANGAR_AGENT_MAX_FRAME): a larger one is read to
+	// its end without being kept, refused with frame_too_large and skipped.
 	MaxClientMessage int64
+	// MaxViewerMessage is the largest control frame accepted from a
+	// read-only viewer (4 KiB; a viewer sends only acks and pings). A
+	// viewer's binary frames (input) are never buffered: they are discarded
+	// as they arrive and refused at the daemon, never forwarded.
+	MaxViewerMessage int64
 	// MaxAgentMessage is the largest frame accepted from an agent (16 MiB).
 	MaxAgentMessage int64
 	// InputLogBytes bounds the client input kept for re-sending after an
@@ -126,12 +139,19 @@ type Config struct {
 
 // Default values of Config.
 const (
-	DefaultAttachTimeout    = 30 * time.Second
+	DefaultAttachTimeout    = 10 * time.Second
 	DefaultDialTimeout      = 10 * time.Second
 	DefaultReconnectTimeout = 30 * time.Second
-	DefaultMaxClientMessage = 4 << 20
-	DefaultMaxAgentMessage  = 16 << 20
-	DefaultInputLogBytes    = 64 << 10
+	DefaultWriteTimeout     = 30 * time.Second
+	DefaultMaxClientMessage = 1 << 20
+	DefaultMaxViewerMessage = 4 << 10
+	// MaxAttachFrame bounds the first frame (an attach is under 200 bytes).
+	MaxAttachFrame = 4 << 10
+	// MaxViolations is how many refused frames (a viewer's input, resize or
+	// signal) a viewer may send before it is closed with 4003, as on the agent.
+	MaxViolations          = 16
+	DefaultMaxAgentMessage = 16 << 20
+	DefaultInputLogBytes   = 64 << 10
 )
 
 // Broker splices client WebSockets to agents. Safe for concurrent use; one
@@ -162,8 +182,14 @@ func New(cfg Config) *Broker {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = wire.PingInterval
 	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
 	if cfg.MaxClientMessage <= 0 {
 		cfg.MaxClientMessage = DefaultMaxClientMessage
+	}
+	if cfg.MaxViewerMessage <= 0 {
+		cfg.MaxViewerMessage = DefaultMaxViewerMessage
 	}
 	if cfg.MaxAgentMessage <= 0 {
 		cfg.MaxAgentMessage = DefaultMaxAgentMessage

@@ -245,12 +245,17 @@ func (f *fakeAgent) attach(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var old *fakeConn
+	var sizeErr []byte
 	if a.Role == wire.RoleWriter {
 		old = f.writer
 		// From here on the old writer's frames are not applied: input_applied
 		// below is final for it.
 		f.writer = c
-		if a.Cols > 0 && a.Rows > 0 && (a.Cols != f.cols || a.Rows != f.rows) {
+		if a.Cols > 2000 || a.Rows > 1000 {
+			// As the real agent: an invalid size is reported before
+			// attached and ignored.
+			sizeErr = wire.MustEncode(&wire.Error{Code: wire.ErrCodeInvalidSize, Message: "invalid size"})
+		} else if a.Cols > 0 && a.Rows > 0 && (a.Cols != f.cols || a.Rows != f.rows) {
 			f.cols, f.rows = a.Cols, a.Rows
 		}
 	}
@@ -284,6 +289,9 @@ func (f *fakeAgent) attach(w http.ResponseWriter, r *http.Request) {
 			_ = old.ws.Close(wire.CloseSuperseded, "superseded")
 			old.cancel()
 		}()
+	}
+	if sizeErr != nil && ws.Write(ctx, websocket.MessageText, sizeErr) != nil {
+		return
 	}
 	if ws.Write(ctx, websocket.MessageText, wire.MustEncode(att)) != nil {
 		return

@@ -72,12 +72,18 @@ type stream struct {
 	inLog *streamstate.InputLog // recent input; End is the client's next input offset
 
 	clientGone atomic.Bool
+	// kill, when set (by the input pump), is how the client is closed: the
+	// pump cancels the stream and run closes with it (a viewer's 4003).
+	kill       atomic.Pointer[closeReq]
+	violations int // refused frames of a viewer (input pump only)
 
 	// Keepalive state.
 	timer       atomic.Pointer[time.Timer]
 	done        atomic.Bool
 	agentFrames atomic.Int64 // frames read from the agent
 	writing     atomic.Int32 // run is blocked writing to the client
+	writeStart  atomic.Int64 // when that write began (unix ns)
+	slow        atomic.Bool  // the client was closed for not reading
 	lastFrames  int64        // keepalive-only
 	idleTicks   int          // keepalive-only
 	pingTS      atomic.Int64
@@ -138,7 +144,10 @@ func (s *stream) run(parent context.Context) {
 		s.closeClient(cr)
 		return
 	}
-	s.client.SetReadLimit(s.b.cfg.MaxClientMessage)
+	// Frames are bounded by the stream itself (readFrame), which skips an
+	// oversized one without keeping it; the library's limit would close the
+	// connection with 1009 instead.
+	s.client.SetReadLimit(-1)
 
 	// The input pump starts now (pings, early input) but forwards nothing
 	// until the first hop is up: run holds inMu until then.
@@ -185,7 +194,12 @@ func (s *stream) run(parent context.Context) {
 
 	cr = s.serve(unlock)
 	s.closing.Store(true)
-	switch {
+	switch k := s.kill.Load(); {
+	case k != nil:
+		s.closeClient(k)
+	case s.slow.Load():
+		// Closed with 1008 by keepalive already.
+		_ = s.client.CloseNow()
 	case s.clientGone.Load():
 		_ = s.client.CloseNow()
 	case cr == nil: // the parent ended: the daemon is shutting down
@@ -312,35 +326,27 @@ func (s *stream) closeClient(cr *closeReq) {
 func (s *stream) readAttach() *closeReq {
 	ctx, cancel := context.WithTimeout(s.ctx, s.b.cfg.AttachTimeout)
 	defer cancel()
-	s.client.SetReadLimit(4096)
-	typ, data, err := s.client.Read(ctx)
+	// No library limit: an oversized first frame is answered 1008 with
+	// frame_too_large (the library would close 1009 by itself), and only
+	// MaxAttachFrame bytes of it are ever read.
+	s.client.SetReadLimit(-1)
+	typ, r, err := s.client.Reader(ctx)
 	if err != nil {
-		if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
-			return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeFrameTooLarge, "attach frame too large", 0)
-		}
 		s.clientGone.Store(true)
 		return &closeReq{code: websocket.StatusNormalClosure}
 	}
-	if typ != websocket.MessageText {
-		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be an attach text frame", 0)
-	}
-	m, err := wire.Decode(data)
+	data, err := io.ReadAll(io.LimitReader(r, MaxAttachFrame+1))
 	if err != nil {
-		if errors.Is(err, wire.ErrUnknownType) {
-			return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be attach", 0)
-		}
-		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeBadRequest, "malformed attach frame: "+err.Error(), 0)
+		s.clientGone.Store(true)
+		return &closeReq{code: websocket.StatusNormalClosure}
 	}
-	a, ok := m.(*wire.Attach)
-	if !ok {
-		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be attach, not "+m.MessageType(), 0)
+	if len(data) > MaxAttachFrame {
+		return errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeFrameTooLarge,
+			fmt.Sprintf("the attach frame is larger than %d bytes", MaxAttachFrame), 0)
 	}
-	if msg := validateAttach(a); msg != "" {
-		code := wire.ErrCodeBadRequest
-		if a.Cols < 0 || a.Rows < 0 || a.Cols > maxDim || a.Rows > maxDim {
-			code = wire.ErrCodeInvalidSize
-		}
-		return errorClose(int(websocket.StatusPolicyViolation), code, msg, 0)
+	a, cr := parseAttach(typ, data)
+	if cr != nil {
+		return cr
 	}
 	switch {
 	case s.t.Role == string(wire.RoleReader):
@@ -352,6 +358,33 @@ func (s *stream) readAttach() *closeReq {
 	s.cols, s.rows = a.Cols, a.Rows
 	s.log = s.log.With("role", string(a.Role))
 	return nil
+}
+
+// parseAttach decodes and checks a client's first frame: an attach text
+// frame with valid fields, or how to close the client (1008 and an error).
+func parseAttach(typ websocket.MessageType, data []byte) (*wire.Attach, *closeReq) {
+	if typ != websocket.MessageText {
+		return nil, errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be an attach text frame", 0)
+	}
+	m, err := wire.Decode(data)
+	if err != nil {
+		if errors.Is(err, wire.ErrUnknownType) {
+			return nil, errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be attach", 0)
+		}
+		return nil, errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeBadRequest, "malformed attach frame: "+err.Error(), 0)
+	}
+	a, ok := m.(*wire.Attach)
+	if !ok {
+		return nil, errorClose(int(websocket.StatusPolicyViolation), wire.ErrCodeAttachRequired, "the first frame must be attach, not "+m.MessageType(), 0)
+	}
+	if msg := validateAttach(a); msg != "" {
+		code := wire.ErrCodeBadRequest
+		if a.Cols < 0 || a.Rows < 0 || a.Cols > maxDim || a.Rows > maxDim {
+			code = wire.ErrCodeInvalidSize
+		}
+		return nil, errorClose(int(websocket.StatusPolicyViolation), code, msg, 0)
+	}
+	return a, nil
 }
 
 // maxDim bounds terminal dimensions (a PTY's winsize fields are 16-bit).
@@ -376,18 +409,52 @@ func validateAttach(a *wire.Attach) string {
 // progress forwards WaitReady's updates as state frames.
 func (s *stream) progress(state, detail string, queuePosition int) {
 	b := wire.MustEncode(&wire.State{State: state, Detail: detail, QueuePosition: queuePosition})
-	if err := s.client.Write(context.Background(), websocket.MessageText, b); err == nil {
+	if err := s.trackedWrite(websocket.MessageText, b); err == nil {
 		s.hookBytes(true, len(b))
 	}
+}
+
+// trackedWrite writes to the client from run (or WaitReady's progress, which
+// run waits for), recording when the write began so that keepalive can drop
+// a client that does not read. It takes no deadline of its own (see
+// stream.closing for why).
+func (s *stream) trackedWrite(typ websocket.MessageType, b []byte) error {
+	s.writeStart.Store(time.Now().UnixNano())
+	s.writing.Add(1)
+	err := s.client.Write(context.Background(), typ, b)
+	s.writing.Add(-1)
+	return err
+}
+
+// writeAside writes a small frame from the input pump (a pong, an error)
+// with the write timeout: a client that sends but never reads cannot hold
+// the pump. On timeout the library closes the connection.
+func (s *stream) writeAside(b []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.b.cfg.WriteTimeout)
+	defer cancel()
+	if err := s.client.Write(ctx, websocket.MessageText, b); err == nil {
+		s.hookBytes(true, len(b))
+	}
+}
+
+// refuse answers a viewer's forbidden frame at the daemon (the agent is not
+// bothered with it); after MaxViolations the viewer is closed with 4003. It
+// reports whether the pump goes on.
+func (s *stream) refuse(msg string) bool {
+	s.violations++
+	if s.violations >= MaxViolations {
+		s.kill.Store(errorClose(wire.CloseForbidden, wire.ErrCodeForbidden, msg+" (closing)", 0))
+		s.cancel()
+		return false
+	}
+	s.writeAside(wire.MustEncode(&wire.Error{Code: wire.ErrCodeForbidden, Message: msg}))
+	return true
 }
 
 // writeClient sends one frame to the client; it blocks while the client is
 // slow, which stops the agent-hop reads (backpressure through TCP).
 func (s *stream) writeClient(typ websocket.MessageType, b []byte) error {
-	s.writing.Add(1)
-	err := s.client.Write(context.Background(), typ, b)
-	s.writing.Add(-1)
-	if err != nil {
+	if err := s.trackedWrite(typ, b); err != nil {
 		s.clientGone.Store(true)
 		s.cancel()
 		return &closeReq{code: websocket.StatusNormalClosure, reason: "client write failed"}
@@ -555,10 +622,36 @@ func decodeInto(b []byte, m wire.Message) bool {
 }
 
 // pumpInput forwards client frames to the agent until the client leaves or
-// the stream ends. It answers the client's pings itself.
+// the stream ends. It answers the client's pings itself. Every frame is
+// bounded here: a writer's at MaxClientMessage, a viewer's control frames at
+// MaxViewerMessage; a viewer's input is discarded unread and refused, so a
+// share link can make the daemon hold no more than a few KiB.
 func (s *stream) pumpInput() {
+	viewer := s.att.Role == wire.RoleReader
+	limit := s.b.cfg.MaxClientMessage
+	if viewer {
+		limit = s.b.cfg.MaxViewerMessage
+	}
 	for {
-		typ, bp, err := readMessage(context.Background(), s.client)
+		typ, r, err := s.client.Reader(context.Background())
+		var bp *[]byte
+		switch {
+		case err != nil:
+		case viewer && typ == websocket.MessageBinary:
+			if _, err = io.Copy(io.Discard, r); err == nil {
+				if !s.refuse("read-only viewers cannot send input") {
+					return
+				}
+				continue
+			}
+		default:
+			bp, err = readFrame(r, limit)
+			if errors.Is(err, errTooBig) {
+				s.writeAside(wire.MustEncode(&wire.Error{Code: wire.ErrCodeFrameTooLarge,
+					Message: fmt.Sprintf("frame larger than %d bytes ignored", limit)}))
+				continue
+			}
+		}
 		if err != nil {
 			if s.ctx.Err() == nil {
 				s.log.Debug("client left", "error", err)
@@ -566,6 +659,16 @@ func (s *stream) pumpInput() {
 				s.cancel()
 			}
 			return
+		}
+		if viewer {
+			switch mt, _ := wire.PeekType(*bp); mt {
+			case wire.TypeResize, wire.TypeSignal:
+				putBuf(bp)
+				if !s.refuse("read-only viewers cannot " + map[string]string{wire.TypeResize: "resize", wire.TypeSignal: "send signals"}[mt]) {
+					return
+				}
+				continue
+			}
 		}
 		ok := s.handleClientFrame(typ, *bp)
 		putBuf(bp)
@@ -584,14 +687,13 @@ func (s *stream) handleClientFrame(typ websocket.MessageType, b []byte) bool {
 			case wire.TypePing:
 				var p wire.Ping
 				if decodeInto(b, &p) {
-					_ = s.client.Write(context.Background(), websocket.MessageText, wire.MustEncode(&wire.Pong{TS: p.TS}))
+					s.writeAside(wire.MustEncode(&wire.Pong{TS: p.TS}))
 				}
 				return true
 			case wire.TypePong:
 				return true
 			case wire.TypeAttach:
-				e := wire.MustEncode(&wire.Error{Code: wire.ErrCodeBadRequest, Message: "already attached"})
-				_ = s.client.Write(context.Background(), websocket.MessageText, e)
+				s.writeAside(wire.MustEncode(&wire.Error{Code: wire.ErrCodeBadRequest, Message: "already attached"}))
 				return true
 			case wire.TypeResize:
 				var r wire.Resize
@@ -637,10 +739,20 @@ func (s *stream) keepalive() {
 	ts := time.Now().UnixNano()
 	ping := wire.MustEncode(&wire.Ping{TS: ts})
 	// A busy client link needs no keepalive, and a ping queued behind a slow
-	// client's data would only hold this timer goroutine.
-	// A client that cannot take a small frame for two intervals is gone.
-	if s.writing.Load() == 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*s.b.cfg.PingInterval)
+	// client's data would only hold this timer goroutine. But a write that
+	// has been pending for WriteTimeout means a client that does not read:
+	// it is closed with 1008 (docs/protocol.md), which also cuts the write.
+	// A client that cannot take a small ping within WriteTimeout is gone.
+	if s.writing.Load() > 0 {
+		if time.Since(time.Unix(0, s.writeStart.Load())) > s.b.cfg.WriteTimeout && s.slow.CompareAndSwap(false, true) {
+			s.log.Info("client not reading, closing it", "pending", time.Since(time.Unix(0, s.writeStart.Load())).Round(time.Millisecond))
+			// Close waits up to 5 s to send the close frame (it gets through
+			// if the client reads at all), then drops the connection, which
+			// fails the pending write and ends the stream.
+			go func() { _ = s.client.Close(websocket.StatusPolicyViolation, "client not reading") }()
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), s.b.cfg.WriteTimeout)
 		_ = s.client.Write(ctx, websocket.MessageText, ping)
 		cancel()
 	}
@@ -877,6 +989,14 @@ func (s *stream) handshake(ctx context.Context, ep Endpoint, first bool) (*webso
 	}
 
 	if first {
+		if errFrame != nil {
+			// The agent refused part of the client's own attach but attached
+			// anyway (an invalid size: reported and ignored). The client must
+			// hear it, in the agent's order: before attached.
+			if err := s.writeClient(websocket.MessageText, errFrame); err != nil {
+				return nil, err
+			}
+		}
 		if err := s.writeClient(websocket.MessageText, attachedRaw); err != nil {
 			return nil, err
 		}
@@ -994,6 +1114,42 @@ func putBuf(bp *[]byte) {
 	}
 	*bp = (*bp)[:0]
 	bufPool.Put(bp)
+}
+
+// errTooBig reports a frame over the limit (read to its end, not kept).
+var errTooBig = errors.New("frame too large")
+
+// readFrame reads the rest of a message of at most limit bytes into a pooled
+// buffer (return it with putBuf). A larger message is read to its end and
+// discarded, so the connection stays usable and memory stays bounded.
+func readFrame(r io.Reader, limit int64) (*[]byte, error) {
+	bp := bufPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	lr := &io.LimitedReader{R: r, N: limit + 1}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = b
+			putBuf(bp)
+			return nil, err
+		}
+	}
+	*bp = b
+	if int64(len(b)) > limit {
+		putBuf(bp)
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return nil, err
+		}
+		return nil, errTooBig
+	}
+	return bp, nil
 }
 
 // readMessage reads one whole message into a pooled buffer (return it with

@@ -55,6 +55,12 @@ type Config struct {
 
 	// StoreDSN: sqlite:///path.db, a path ending in .db, or postgres://…
 	StoreDSN string
+	// ReplicaID names this replica in the store, the same across its
+	// restarts, so that a restarted replica settles the claims its previous
+	// process left at once. Empty: FLY_MACHINE_ID on Fly, else (SQLite) an
+	// id kept in a file beside the database, else a fresh one per process.
+	// Two live processes must never share one.
+	ReplicaID string
 
 	// BrokerKeyFile is a file holding the broker's ed25519 private key;
 	// BrokerKey is the key itself (from HANGARD_BROKER_KEY). One is required.
@@ -81,6 +87,12 @@ type Config struct {
 	PoolRefresh time.Duration
 	// ReadyTimeout bounds a claim from lease to ready.
 	ReadyTimeout time.Duration
+	// MaxAttachesPerSession, MaxAttachesPerTicket and MaxAttachesPerTenant
+	// cap this replica's concurrent attachments (0: the default; -1: no
+	// limit). See server.AttachLimits.
+	MaxAttachesPerSession int
+	MaxAttachesPerTicket  int
+	MaxAttachesPerTenant  int
 }
 
 // Default returns the configuration used when nothing is set.
@@ -117,6 +129,7 @@ type file struct {
 	FlyAPIToken         *string  `hcl:"fly_api_token,optional"`
 	FlyOrg              *string  `hcl:"fly_org,optional"`
 	StoreDSN            *string  `hcl:"store_dsn,optional"`
+	ReplicaID           *string  `hcl:"replica_id,optional"`
 	BrokerKeyFile       *string  `hcl:"broker_key_file,optional"`
 	AdminKey            *string  `hcl:"admin_key,optional"`
 	LogFormat           *string  `hcl:"log_format,optional"`
@@ -127,6 +140,9 @@ type file struct {
 	SweepInterval       *string  `hcl:"sweep_interval,optional"`
 	PoolRefresh         *string  `hcl:"pool_refresh,optional"`
 	ReadyTimeout        *string  `hcl:"ready_timeout,optional"`
+	MaxAttachesSession  *int     `hcl:"max_attaches_per_session,optional"`
+	MaxAttachesTicket   *int     `hcl:"max_attaches_per_ticket,optional"`
+	MaxAttachesTenant   *int     `hcl:"max_attaches_per_tenant,optional"`
 }
 
 // LoadFile applies an HCL configuration file on top of c.
@@ -158,12 +174,21 @@ func (c *Config) LoadFile(path string) error {
 	setS(&c.FlyAPIToken, f.FlyAPIToken)
 	setS(&c.FlyOrg, f.FlyOrg)
 	setS(&c.StoreDSN, f.StoreDSN)
+	setS(&c.ReplicaID, f.ReplicaID)
 	setS(&c.BrokerKeyFile, f.BrokerKeyFile)
 	setS(&c.AdminKey, f.AdminKey)
 	setS(&c.LogFormat, f.LogFormat)
 	setS(&c.LogLevel, f.LogLevel)
 	if f.ClaimWorkers != nil {
 		c.ClaimWorkers = *f.ClaimWorkers
+	}
+	for _, x := range []struct {
+		dst *int
+		v   *int
+	}{{&c.MaxAttachesPerSession, f.MaxAttachesSession}, {&c.MaxAttachesPerTicket, f.MaxAttachesTicket}, {&c.MaxAttachesPerTenant, f.MaxAttachesTenant}} {
+		if x.v != nil {
+			*x.dst = *x.v
+		}
 	}
 	for _, d := range []struct {
 		name string
@@ -209,6 +234,17 @@ func dur(name string, dst func(*Config) *time.Duration) func(*Config, string) er
 	}
 }
 
+func num(name string, dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*dst(c) = n
+		return nil
+	}
+}
+
 // EnvVars lists every environment override, in the documented order.
 var EnvVars = []EnvVar{
 	{[]string{"HANGARD_LISTEN"}, str(func(c *Config) *string { return &c.Listen })},
@@ -235,6 +271,7 @@ var EnvVars = []EnvVar{
 	{[]string{"HANGARD_FLY_API_TOKEN", "FLY_API_TOKEN"}, str(func(c *Config) *string { return &c.FlyAPIToken })},
 	{[]string{"HANGARD_FLY_ORG", "FLY_ORG"}, str(func(c *Config) *string { return &c.FlyOrg })},
 	{[]string{"HANGARD_STORE_DSN"}, str(func(c *Config) *string { return &c.StoreDSN })},
+	{[]string{"HANGARD_REPLICA_ID"}, str(func(c *Config) *string { return &c.ReplicaID })},
 	{[]string{"HANGARD_BROKER_KEY_FILE"}, str(func(c *Config) *string { return &c.BrokerKeyFile })},
 	{[]string{"HANGARD_BROKER_KEY"}, str(func(c *Config) *string { return &c.BrokerKey })},
 	{[]string{"HANGARD_ADMIN_KEY"}, str(func(c *Config) *string { return &c.AdminKey })},
@@ -248,6 +285,9 @@ var EnvVars = []EnvVar{
 		c.ClaimWorkers = n
 		return nil
 	}},
+	{[]string{"HANGARD_MAX_ATTACHES_PER_SESSION"}, num("HANGARD_MAX_ATTACHES_PER_SESSION", func(c *Config) *int { return &c.MaxAttachesPerSession })},
+	{[]string{"HANGARD_MAX_ATTACHES_PER_TICKET"}, num("HANGARD_MAX_ATTACHES_PER_TICKET", func(c *Config) *int { return &c.MaxAttachesPerTicket })},
+	{[]string{"HANGARD_MAX_ATTACHES_PER_TENANT"}, num("HANGARD_MAX_ATTACHES_PER_TENANT", func(c *Config) *int { return &c.MaxAttachesPerTenant })},
 	{[]string{"HANGARD_HEARTBEAT_INTERVAL"}, dur("HANGARD_HEARTBEAT_INTERVAL", func(c *Config) *time.Duration { return &c.HeartbeatInterval })},
 	{[]string{"HANGARD_DEAD_AFTER"}, dur("HANGARD_DEAD_AFTER", func(c *Config) *time.Duration { return &c.DeadAfter })},
 	{[]string{"HANGARD_SWEEP_INTERVAL"}, dur("HANGARD_SWEEP_INTERVAL", func(c *Config) *time.Duration { return &c.SweepInterval })},
@@ -298,6 +338,7 @@ type Flags struct {
 	advertiseAddr     string
 	flyOIDCIssuer     string
 	tlsCert, tlsKey   string
+	replicaID         string
 	trustProxy        bool
 }
 
@@ -307,6 +348,7 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.configFile, "config", "", "HCL configuration file")
 	fs.StringVar(&f.listen, "listen", "", "HTTP listen address (HANGARD_LISTEN)")
 	fs.StringVar(&f.storeDSN, "store", "", "store DSN: sqlite:///file.db or postgres://… (HANGARD_STORE_DSN)")
+	fs.StringVar(&f.replicaID, "replica-id", "", "this replica's id, stable across restarts (HANGARD_REPLICA_ID)")
 	fs.StringVar(&f.brokerKeyFile, "broker-key-file", "", "broker private key file (HANGARD_BROKER_KEY_FILE; or HANGARD_BROKER_KEY)")
 	fs.StringVar(&f.logFormat, "log-format", "", "log format: json or text (HANGARD_LOG_FORMAT)")
 	fs.StringVar(&f.logLevel, "log-level", "", "log level: trace, debug, info, warn, error (HANGARD_LOG_LEVEL)")
@@ -345,6 +387,7 @@ func (f *Flags) Load(base Config, getenv func(string) string) (Config, error) {
 	}
 	apply("listen", &c.Listen, f.listen)
 	apply("store", &c.StoreDSN, f.storeDSN)
+	apply("replica-id", &c.ReplicaID, f.replicaID)
 	apply("broker-key-file", &c.BrokerKeyFile, f.brokerKeyFile)
 	apply("log-format", &c.LogFormat, f.logFormat)
 	apply("log-level", &c.LogLevel, f.logLevel)
@@ -404,6 +447,12 @@ func (c *Config) Validate() error {
 		}
 		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" {
 			errs = append(errs, fmt.Errorf("allowed origin %q: want scheme://host[:port] or *", o))
+		}
+	}
+	for name, n := range map[string]int{"max_attaches_per_session": c.MaxAttachesPerSession,
+		"max_attaches_per_ticket": c.MaxAttachesPerTicket, "max_attaches_per_tenant": c.MaxAttachesPerTenant} {
+		if n < -1 {
+			errs = append(errs, fmt.Errorf("%s %d: want a count, 0 (the default) or -1 (no limit)", name, n))
 		}
 	}
 	if c.ClaimWorkers < 1 {

@@ -6,11 +6,14 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hangarhq/hangar/daemon/health"
 )
 
 // Metrics is the daemon's set of metrics.
@@ -29,6 +32,8 @@ type Metrics struct {
 	FlyCalls *prometheus.CounterVec
 	// Attachments is the number of WebSocket attachments open on this replica.
 	Attachments prometheus.Gauge
+
+	readiness *readinessCollector
 }
 
 // New makes the metrics. sessionsByState is called at every scrape and
@@ -62,7 +67,59 @@ func New(sessionsByState func(ctx context.Context) (map[string]int, error)) *Met
 	r.MustRegister(m.ClaimSeconds, m.SessionsFinished, m.BytesBrokered, m.FlyCalls, m.Attachments,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{fn: sessionsByState})
+	m.readiness = &readinessCollector{}
+	r.MustRegister(m.readiness)
 	return m
+}
+
+// SetReadiness installs the function /metrics asks at every scrape for the
+// replica's readiness (the same answer /readyz gives).
+func (m *Metrics) SetReadiness(fn func(ctx context.Context) (ready bool, problems []health.Problem)) {
+	m.readiness.mu.Lock()
+	m.readiness.fn = fn
+	m.readiness.mu.Unlock()
+}
+
+var (
+	readyDesc   = prometheus.NewDesc("hangard_ready", "1 when this replica can take work (what /readyz answers 200 for), else 0.", nil, nil)
+	problemDesc = prometheus.NewDesc("hangard_readiness_problem", "1 for each failing readiness check; severity is unready or degraded.", []string{"check", "severity"}, nil)
+)
+
+type readinessCollector struct {
+	mu sync.Mutex
+	fn func(ctx context.Context) (bool, []health.Problem)
+}
+
+func (c *readinessCollector) Describe(ch chan<- *prometheus.Desc) { ch <- readyDesc; ch <- problemDesc }
+
+func (c *readinessCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	fn := c.fn
+	c.mu.Unlock()
+	if fn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ready, problems := fn(ctx)
+	v := 0.0
+	if ready {
+		v = 1
+	}
+	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, v)
+	seen := map[[2]string]bool{}
+	for _, p := range problems {
+		sev := "unready"
+		if p.Degraded {
+			sev = "degraded"
+		}
+		k := [2]string{p.Check, sev}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		ch <- prometheus.MustNewConstMetric(problemDesc, prometheus.GaugeValue, 1, p.Check, sev)
+	}
 }
 
 // ObserveFly is a fly.Options.OnResponse hook.

@@ -7,6 +7,7 @@ package pools
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -40,6 +41,9 @@ type Counts struct {
 	Stale        int `json:"stale"`
 	// Sessions is the number of session machines.
 	Sessions int `json:"sessions"`
+	// Unreachable counts standby and session machines whose host Fly
+	// cannot reach (host_status not ok): claims skip such standbys.
+	Unreachable int `json:"unreachable,omitempty"`
 }
 
 // Pool is one pool as last read from Fly.
@@ -84,11 +88,23 @@ type Fly interface {
 	ListMachines(ctx context.Context, app string, opts fly.ListMachinesOptions) ([]fly.Machine, error)
 }
 
+// Shared lets replicas share their reads of Fly: what one replica read
+// within the refresh interval, the others take from it instead of reading
+// Fly again (store.Store implements it). Fly allows about one list per app
+// per second for the whole organisation.
+type Shared interface {
+	SaveSnapshot(ctx context.Context, key string, data []byte, readAt time.Time) error
+	LoadSnapshot(ctx context.Context, key string) (data []byte, readAt time.Time, err error)
+}
+
 // Cache holds the pools of one Fly org.
 type Cache struct {
 	fly Fly
 	org string
 	log hclog.Logger
+
+	shared   Shared        // nil: every read goes to Fly
+	shareAge time.Duration // a shared read younger than this is used
 
 	mu     sync.RWMutex
 	pools  map[string]*Pool // by pool name
@@ -104,12 +120,21 @@ func New(client Fly, org string, log hclog.Logger) *Cache {
 	return &Cache{fly: client, org: org, log: log, pools: map[string]*Pool{}}
 }
 
+// Share makes the periodic refreshes share reads with other replicas
+// through s (see Shared): a read of Fly younger than maxAge is taken from s.
+// A refresh after a miss always reads Fly.
+func (c *Cache) Share(s Shared, maxAge time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.shared, c.shareAge = s, maxAge
+}
+
 // Run refreshes the cache every interval until ctx ends.
 func (c *Cache) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := c.Refresh(ctx); err != nil && ctx.Err() == nil {
+		if err := c.refresh(ctx, true); err != nil && ctx.Err() == nil {
 			c.log.Warn("refresh pools", "error", err)
 		}
 		select {
@@ -121,9 +146,17 @@ func (c *Cache) Run(ctx context.Context, interval time.Duration) {
 }
 
 // Refresh re-reads every pool from Fly. Concurrent callers share one read.
-func (c *Cache) Refresh(ctx context.Context) error {
-	_, err, _ := c.sf.Do("refresh", func() (any, error) {
-		pools, err := c.read(ctx)
+func (c *Cache) Refresh(ctx context.Context) error { return c.refresh(ctx, false) }
+
+// refresh re-reads every pool, from what another replica read lately when
+// shared is set and a Shared store is configured.
+func (c *Cache) refresh(ctx context.Context, shared bool) error {
+	key := "refresh"
+	if shared {
+		key = "refresh-shared"
+	}
+	_, err, _ := c.sf.Do(key, func() (any, error) {
+		pools, err := c.read(ctx, shared)
 		if err != nil {
 			return nil, err
 		}
@@ -136,14 +169,17 @@ func (c *Cache) Refresh(ctx context.Context) error {
 	return err
 }
 
-func (c *Cache) read(ctx context.Context) (map[string]*Pool, error) {
-	apps, err := c.fly.ListApps(ctx, c.org)
+func (c *Cache) read(ctx context.Context, shared bool) (map[string]*Pool, error) {
+	var apps []fly.App
+	err := c.sharedRead(ctx, shared, "apps/"+c.org, &apps, func() (any, error) {
+		return c.fly.ListApps(ctx, c.org)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list apps of org %s: %w", c.org, err)
 	}
 	out := map[string]*Pool{}
 	for _, app := range apps {
-		ps, err := c.readApp(ctx, app.Name)
+		ps, err := c.readApp(ctx, app.Name, shared)
 		if err != nil {
 			if errors.Is(err, fly.ErrNotFound) {
 				continue // deleted between the two calls
@@ -161,9 +197,46 @@ func (c *Cache) read(ctx context.Context) (map[string]*Pool, error) {
 	return out, nil
 }
 
+// sharedRead fills out (a pointer) with what read returns, or, when shared
+// and a Shared store has a read of key younger than the share age, with that;
+// a fresh read is saved for the other replicas.
+func (c *Cache) sharedRead(ctx context.Context, shared bool, key string, out any, read func() (any, error)) error {
+	c.mu.RLock()
+	s, maxAge := c.shared, c.shareAge
+	c.mu.RUnlock()
+	if s != nil && shared {
+		if data, at, err := s.LoadSnapshot(ctx, key); err == nil && time.Since(at) < maxAge {
+			if err := json.Unmarshal(data, out); err == nil {
+				return nil
+			}
+		}
+	}
+	at := time.Now()
+	v, err := read()
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	if s != nil {
+		if err := s.SaveSnapshot(ctx, key, data, at); err != nil {
+			c.log.Debug("share a read of Fly", "key", key, "error", err)
+		}
+	}
+	return nil
+}
+
 // readApp reads the pools held by one app (normally zero or one).
-func (c *Cache) readApp(ctx context.Context, app string) ([]*Pool, error) {
-	ms, err := c.fly.ListMachines(ctx, app, fly.ListMachinesOptions{})
+func (c *Cache) readApp(ctx context.Context, app string, shared bool) ([]*Pool, error) {
+	var ms []fly.Machine
+	err := c.sharedRead(ctx, shared, "machines/"+app, &ms, func() (any, error) {
+		return c.fly.ListMachines(ctx, app, fly.ListMachinesOptions{})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list machines of %s: %w", app, err)
 	}
@@ -208,6 +281,9 @@ func (c *Cache) readApp(ctx context.Context, app string) ([]*Pool, error) {
 		if cnt == nil {
 			cnt = &Counts{Standby: map[string]int{}}
 			p.Counts[ti] = cnt
+		}
+		if m.HostUnreachable() && (pool.IsStandby(m) || pool.IsSession(m)) {
+			cnt.Unreachable++
 		}
 		switch {
 		case pool.IsStandby(m):

@@ -303,6 +303,7 @@ func (r *Reconciler) reconcileApp(ctx context.Context, app string) (appReport, e
 	}
 	rep.pool = true
 	log := r.log.With("app", app)
+	reportUnreachable(st, log)
 	var errs []error
 
 	n, err := r.reap(ctx, st, log)
@@ -576,9 +577,16 @@ func (r *Reconciler) topUp(ctx context.Context, st *pool.State, images []string,
 	)
 	var g errgroup.Group
 	g.SetLimit(r.cfg.Concurrency)
+	// Fly discourages suspending many machines at once: suspend-mode
+	// standbys are made (started, then suspended) one at a time.
+	var suspendMu sync.Mutex
 	for _, j := range jobs {
 		g.Go(func() error {
 			t := st.Templates[j.ti]
+			if t.Spec.StandbyMode == pool.StandbySuspend {
+				suspendMu.Lock()
+				defer suspendMu.Unlock()
+			}
 			m, err := pool.CreateStandby(ctx, r.cfg.Fly, st.App, t.Machine, j.region, r.standbyOptions(t))
 			mu.Lock()
 			defer mu.Unlock()
@@ -781,4 +789,27 @@ func (m *Metrics) round(outcome string) {
 		return
 	}
 	m.rounds.WithLabelValues(outcome).Inc()
+}
+
+// reportUnreachable logs the pool's machines whose host Fly cannot reach:
+// Fly then sends only their incomplete_config and refuses to act on them
+// until the host is back. The pool stays (its spec is in the metadata Fly
+// still sends); claims skip such standbys; a template there cannot be
+// cloned, so its standbys are not topped up meanwhile.
+func reportUnreachable(st *pool.State, log hclog.Logger) {
+	check := func(m *fly.Machine, role string) {
+		if m.HostUnreachable() {
+			log.Warn("machine's host is unreachable; Fly cannot act on it until the host is back",
+				"machine", m.ID, "role", role, "host_status", m.HostStatus, "session", pool.MetadataOf(m)[pool.KeySession])
+		}
+	}
+	for _, t := range st.Templates {
+		check(t.Machine, pool.RoleTemplate)
+	}
+	for _, m := range st.Standbys {
+		check(m, pool.RoleStandby)
+	}
+	for _, m := range st.Sessions {
+		check(m, pool.RoleSession)
+	}
 }

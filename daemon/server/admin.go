@@ -22,7 +22,7 @@ func standbyOf(c *pools.Counts) api.StandbyCounts {
 	if c == nil {
 		return api.StandbyCounts{ByState: map[string]int{}}
 	}
-	return api.StandbyCounts{Total: c.StandbyTotal, ByState: c.Standby, Stale: c.Stale, Sessions: c.Sessions}
+	return api.StandbyCounts{Total: c.StandbyTotal, ByState: c.Standby, Stale: c.Stale, Sessions: c.Sessions, Unreachable: c.Unreachable}
 }
 
 // listPools answers for a tenant (its granted pools and its own tenant
@@ -217,4 +217,11 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("tenant key rotated", "tenant", t.Name, "id", t.ID)
 	writeJSON(w, http.StatusOK, tenantOut(t, key))
+}
+
+// whoami answers which tenant the caller's key belongs to (the key itself
+// is never in the answer): the web terminal shows it, so that a page a link
+// signed in says whose it is.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, t *store.Tenant) {
+	writeJSON(w, http.StatusOK, tenantOut(t, ""))
 }

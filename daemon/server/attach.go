@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,20 +21,32 @@ import (
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
-// parseTTL reads a Go duration string ("60s") or a number of seconds.
-func parseTTL(raw json.RawMessage) (time.Duration, error) {
+// parseTTL reads a Go duration string ("60s") or a number of seconds; set
+// is false when the field is absent or null (the default applies). A given
+// value is never replaced by the default: zero, negative, tiny (1e-300) or
+// huge values come back as they are, for the caller's range check to refuse.
+func parseTTL(raw json.RawMessage) (ttl time.Duration, set bool, err error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return 0, nil
+		return 0, false, nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
-		return time.ParseDuration(s)
+		d, err := time.ParseDuration(s)
+		return d, true, err
 	}
 	var f float64
 	if err := json.Unmarshal(raw, &f); err != nil {
-		return 0, errors.New("want a duration string like \"60s\" or a number of seconds")
+		return 0, true, errors.New("want a duration string like \"60s\" or a number of seconds")
 	}
-	return time.Duration(f * float64(time.Second)), nil
+	secs := f * float64(time.Second)
+	switch {
+	case f > 0 && secs < 1:
+		// Rounds to 0 ns: not the default, but too small.
+		return -1, true, nil
+	case secs > float64(math.MaxInt64) || secs < float64(math.MinInt64):
+		return 0, true, errors.New("out of range")
+	}
+	return time.Duration(secs), true, nil
 }
 
 func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.Tenant) {
@@ -63,12 +76,12 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request, t *store.T
 		writeError(w, http.StatusUnprocessableEntity, "invalid", fmt.Sprintf("role: %q: want rw or ro", role))
 		return
 	}
-	ttl, err := parseTTL(req.TTL)
+	ttl, set, err := parseTTL(req.TTL)
 	if err != nil {
 		writeError(w, http.StatusUnprocessableEntity, "invalid", "ttl: "+err.Error())
 		return
 	}
-	if ttl == 0 {
+	if !set {
 		ttl = auth.DefaultTicketTTL
 	}
 	if ttl < time.Second || ttl > maxTTL {
@@ -118,22 +131,37 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	// stack, and Go keeps a grown stack for as long as the stream stays
 	// attached — about 8 KiB per idle stream. This goroutine only serves.
 	type accepted struct {
-		c      *websocket.Conn
-		target broker.Target
+		c       *websocket.Conn
+		target  broker.Target
+		release func()
 	}
 	done := make(chan *accepted, 1)
 	go func() {
-		c, t, ok := s.acceptAttach(w, r)
+		c, t, who, ok := s.acceptAttach(w, r)
 		if !ok {
 			done <- nil
 			return
 		}
-		done <- &accepted{c: c, target: t}
+		release, err := s.attaches.acquire(t.SessionID, who.ticketHash, who.tenantID)
+		if err != nil {
+			// Refused after the upgrade, so that the client gets the protocol's
+			// answer: an error frame with the retry hint, then 4029.
+			s.log.Info("attach refused", "session", t.SessionID, "tenant", who.tenantID, "reason", err.Error())
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = c.Write(ctx, websocket.MessageText, wire.MustEncode(&wire.Error{
+				Code: wire.ErrCodeRateLimited, Message: err.Error(), RetryAfterMS: s.attaches.lim.RetryAfter.Milliseconds()}))
+			cancel()
+			_ = c.Close(wire.CloseRateLimited, wire.ErrCodeRateLimited)
+			done <- nil
+			return
+		}
+		done <- &accepted{c: c, target: t, release: release}
 	}()
 	a := <-done
 	if a == nil {
 		return
 	}
+	defer a.release()
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.Attachments.Inc()
 		defer s.cfg.Metrics.Attachments.Dec()
@@ -143,13 +171,13 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 
 // acceptAttach does attach's checks and the WebSocket upgrade; ok is false
 // when it has answered the request with an error.
-func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocket.Conn, broker.Target, bool) {
+func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocket.Conn, broker.Target, attacher, bool) {
 	ctx := r.Context()
 	id := r.PathValue("id")
 	q := r.URL.Query()
 	if !s.originAllowed(r) {
 		writeError(w, http.StatusForbidden, "forbidden_origin", "WebSocket origin not allowed")
-		return nil, broker.Target{}, false
+		return nil, broker.Target{}, attacher{}, false
 	}
 	askRO := false
 	switch want := q.Get("role"); want {
@@ -158,9 +186,9 @@ func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocke
 		askRO = true // one may always ask for less
 	default:
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("role %q: want rw or ro", want))
-		return nil, broker.Target{}, false
+		return nil, broker.Target{}, attacher{}, false
 	}
-	var tenantID, role string
+	var tenantID, role, ticketHash string
 	if tk := q.Get("ticket"); tk != "" {
 		t, err := s.cfg.Auth.UseTicket(ctx, tk, id, time.Now())
 		if err != nil {
@@ -168,15 +196,15 @@ func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocke
 				s.log.Error("use ticket", "error", err)
 			}
 			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid, expired or used ticket")
-			return nil, broker.Target{}, false
+			return nil, broker.Target{}, attacher{}, false
 		}
-		tenantID, role = t.TenantID, t.Role
+		tenantID, role, ticketHash = t.TenantID, t.Role, string(auth.Hash(tk))
 	} else {
 		t, err := s.cfg.Auth.Tenant(ctx, auth.BearerToken(r))
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="hangar"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid API key or ticket")
-			return nil, broker.Target{}, false
+			return nil, broker.Target{}, attacher{}, false
 		}
 		tenantID, role = t.ID, string(wire.RoleWriter)
 	}
@@ -186,11 +214,11 @@ func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocke
 	ss, err := s.cfg.Sessions.Get(ctx, tenantID, id)
 	if err != nil {
 		s.fail(w, err)
-		return nil, broker.Target{}, false
+		return nil, broker.Target{}, attacher{}, false
 	}
 	if !ss.State.Live() || ss.State == store.StateEnding {
 		writeError(w, http.StatusConflict, "wrong_state", fmt.Sprintf("session %s is %s", ss.ID, ss.State))
-		return nil, broker.Target{}, false
+		return nil, broker.Target{}, attacher{}, false
 	}
 	sub := wire.SubprotocolPTY
 	if ss.Mode == "jsonl" {
@@ -198,10 +226,10 @@ func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocke
 	}
 	if offered := websocketProtocols(r); len(offered) > 0 && !contains(offered, sub) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("session %s is in %s mode: offer the subprotocol %s", ss.ID, ss.Mode, sub))
-		return nil, broker.Target{}, false
+		return nil, broker.Target{}, attacher{}, false
 	} else if len(offered) == 0 && sub != wire.SubprotocolPTY {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("session %s is in %s mode: offer the subprotocol %s", ss.ID, ss.Mode, sub))
-		return nil, broker.Target{}, false
+		return nil, broker.Target{}, attacher{}, false
 	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols: []string{sub},
@@ -210,9 +238,15 @@ func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocke
 	})
 	if err != nil {
 		s.log.Debug("accept attach", "session", id, "error", err)
-		return nil, broker.Target{}, false
+		return nil, broker.Target{}, attacher{}, false
 	}
-	return c, broker.Target{SessionID: id, Role: role, WaitReady: s.waitReady(id)}, true
+	return c, broker.Target{SessionID: id, Role: role, WaitReady: s.waitReady(id)}, attacher{tenantID: tenantID, ticketHash: ticketHash}, true
+}
+
+// attacher is who an attach is counted against (AttachLimits).
+type attacher struct {
+	tenantID   string
+	ticketHash string // "" when the attach used an API key
 }
 
 func websocketProtocols(r *http.Request) []string {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hangarhq/hangar/daemon/auth"
 	"github.com/hangarhq/hangar/daemon/broker"
+	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/sessions"
@@ -59,6 +60,11 @@ type Config struct {
 	// Tunnels serves agents dialling home (internal/tunnel.Path); nil: no
 	// agent tunnels on this replica.
 	Tunnels http.Handler
+	// AttachLimits cap concurrent attachments on this replica.
+	AttachLimits AttachLimits
+	// Health is the replica's view of its dependencies, for /readyz
+	// (nil: only the probe's own checks).
+	Health *health.Tracker
 }
 
 // Server is the HTTP API.
@@ -68,6 +74,7 @@ type Server struct {
 	mux *http.ServeMux
 	// draining is set by Drain: new sessions are refused with 503.
 	draining chan struct{}
+	attaches *attachCounter
 }
 
 // New builds the handler tree.
@@ -81,7 +88,8 @@ func New(cfg Config) *Server {
 	if cfg.Web == nil {
 		cfg.Web = web.Handler()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.Named("http"), mux: http.NewServeMux(), draining: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger.Named("http"), mux: http.NewServeMux(), draining: make(chan struct{}),
+		attaches: newAttachCounter(cfg.AttachLimits)}
 	m := s.mux
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
@@ -103,6 +111,7 @@ func New(cfg Config) *Server {
 	if cfg.Tunnels != nil {
 		m.Handle("GET "+tunnel.Path, cfg.Tunnels)
 	}
+	m.HandleFunc("GET /v1/whoami", s.tenant(s.whoami))
 	m.HandleFunc("POST /v1/tenants", s.admin(s.createTenant))
 	m.HandleFunc("GET /v1/tenants", s.admin(s.listTenants))
 	m.HandleFunc("DELETE /v1/tenants/{id}", s.admin(s.deleteTenant))
@@ -334,26 +343,53 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 }
 
+// readyz answers whether this replica can take work: 200 when it can (with
+// the degraded checks, if any), 503 with the reasons when it cannot.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	problems := []string{}
-	if s.isDraining() {
-		problems = append(problems, "shutting down")
-	}
-	if _, err := s.cfg.Store.GetTenant(ctx, "readyz-probe"); err != nil && !errors.Is(err, store.ErrNotFound) {
-		problems = append(problems, "store: "+err.Error())
-	}
-	if s.cfg.Pools.ReadAt().IsZero() {
-		if err := s.cfg.Pools.Refresh(ctx); err != nil {
-			problems = append(problems, "fly: "+err.Error())
+	ready, problems := s.Readiness(ctx)
+	reasons, degraded := []string{}, []string{}
+	for _, p := range problems {
+		if p.Degraded {
+			degraded = append(degraded, p.String())
+		} else {
+			reasons = append(reasons, p.String())
 		}
 	}
-	if len(problems) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "problems": problems})
+	body := map[string]any{"ok": ready, "reasons": reasons, "degraded": degraded, "problems": reasons}
+	if !ready {
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	writeJSON(w, http.StatusOK, body)
+}
+
+// Readiness is whether this replica can take work and every check that
+// fails: shutting down, the store not readable, the loops' view from
+// Config.Health (store writes, Fly), and Fly unreadable before the first
+// pool list (which /readyz then retries).
+func (s *Server) Readiness(ctx context.Context) (bool, []health.Problem) {
+	problems := s.cfg.Health.Problems()
+	if s.isDraining() {
+		problems = append(problems, health.Problem{Check: health.CheckDraining, Detail: "shutting down"})
+	}
+	if _, err := s.cfg.Store.GetTenant(ctx, "readyz-probe"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		problems = append(problems, health.Problem{Check: health.CheckStoreRead, Detail: err.Error()})
+	}
+	if s.cfg.Pools.ReadAt().IsZero() {
+		// No pool list yet: nothing can be created here.
+		if err := s.cfg.Pools.Refresh(ctx); err != nil {
+			problems = append(problems, health.Problem{Check: health.CheckFly, Detail: "no pool list yet: " + err.Error()})
+		}
+	}
+	ready := true
+	for _, p := range problems {
+		if !p.Degraded {
+			ready = false
+		}
+	}
+	return ready, problems
 }
 
 // ---- base URLs ----
@@ -392,7 +428,10 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		return false
 	}
 	base := s.baseURL(r)
-	if strings.EqualFold(ou.Host, base.Host) {
+	// The whole origin must match, scheme included: a page served over
+	// plain http (which anyone on the path can rewrite) is not the https
+	// daemon's own origin.
+	if strings.EqualFold(ou.Scheme, base.Scheme) && strings.EqualFold(ou.Host, base.Host) {
 		return true
 	}
 	for _, a := range s.cfg.AllowedOrigins {

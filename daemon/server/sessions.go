@@ -115,6 +115,10 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, t *store.
 // events streams the session as server-sent events ("event: session",
 // data = the session object) whenever it changes, until it is ended or
 // failed. It reads the store, so it sees changes made by any replica.
+// eventsWriteWindow is how long one event-stream write may take: longer
+// than the 15 s keepalive, so a reading client is never cut off.
+const eventsWriteWindow = time.Minute
+
 func (s *Server) events(w http.ResponseWriter, r *http.Request, t *store.Tenant) {
 	id := r.PathValue("id")
 	ss, err := s.cfg.Sessions.Get(r.Context(), t.ID, id)
@@ -132,11 +136,16 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, t *store.Tenant)
 	defer keepalive.Stop()
 	poll := time.NewTicker(250 * time.Millisecond)
 	defer poll.Stop()
+	// The server's write timeout counts from the request; a stream lives on
+	// by moving the deadline before every write, so that only a client that
+	// stops reading for eventsWriteWindow is cut off.
+	extend := func() { _ = rc.SetWriteDeadline(time.Now().Add(eventsWriteWindow)) }
 	for {
 		js := s.sessionJSON(r.Context(), t, ss)
 		// The cost grows every second; only real changes make an event.
 		if key := fmt.Sprint(ss.UpdatedAt.UnixNano(), js.State, js.QueuePosition); key != last {
 			b, _ := json.Marshal(js)
+			extend()
 			if _, err := fmt.Fprintf(w, "event: session\ndata: %s\n\n", b); err != nil {
 				return
 			}
@@ -150,6 +159,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, t *store.Tenant)
 		case <-r.Context().Done():
 			return
 		case <-keepalive.C:
+			extend()
 			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
 				return
 			}

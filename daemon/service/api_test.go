@@ -123,6 +123,15 @@ func TestBadInput(t *testing.T) {
 	admin := newAPI(t, d.URL, adminKey)
 	tn := admin.createTenant("bad", map[string]any{"max_sessions": 1})
 	u := admin.with(tn.APIKey)
+	// A key can learn its tenant (the web terminal shows it), never the key.
+	var me tenant
+	u.json("GET", "/v1/whoami", nil, http.StatusOK, &me)
+	if me.Name != "bad" || me.ID != tn.ID || me.APIKey != "" {
+		t.Fatalf("whoami = %+v", me)
+	}
+	if st, _, _ := u.with("hgr_wrong").do("GET", "/v1/whoami", nil); st != http.StatusUnauthorized {
+		t.Fatalf("whoami with a wrong key: %d", st)
+	}
 
 	for _, c := range []struct {
 		name     string
@@ -149,6 +158,12 @@ func TestBadInput(t *testing.T) {
 		{"ext transport", map[string]any{"pool": testPool, "repo": "ext::sh -c touch% /tmp/pwned"}, 422, "invalid", "repo"},
 		{"file URL", map[string]any{"pool": testPool, "repo": "file:///etc"}, 422, "invalid", "repo"},
 		{"password in URL", map[string]any{"pool": testPool, "repo": "https://u:secretpw@example.com/r.git"}, 422, "invalid", "git_token"},
+		{"token as the URL's user", map[string]any{"pool": testPool, "repo": "https://secretpw@example.com/r.git"}, 422, "invalid", "git_token"},
+		{"git protocol", map[string]any{"pool": testPool, "repo": "git://example.com/r.git"}, 422, "invalid", "repo"},
+		{"http to the internet", map[string]any{"pool": testPool, "repo": "http://example.com/r.git"}, 422, "invalid", "repo"},
+		{"ssh option as host", map[string]any{"pool": testPool, "repo": "git@-oProxyCommand=x:r.git"}, 422, "invalid", "repo"},
+		{"ssh option as user", map[string]any{"pool": testPool, "repo": "ssh://-oProxyCommand@example.com/r.git"}, 422, "invalid", "repo"},
+		{"right-to-left override", map[string]any{"pool": testPool, "repo": "https://example.com/\u202egit.exe"}, 422, "invalid", "repo"},
 		{"bad branch", map[string]any{"pool": testPool, "branch": "-x"}, 422, "invalid", "branch"},
 		{"bad session branch", map[string]any{"pool": testPool, "session_branch": "a..b"}, 422, "invalid", "session_branch"},
 		{"bad mode", map[string]any{"pool": testPool, "mode": "tty"}, 422, "invalid", "mode"},
@@ -179,6 +194,16 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("refused requests left sessions: %+v", list)
 	}
 
+	// A pool that exists but is not granted is answered exactly like one
+	// that does not exist: a tenant cannot learn which pools exist.
+	other := admin.createTenant("ungranted", map[string]any{"pools": []string{"elsewhere"}})
+	ou := admin.with(other.APIKey)
+	_, real, _ := ou.do("POST", "/v1/sessions", map[string]any{"pool": testPool})
+	_, none, _ := ou.do("POST", "/v1/sessions", map[string]any{"pool": "zzzz"})
+	if got, want := strings.ReplaceAll(string(real), testPool, "P"), strings.ReplaceAll(string(none), "zzzz", "P"); got != want {
+		t.Fatalf("an existing pool that is not granted answers %s; a missing one %s", real, none)
+	}
+
 	// Auth failures.
 	for _, key := range []string{"", "hgr_wrong", adminKey} {
 		if st, body, _ := u.with(key).do("GET", "/v1/sessions", nil); st != http.StatusUnauthorized {
@@ -203,6 +228,10 @@ func TestBadInput(t *testing.T) {
 	for _, body := range []any{
 		map[string]any{"role": "admin"}, map[string]any{"ttl": "48h", "role": "ro"},
 		map[string]any{"ttl": "soon"}, map[string]any{"uses": -1}, map[string]any{"ttl": "2h"},
+		// A given ttl is never silently replaced by the default.
+		map[string]any{"ttl": 1e-300}, map[string]any{"ttl": 0}, map[string]any{"ttl": -5},
+		map[string]any{"ttl": "0s"}, map[string]any{"ttl": "-1s"}, map[string]any{"ttl": 0.5},
+		map[string]any{"ttl": 1e300},
 	} {
 		if st, b, _ := u.do("POST", tp, body); st != http.StatusUnprocessableEntity {
 			t.Fatalf("ticket %v: %d %s", body, st, b)
@@ -253,6 +282,23 @@ func TestBadInput(t *testing.T) {
 	if _, err := dialAttach(t, o.URL, h, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("single-use ticket used twice: %v", err)
 	}
+	// The own host over another scheme is another origin.
+	var sch ticket
+	u.json("POST", tp, nil, http.StatusCreated, &sch)
+	h.Set("Origin", "https://"+strings.TrimPrefix(d.URL, "http://"))
+	if _, err := dialAttach(t, sch.URL, h, -1, 0); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("own host, other scheme: %v", err)
+	}
+
+	// Rotating the tenant's key revokes its share links.
+	var share ticket
+	u.json("POST", tp, map[string]any{"role": "ro", "ttl": "24h", "uses": 100}, http.StatusCreated, &share)
+	var rotated tenant
+	admin.json("POST", "/v1/tenants/"+tn.ID+"/keys", nil, http.StatusOK, &rotated)
+	if _, err := dialAttach(t, share.URL, nil, -1, 0); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("a share link survived the key rotation: %v", err)
+	}
+	u, tn.APIKey = admin.with(rotated.APIKey), rotated.APIKey
 
 	// End twice: the second is a conflict; attach to the ended session: 409.
 	u.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
@@ -316,7 +362,8 @@ func TestAdminAndPools(t *testing.T) {
 	if len(pools) != 0 {
 		t.Fatalf("ungranted pools listed: %+v", pools)
 	}
-	if st, b, _ := admin.with(other.APIKey).do("POST", "/v1/sessions", map[string]any{"pool": testPool}); st != http.StatusUnprocessableEntity || !strings.Contains(string(b), "not granted") {
+	// Not "not granted": that would tell the tenant the pool exists.
+	if st, b, _ := admin.with(other.APIKey).do("POST", "/v1/sessions", map[string]any{"pool": testPool}); st != http.StatusUnprocessableEntity || !strings.Contains(string(b), `no pool named \"test\"`) {
 		t.Fatalf("ungranted pool: %d %s", st, b)
 	}
 

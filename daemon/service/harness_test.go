@@ -132,6 +132,12 @@ type replica struct {
 
 func (e *env) start(t *testing.T, dsn string) *replica {
 	t.Helper()
+	return e.startWith(t, dsn, nil)
+}
+
+// startWith starts a replica, letting tune adjust its options.
+func (e *env) startWith(t *testing.T, dsn string, tune func(*service.Options)) *replica {
+	t.Helper()
 	if dsn == "" {
 		dsn = "sqlite://" + filepath.Join(t.TempDir(), "hangard.db")
 	}
@@ -140,15 +146,22 @@ func (e *env) start(t *testing.T, dsn string) *replica {
 	cfg.FlyAPIURL, cfg.FlyOrg = e.emu.URL, "personal"
 	cfg.StoreDSN, cfg.BrokerKey, cfg.AdminKey = dsn, e.brokerKey, adminKey
 	cfg.LogFormat, cfg.LogLevel = "json", "debug"
-	cfg.HeartbeatInterval, cfg.DeadAfter = 200*time.Millisecond, 2*time.Second
-	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 2*time.Second
+	// Generous: a loaded 2-core machine can starve a replica for seconds, and a
+	// replica wrongly taken for dead fails its claims.
+	cfg.HeartbeatInterval, cfg.DeadAfter = 500*time.Millisecond, 8*time.Second
+	// The pool refresh lists the pool's app, which Fly allows about once a
+	// second for everything (claims and reconciler included): the default,
+	// 30 s, as in production (a miss refreshes at once anyway).
+	cfg.SweepInterval, cfg.PoolRefresh = 500*time.Millisecond, 30*time.Second
 	cfg.ReadyTimeout = 90 * time.Second
 	cfg.DaemonURL, cfg.FlyOIDCIssuer = e.lb.URL, e.emu.OIDCIssuer("personal")
 	cfg.InternalListen = "127.0.0.1:0"
 	logs := &syncbuf.Buffer{}
-	d, err := service.Start(context.Background(), service.Options{
-		Config: cfg, LogOutput: logs, DispatchInterval: 50 * time.Millisecond,
-	})
+	opts := service.Options{Config: cfg, LogOutput: logs, DispatchInterval: 50 * time.Millisecond}
+	if tune != nil {
+		tune(&opts)
+	}
+	d, err := service.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/auth"
 	"github.com/hangarhq/hangar/daemon/broker"
 	"github.com/hangarhq/hangar/daemon/config"
+	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/server"
@@ -37,7 +40,8 @@ import (
 
 // Deps are a replica's shared parts, handed to background workers.
 type Deps struct {
-	// DaemonID identifies this replica (fresh per process).
+	// DaemonID identifies this replica, stable across its restarts when
+	// configured or derivable (see ReplicaID).
 	DaemonID string
 	Config   config.Config
 	Store    store.Store
@@ -51,6 +55,8 @@ type Deps struct {
 	Tunnels *tunnel.Registry
 	Metrics *metrics.Metrics
 	Logger  hclog.Logger
+	// Health is the replica's view of its dependencies (readiness).
+	Health *health.Tracker
 }
 
 // Worker is a background loop run for the replica's lifetime (e.g. the
@@ -87,6 +93,56 @@ type Options struct {
 	Web http.Handler
 	// DispatchInterval overrides how often pending claims are looked at.
 	DispatchInterval time.Duration
+	// HTTPTimeouts override the HTTP server's timeouts (zero fields: the
+	// defaults).
+	HTTPTimeouts HTTPTimeouts
+	// AttachLimits cap concurrent attachments (zero fields: the defaults).
+	AttachLimits server.AttachLimits
+}
+
+// HTTPTimeouts bound every request on the daemon's HTTP server, so that a
+// trickled request body or an idle keep-alive connection cannot be held
+// open for ever. Streams live on: an attach leaves them behind when it is
+// upgraded, and the event stream extends its own write deadline per event.
+type HTTPTimeouts struct {
+	// ReadHeader bounds reading a request's headers (10 s).
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included (30 s).
+	Read time.Duration
+	// Write bounds writing the answer, counted from the end of the headers
+	// (2 min).
+	Write time.Duration
+	// Idle closes a keep-alive connection unused for that long (2 min).
+	Idle time.Duration
+}
+
+// Default HTTP server timeouts.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 2 * time.Minute
+	DefaultIdleTimeout       = 2 * time.Minute
+)
+
+// attachLimits are the options' limits, else the configuration's.
+func attachLimits(l server.AttachLimits, cfg config.Config) server.AttachLimits {
+	if l == (server.AttachLimits{}) {
+		l = server.AttachLimits{PerSession: cfg.MaxAttachesPerSession, PerTicket: cfg.MaxAttachesPerTicket, PerTenant: cfg.MaxAttachesPerTenant}
+	}
+	return l
+}
+
+func (t HTTPTimeouts) withDefaults() HTTPTimeouts {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&t.ReadHeader, DefaultReadHeaderTimeout)
+	def(&t.Read, DefaultReadTimeout)
+	def(&t.Write, DefaultWriteTimeout)
+	def(&t.Idle, DefaultIdleTimeout)
+	return t
 }
 
 // Daemon is a running replica.
@@ -143,7 +199,10 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	signer := agentauth.NewSigner(key)
 
 	d := &Daemon{opts: opts, done: make(chan struct{})}
-	d.DaemonID = sessions.NewDaemonID()
+	d.DaemonID, err = ReplicaID(cfg, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
 	d.Config, d.Logger, d.Signer = cfg, log, signer
 
 	st := opts.Store
@@ -160,6 +219,12 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 			st.Close()
 		}
 		return nil, err
+	}
+	// A previous process of this replica may have announced agent tunnels
+	// that died with it: forget them, so no replica relays to them. (Its
+	// unfinished claims are settled when the sessions manager runs.)
+	if err := st.ForgetDaemon(ctx, d.DaemonID); err != nil {
+		return fail(fmt.Errorf("forget the previous process of replica %s: %w", d.DaemonID, err))
 	}
 
 	ln := opts.Listener
@@ -196,14 +261,27 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		}
 		return mgr.CountByState(ctx)
 	})
+	d.Health = health.New()
+	// The heartbeat writes every interval: three missed in a row, or one
+	// failed, and the replica is not ready.
+	d.Health.Expect(health.CheckStoreWrite, 3*cfg.HeartbeatInterval, false)
+	d.Health.Expect(health.CheckFly, 0, true)
 	d.Fly, err = fly.New(fly.Options{
 		BaseURL: cfg.FlyAPIURL, Token: cfg.FlyAPIToken, Logger: log.Named("fly"),
-		OnResponse: d.Metrics.ObserveFly,
+		OnResponse: func(method, action string, status int, err error) {
+			d.Metrics.ObserveFly(method, action, status, err)
+			observeFlyHealth(d.Health, status, err)
+		},
+		// Fly's rate limits are per organisation: every replica draws from
+		// one budget per action and machine (or app), kept in the store.
+		Pacer: storePacer{st},
 	})
 	if err != nil {
 		return fail(fmt.Errorf("fly client: %w", err))
 	}
 	d.Pools = pools.New(d.Fly, cfg.FlyOrg, log.Named("pools"))
+	// One replica's periodic read of the pools serves all of them.
+	d.Pools.Share(st, cfg.PoolRefresh)
 	if err := d.startTunnels(ctx, cfg); err != nil {
 		return fail(err)
 	}
@@ -212,7 +290,7 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		Metrics: d.Metrics, Workers: cfg.ClaimWorkers, HeartbeatInterval: cfg.HeartbeatInterval,
 		DeadAfter: cfg.DeadAfter, SweepInterval: cfg.SweepInterval, ReadyTimeout: cfg.ReadyTimeout,
 		DispatchInterval: opts.DispatchInterval, DefaultCommand: opts.DefaultCommand,
-		AllowFileRepos: opts.AllowFileRepos, Agents: d.Agents,
+		AllowFileRepos: opts.AllowFileRepos, Agents: d.Agents, Health: d.Health,
 	})
 	d.Sessions = mgr
 	brk := broker.New(broker.Config{
@@ -230,15 +308,18 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		Auth: &auth.Authenticator{Store: st, AdminKey: cfg.AdminKey}, Metrics: d.Metrics, Logger: log,
 		PublicURL: cfg.PublicURL, TrustedProxyHeaders: cfg.TrustedProxyHeaders,
 		AllowedOrigins: cfg.AllowedOrigins, ReadyTimeout: cfg.ReadyTimeout, Web: opts.Web,
-		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel),
+		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel), AttachLimits: attachLimits(opts.AttachLimits, cfg), Health: d.Health,
 	})
+	d.Metrics.SetReadiness(d.api.Readiness)
 
 	// Streams (attaches, event streams) live in a context of their own that
 	// shutdown cancels first: clients then reconnect to another replica.
 	streamCtx, cancelStreams := context.WithCancel(context.Background())
 	d.streams = cancelStreams
+	to := opts.HTTPTimeouts.withDefaults()
 	d.http = &http.Server{
-		Handler: d.api, ReadHeaderTimeout: 10 * time.Second,
+		Handler: d.api, ReadHeaderTimeout: to.ReadHeader, ReadTimeout: to.Read,
+		WriteTimeout: to.Write, IdleTimeout: to.Idle,
 		BaseContext: func(net.Listener) context.Context { return streamCtx },
 		ErrorLog:    log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
@@ -399,4 +480,85 @@ func Run(ctx context.Context, opts Options, ready func(d *Daemon)) error {
 	case <-d.done:
 	}
 	return d.Close()
+}
+
+// observeFlyHealth feeds one Fly API attempt into readiness: no answer, a
+// 5xx or a 429 count as Fly failing; any other answer shows it reachable.
+// Calls cut short by this replica (a cancelled context) say nothing.
+func observeFlyHealth(h *health.Tracker, status int, err error) {
+	switch {
+	case status == 0 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+	case status == 0 && err != nil:
+		h.Observe(health.CheckFly, fmt.Errorf("no answer: %w", err))
+	case status >= 500 || status == http.StatusTooManyRequests:
+		h.Observe(health.CheckFly, fmt.Errorf("answered %d", status))
+	case status > 0:
+		h.Observe(health.CheckFly, nil)
+	}
+}
+
+// ReplicaID resolves this replica's id: the configured replica_id, else
+// FLY_MACHINE_ID (stable across restarts of a Fly Machine), else, with
+// SQLite, an id kept in a file beside the database (created on first use),
+// else a fresh one. A stable id lets a restarted replica recognise the
+// claims its previous process left and settle them at once, instead of
+// waiting for others to declare it dead.
+func ReplicaID(cfg config.Config, getenv func(string) string) (string, error) {
+	if id := cfg.ReplicaID; id != "" {
+		if !validReplicaID(id) {
+			return "", fmt.Errorf("replica_id %q: want 1 to 64 letters, digits, '.', '_' or '-'", id)
+		}
+		return id, nil
+	}
+	if m := getenv("FLY_MACHINE_ID"); m != "" && validReplicaID("fly-"+m) {
+		return "fly-" + m, nil
+	}
+	path, ok := store.SQLitePath(cfg.StoreDSN)
+	if !ok {
+		return sessions.NewDaemonID(), nil
+	}
+	file := path + ".replica-id"
+	if b, err := os.ReadFile(file); err == nil {
+		if id := strings.TrimSpace(string(b)); validReplicaID(id) {
+			return id, nil
+		}
+		return "", fmt.Errorf("replica id file %s holds no valid id; remove it to make a new one", file)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read replica id file: %w", err)
+	}
+	id := sessions.NewDaemonID()
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return ReplicaID(cfg, getenv) // another process made it first
+	}
+	if err != nil {
+		return "", fmt.Errorf("create replica id file: %w", err)
+	}
+	_, werr := f.WriteString(id + "\n")
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		return "", fmt.Errorf("write replica id file %s: %w", file, err)
+	}
+	return id, nil
+}
+
+func validReplicaID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// storePacer keeps the Fly client's rate budget in the store, shared by every
+// replica (docs/operations.md, "Fly's rate limits").
+type storePacer struct{ st store.Store }
+
+// Reserve implements fly.Pacer.
+func (p storePacer) Reserve(ctx context.Context, key string, l fly.Limit) (time.Duration, error) {
+	interval := time.Duration(float64(time.Second) / float64(l.Rate))
+	return p.st.ReserveRate(ctx, key, interval, l.Burst)
 }

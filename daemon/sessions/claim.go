@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sort"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/pools"
@@ -17,9 +18,14 @@ import (
 	"github.com/hangarhq/hangar/internal/pool"
 )
 
-// leaseTTL is how long a claim holds a machine's Fly lease; the claim
-// releases it once the machine is started and marked as a session machine.
-const leaseTTL = 60 * time.Second
+// leaseTTL is how long a claim's Fly lease on a machine lasts unless the
+// claim renews it; the claim renews it every leaseRenew while it works and
+// releases it once the machine is started. Short, so that the machine of a
+// claim that died with its replica can be destroyed seconds later.
+const (
+	leaseTTL   = 8 * time.Second
+	leaseRenew = 2 * time.Second
+)
 
 // errWait: no machine for this claim now; it stays pending, in line.
 var errWait = errors.New("no capacity: waiting in line")
@@ -31,8 +37,22 @@ var errWait = errors.New("no capacity: waiting in line")
 // sessions keep running in their VMs.
 func (m *Manager) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); m.dispatchLoop(ctx) }()
+	wg.Add(5)
+	// Settling runs beside the heartbeat, not before it: it may wait on
+	// Fly, and other replicas must not think this one dead meanwhile. The
+	// dispatcher waits for it: it would find the leftovers without their
+	// credentials and fail them without looking for their machines.
+	settled := make(chan struct{})
+	go func() { defer wg.Done(); defer close(settled); m.SettleOwnClaims(ctx) }()
+	go func() { defer wg.Done(); m.destroyLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-settled:
+			m.dispatchLoop(ctx)
+		case <-ctx.Done():
+		}
+	}()
 	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); m.sweepLoop(ctx) }()
 	wg.Wait()
@@ -148,6 +168,41 @@ type claimed struct {
 	mach     *fly.Machine
 	nonce    string // Fly lease nonce while held
 	launched bool   // created to boot at once (a clone): no start call
+	// stopRenew stops renewing the lease; call it before releasing the
+	// lease or destroying the machine (a renewal after a release could take
+	// a fresh lease with the old nonce).
+	stopRenew func()
+}
+
+// keepLease renews c's lease every leaseRenew until stopRenew.
+func (m *Manager) keepLease(c *claimed) {
+	if c.nonce == "" {
+		c.stopRenew = func() {}
+		return
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	app, id, nonce := c.app, c.mach.ID, c.nonce
+	go func() {
+		defer close(done)
+		t := time.NewTicker(leaseRenew)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), leaseRenew)
+			_, err := m.fly.RefreshLease(ctx, app, id, nonce, leaseTTL)
+			cancel()
+			if err != nil {
+				m.log.Warn("renew the claim's lease", "machine", id, "error", err)
+			}
+		}
+	}()
+	var once sync.Once
+	c.stopRenew = func() { once.Do(func() { close(stop); <-done }) }
 }
 
 // claim takes one pending session to ready (or failed). errWait leaves it pending.
@@ -159,6 +214,7 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 	start := time.Now()
 	creds, ok := m.takeCreds(id)
 	if !ok {
+		m.destroySessionMachines(ctx, s)
 		m.fail(ctx, s, nil, "", "the daemon replica that accepted this session lost its credentials (restarted); create a new session")
 		return nil
 	}
@@ -186,7 +242,18 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 	}
 
 	source := "standby"
-	c, err := m.leaseStandby(ctx, s, p, tmpl, regions)
+	var c *claimed
+	m.mu.Lock()
+	lost := m.lostCreate[s.ID]
+	m.mu.Unlock()
+	if lost {
+		source = "adopted"
+		c, err = m.adoptLost(ctx, s, p.App)
+	}
+	if err == nil && c == nil {
+		source = "standby"
+		c, err = m.leaseStandby(ctx, s, p, tmpl, regions)
+	}
 	if err == nil && c == nil {
 		source = "clone"
 		c, err = m.cloneMachine(ctx, s, p, tmpl, regions)
@@ -206,6 +273,8 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 		return errWait
 	}
 	m.log.Info("claimed machine", "session", id, "machine", c.mach.ID, "source", source, "region", c.mach.Region)
+	m.keepLease(c)
+	defer c.stopRenew()
 	outcome := "ready"
 	if err := m.bringUp(ctx, s.ID, c, creds); err != nil {
 		outcome = "failed"
@@ -222,27 +291,29 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 // marks the session claiming and the machine a session machine. (nil, nil)
 // means there is none.
 func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pools.Template, regions []string) (*claimed, error) {
-	ms, err := m.fly.ListMachines(ctx, p.App, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyPool: p.Name, pool.KeyRole: pool.RoleStandby}})
-	if err != nil {
-		return nil, fmt.Errorf("list standbys of %s: %w", p.App, err)
-	}
 	rank := map[string]int{}
 	for i, r := range regions {
 		rank[r] = i + 1
 	}
-	var cands []*fly.Machine
-	for i := range ms {
-		mm := &ms[i]
-		if !claimable(mm) || pool.TenantImageOf(mm) != s.TenantImage || pool.SpecHashOf(mm) != tmpl.Hash || rank[mm.Region] == 0 {
+	keep := func(mm *fly.Machine) bool {
+		return claimable(mm) && pool.TenantImageOf(mm) == s.TenantImage && pool.SpecHashOf(mm) == tmpl.Hash && rank[mm.Region] != 0
+	}
+	// Candidates come from the replica's view of the pool, not a list per
+	// claim: Fly allows about one list per app per second.
+	for {
+		cand, err := m.standbys.next(ctx, p.App, p.Name, keep, func(mm *fly.Machine) int { return rank[mm.Region] })
+		if err != nil {
+			return nil, err
+		}
+		if cand == nil {
+			return nil, nil
+		}
+		if cand.HostUnreachable() {
+			// Fly cannot act on it until its host is back; the reconciler
+			// reports it.
+			m.log.Warn("standby's host is unreachable; trying another", "session", s.ID, "machine", cand.ID, "host_status", cand.HostStatus)
 			continue
 		}
-		cands = append(cands, mm)
-	}
-	// Shuffle, then order by region preference: replicas racing for the
-	// same pool mostly try different machines.
-	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
-	sort.SliceStable(cands, func(i, j int) bool { return rank[cands[i].Region] < rank[cands[j].Region] })
-	for _, cand := range cands {
 		lease, err := m.fly.AcquireLease(ctx, p.App, cand.ID, leaseTTL, "hangar claim "+s.ID)
 		if err != nil {
 			if !errors.Is(err, fly.ErrConflict) && !errors.Is(err, fly.ErrNotFound) {
@@ -275,6 +346,36 @@ func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.P
 			})
 			return nil, fmt.Errorf("mark machine %s as session: %w", mach.ID, err)
 		}
+		return c, nil
+	}
+}
+
+// adoptLost looks for a machine made for session s by a create whose
+// answer was lost (Fly acted, the answer never came) and claims it, rather
+// than taking another and leaving that one running for the reaper. (nil,
+// nil) means there is none.
+func (m *Manager) adoptLost(ctx context.Context, s *store.Session, app string) (*claimed, error) {
+	ms, err := m.fly.ListMachines(ctx, app, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeySession: s.ID}})
+	if err != nil {
+		return nil, fmt.Errorf("look for the machine of a create whose answer was lost: %w", err)
+	}
+	m.mu.Lock()
+	delete(m.lostCreate, s.ID)
+	m.mu.Unlock()
+	for i := range ms {
+		mm := &ms[i]
+		if !pool.IsSession(mm) || mm.State == fly.StateDestroyed || mm.State == fly.StateDestroying {
+			continue
+		}
+		c := &claimed{app: app, mach: mm, launched: mm.State == fly.StateStarting || mm.State == fly.StateStarted}
+		if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StatePending}, func(s *store.Session) error {
+			s.State, s.AppName, s.MachineID, s.Region = store.StateClaiming, app, mm.ID, mm.Region
+			return nil
+		}); err != nil {
+			m.destroy(app, mm.ID, "")
+			return nil, err
+		}
+		m.log.Info("adopted the machine of a create whose answer was lost", "session", s.ID, "machine", mm.ID)
 		return c, nil
 	}
 	return nil, nil
@@ -328,10 +429,12 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 	}
 	defer release()
 
+	listedAt := time.Now()
 	ms, err := m.fly.ListMachines(ctx, p.App, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeyPool: p.Name}})
 	if err != nil {
 		return nil, fmt.Errorf("count machines of %s: %w", p.App, err)
 	}
+	m.standbys.update(p.App, p.Name, ms, listedAt)
 	n := 0
 	for i := range ms {
 		if (pool.IsStandby(&ms[i]) || pool.IsSession(&ms[i])) && ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
@@ -353,6 +456,13 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.P
 		mach, err := m.fly.CreateMachine(ctx, p.App, fly.CreateMachineRequest{Config: cfg, Region: region, LeaseTTL: int(leaseTTL / time.Second)})
 		if err != nil {
 			lastErr = err
+			if !permanent(err) {
+				// Fly may have made it and lost the answer: the next
+				// attempt looks for it before taking anything else.
+				m.mu.Lock()
+				m.lostCreate[s.ID] = true
+				m.mu.Unlock()
+			}
 			if errors.Is(err, fly.ErrInsufficientCapacity) {
 				m.log.Info("no capacity in region; trying the next", "session", s.ID, "region", region)
 				continue
@@ -421,30 +531,49 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 		if c.launched {
 			break
 		}
-		if _, err := m.fly.StartMachine(ctx, c.app, c.mach.ID, c.nonce); err != nil {
-			return fmt.Errorf("start machine %s: %w", c.mach.ID, err)
+		// A start whose answer was lost may have started the machine: the
+		// retry finds it starting or started, which Fly answers like a start.
+		if err := m.retryFly(ctx, id, "start machine", func() error {
+			_, err := m.fly.StartMachine(ctx, c.app, c.mach.ID, c.nonce)
+			return err
+		}); err != nil {
+			return err // the client's error names the start and the machine
 		}
 	}
-	if _, err := m.fly.WaitMachine(ctx, c.app, c.mach.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Timeout: m.cfg.ReadyTimeout}); err != nil {
+	if err := m.retryFly(ctx, id, "wait for machine", func() error {
+		_, err := m.fly.WaitMachine(ctx, c.app, c.mach.ID, fly.WaitOptions{States: []string{fly.StateStarted}, Timeout: m.cfg.ReadyTimeout})
+		return err
+	}); err != nil {
 		return fmt.Errorf("wait for machine %s to start: %w", c.mach.ID, err)
 	}
+	c.stopRenew()
 	m.release(c.app, c.mach.ID, c.nonce)
 	c.nonce = ""
 	resumed := c.mach.State == fly.StateSuspended
-	mach, err := m.fly.GetMachine(ctx, c.app, c.mach.ID)
-	if err != nil {
+	var mach *fly.Machine
+	if err := m.retryFly(ctx, id, "read machine", func() (err error) {
+		mach, err = m.fly.GetMachine(ctx, c.app, c.mach.ID)
+		return err
+	}); err != nil {
 		return fmt.Errorf("read machine %s: %w", c.mach.ID, err)
 	}
 	c.mach = mach
-	if resumed && agents.Tunnelled(mach) {
+	agent := m.agentClient(ctx, s, mach)
+	if resumed && agents.Tunnelled(mach) && !m.tunnelAlive(mach.ID) && !m.healthyWithin(ctx, agent, coldBootGrace) {
+		// Not before coldBootGrace: Fly may have lost the snapshot, and a
+		// cold-booted agent killed by a SIGUSR1 that arrives before it
+		// could catch it would never come up (it dials a new tunnel by
+		// itself within the grace).
 		// The tunnel a suspended agent held died while it slept (its peer
 		// timed it out, or Fly moved the snapshot); the agent would notice
 		// only at its next keepalive. The signal makes it redial at once.
+		// A tunnel that still answers is kept: the redial would cost a
+		// handshake and cut the calls that follow (the agent also keeps a
+		// tunnel that answers it).
 		if err := m.fly.SignalMachine(ctx, c.app, mach.ID, "SIGUSR1", ""); err != nil {
 			m.log.Warn("signal the resumed agent to redial", "machine", mach.ID, "error", err)
 		}
 	}
-	agent := m.agentClient(ctx, s, mach)
 	if err := m.waitHealthy(ctx, agent); err != nil {
 		return fmt.Errorf("agent on %s never became healthy: %w", mach.ID, err)
 	}
@@ -462,7 +591,11 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	if s.GitAuthorName != "" {
 		req.GitAuthor = &agentapi.GitAuthor{Name: s.GitAuthorName, Email: s.GitAuthorEmail}
 	}
-	st, err := agent.Init(ctx, req)
+	var st *agentapi.StatusResponse
+	err = retryAgentCall(ctx, func() (err error) {
+		st, err = agent.Init(ctx, req)
+		return err
+	})
 	m.dropCreds(id) // handed over (or refused): this replica forgets them either way
 	if err != nil {
 		return fmt.Errorf("agent init: %w", describeAgentError(err))
@@ -473,7 +606,10 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 			return fmt.Errorf("agent init: %w", ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
-		if st, err = agent.Status(ctx, id); err != nil {
+		if err := retryAgentCall(ctx, func() (err error) {
+			st, err = agent.Status(ctx, id)
+			return err
+		}); err != nil {
 			return fmt.Errorf("agent status after init: %w", describeAgentError(err))
 		}
 	}
@@ -491,12 +627,83 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 	return nil
 }
 
+// retryAgentCall runs call until it gets an answer from the agent: a call
+// cut by the transport (the agent's tunnel dropped under it and the agent is
+// redialling) is sent again over the next tunnel until ctx ends. The agent's
+// init and status are idempotent for one session — a repeated init waits for
+// or reports the first — so nothing is done twice. An answer from the agent,
+// even an error, ends the retries.
+func retryAgentCall(ctx context.Context, call func() error) error {
+	delay := 50 * time.Millisecond
+	for {
+		err := call()
+		if err == nil || isAgentAnswer(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// retryFly runs call until it succeeds, fails for a reason retrying will
+// not cure, or ctx (the claim's ready timeout) ends. Once a claim holds a
+// machine, a rate limit or a Fly 5xx that outlasted the client's own
+// retries is worth waiting out: failing would throw the machine away and
+// the session with it. The error returned names what was being done.
+func (m *Manager) retryFly(ctx context.Context, session, what string, call func() error) error {
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := call()
+		if err == nil || !fly.IsTransient(err) {
+			return err
+		}
+		m.log.Warn("transient Fly error after the claim took its machine; retrying", "session", session, "action", what, "attempt", attempt, "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (still failing after %d attempts when the ready timeout ran out)", err, attempt)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// isAgentAnswer reports whether err is the agent's own answer (an HTTP
+// error it sent), as opposed to a failure to reach it.
+func isAgentAnswer(err error) bool {
+	var ae *agentapi.Error
+	return errors.As(err, &ae)
+}
+
 func describeAgentError(err error) error {
 	var ae *agentapi.Error
 	if errors.As(err, &ae) {
 		return fmt.Errorf("%s (%d %s)", ae.Message, ae.StatusCode, ae.Code)
 	}
 	return err
+}
+
+// coldBootGrace is how long a resumed agent has to answer before the claim
+// signals it to redial: far longer than a process needs to install its
+// signal handlers, short next to a claim.
+const coldBootGrace = 300 * time.Millisecond
+
+// healthyWithin reports whether the agent answers its health check within d.
+func (m *Manager) healthyWithin(ctx context.Context, agent *agentapi.Client, d time.Duration) bool {
+	hctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	h, err := agent.Health(hctx)
+	return err == nil && h.OK
+}
+
+// tunnelAlive reports whether this replica holds the machine's tunnel and
+// it answers a ping (a dead one is dropped, so calls wait for the next).
+func (m *Manager) tunnelAlive(machineID string) bool {
+	r := m.cfg.Agents.Tunnels
+	return r != nil && r.Probe(machineID, 0)
 }
 
 func (m *Manager) waitHealthy(ctx context.Context, agent *agentapi.Client) error {
@@ -523,6 +730,7 @@ func (m *Manager) waitHealthy(ctx context.Context, agent *agentapi.Client) error
 // abort handles a claim that failed after taking a machine: the machine is
 // destroyed and the session failed, or, if it was ended meanwhile, ended.
 func (m *Manager) abort(ctx context.Context, id string, c *claimed, cause error) {
+	c.stopRenew()
 	m.destroy(c.app, c.mach.ID, c.nonce)
 	bg := context.Background()
 	if m.settleEnding(bg, id, nil) {
@@ -553,8 +761,9 @@ func (m *Manager) settleEnding(ctx context.Context, id string, push *store.Push)
 }
 
 // destroy force-destroys a machine, ignoring one that is already gone. A
-// machine still leased by someone else (a claim of a replica that died) is
-// retried in the background until the lease has expired.
+// machine it cannot destroy now (still leased by a claim of a replica that
+// died, or Fly failing) is recorded in the store as owed: the destroy loop
+// of any replica retries it, after a crash of this one too.
 func (m *Manager) destroy(app, id, nonce string) {
 	if app == "" || id == "" {
 		return
@@ -562,33 +771,69 @@ func (m *Manager) destroy(app, id, nonce string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := m.fly.DestroyMachine(ctx, app, id, true, nonce)
-	switch {
-	case err == nil || errors.Is(err, fly.ErrNotFound):
+	if err == nil || errors.Is(err, fly.ErrNotFound) {
 		m.log.Debug("destroyed machine", "machine", id)
-	case errors.Is(err, fly.ErrConflict):
-		m.work.Add(1)
-		go func() {
-			defer m.work.Done()
-			deadline := time.Now().Add(leaseTTL + 15*time.Second)
-			for time.Now().Before(deadline) {
-				select {
-				case <-m.workCtx.Done():
-					return
-				case <-time.After(5 * time.Second):
-				}
-				err := m.fly.DestroyMachine(m.workCtx, app, id, true, "")
-				if err == nil || errors.Is(err, fly.ErrNotFound) {
-					m.log.Debug("destroyed machine after its lease expired", "machine", id)
-					return
-				}
-				if !errors.Is(err, fly.ErrConflict) {
-					m.log.Warn("destroy machine", "machine", id, "error", err)
-					return
-				}
+		return
+	}
+	level := hclog.Warn
+	if errors.Is(err, fly.ErrConflict) {
+		level = hclog.Debug // a dead claim's lease: expected, short
+	}
+	m.log.Log(level, "destroy machine; retrying from the store", "machine", id, "error", err)
+	if rerr := m.store.RecordDestroy(ctx, app, id, "destroy failed", err.Error(), time.Now()); rerr != nil {
+		m.log.Error("record a destroy owed; the reaper's grace is left", "machine", id, "error", rerr)
+	}
+}
+
+// destroyInterval is how often owed destroys are retried.
+func (m *Manager) destroyInterval() time.Duration {
+	return min(m.cfg.HeartbeatInterval, 2*time.Second)
+}
+
+func (m *Manager) destroyLoop(ctx context.Context) {
+	t := time.NewTicker(m.destroyInterval())
+	defer t.Stop()
+	for {
+		m.DestroyOwed(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// DestroyOwed retries the machine destroys recorded in the store (by any
+// replica), forgetting each one that is done or whose machine is gone.
+func (m *Manager) DestroyOwed(ctx context.Context) {
+	owed, err := m.store.PendingDestroys(ctx, 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("list destroys owed", "error", err)
+		}
+		return
+	}
+	for _, p := range owed {
+		if ctx.Err() != nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := m.fly.DestroyMachine(dctx, p.App, p.MachineID, true, "")
+		cancel()
+		if err == nil || errors.Is(err, fly.ErrNotFound) {
+			if err := m.store.DestroyDone(ctx, p.App, p.MachineID); err != nil {
+				m.log.Warn("forget a destroy done", "machine", p.MachineID, "error", err)
+				continue
 			}
-		}()
-	default:
-		m.log.Warn("destroy machine", "machine", id, "error", err)
+			m.log.Info("destroyed machine owed", "machine", p.MachineID, "reason", p.Reason, "since", p.Since, "attempts", p.Attempts)
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err := m.store.RecordDestroy(ctx, p.App, p.MachineID, p.Reason, err.Error(), time.Now()); err != nil {
+			m.log.Warn("note a destroy attempt", "machine", p.MachineID, "error", err)
+		}
 	}
 }
 

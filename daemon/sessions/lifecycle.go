@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/fly"
+	"github.com/hangarhq/hangar/internal/pool"
 )
 
 var liveStates = []store.SessionState{store.StatePending, store.StateClaiming, store.StateStarting, store.StateReady, store.StateEnding}
@@ -144,15 +146,22 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 		return
 	}
 	mach, err := m.fly.GetMachine(ctx, s.AppName, s.MachineID)
+	if err == nil && mach.State == fly.StateStopping {
+		// Fly is stopping it (a migration, say): the agent is pushing its
+		// last checkpoint; destroying the machine now would cut that off.
+		// The next sweep sees where it went.
+		return
+	}
 	if errors.Is(err, fly.ErrNotFound) || (err == nil && mach.State != fly.StateStarted && mach.State != fly.StateStarting) {
 		state := "gone"
 		if err == nil {
 			state = mach.State
 		}
-		reason := fmt.Sprintf("the session's machine %s is %s", s.MachineID, state)
+		reason := fmt.Sprintf("the session's machine %s is %s%s", s.MachineID, state, pushedOnStop(s))
 		if err == nil && oomKilled(mach) {
 			// Fly reports the kernel's OOM kill in the exit event: say so,
-			// since the cure (a bigger guest) is the tenant's to choose.
+			// since the cure (a bigger guest) is the tenant's to choose. No
+			// checkpoint claim: a SIGKILL gives the agent no chance to push.
 			mem := 0
 			if mach.Config != nil && mach.Config.Guest != nil {
 				mem = mach.Config.Guest.MemoryMB
@@ -166,11 +175,24 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 		m.log.Debug("sweep: get machine", "session", s.ID, "error", err)
 		return
 	}
+	if mach.HostUnreachable() {
+		// Not lost: Fly cannot reach the host now; the session goes on
+		// once it is back (or its TTL ends it).
+		m.log.Warn("session's machine is on an unreachable host", "session", s.ID, "machine", mach.ID, "host_status", mach.HostStatus)
+		return
+	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	st, err := m.agentClient(ctx, s, mach).Status(sctx, s.ID)
 	cancel()
 	if err != nil {
 		m.log.Debug("sweep: agent status", "session", s.ID, "error", err)
+		return
+	}
+	if st.State == agentapi.StateIdle {
+		// A fresh agent on the session's machine: Fly stopped and started it
+		// again (a host migration, or a host reboot), which ends the session.
+		m.failFrom(ctx, s, []store.SessionState{store.StateReady}, nil, "", fmt.Sprintf(
+			"the session's machine %s was restarted by Fly (a host migration?), which ends the session%s", s.MachineID, pushedOnStop(s)))
 		return
 	}
 	if st.State == agentapi.StateExited || st.State == agentapi.StateFinished {
@@ -211,8 +233,14 @@ func (m *Manager) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
-		if err := m.store.Heartbeat(ctx, m.cfg.DaemonID, time.Now()); err != nil && ctx.Err() == nil {
-			m.log.Warn("heartbeat", "error", err)
+		err := m.store.Heartbeat(ctx, m.cfg.DaemonID, time.Now())
+		if ctx.Err() == nil {
+			// A failing heartbeat means the store cannot be written: this
+			// replica cannot take work, and readiness says so.
+			m.cfg.Health.Observe(health.CheckStoreWrite, err)
+			if err != nil {
+				m.log.Warn("heartbeat", "error", err)
+			}
 		}
 		m.TakeOver(ctx)
 		select {
@@ -286,6 +314,64 @@ func (m *Manager) CountByState(ctx context.Context) (map[string]int, error) {
 		out[string(s.State)]++
 	}
 	return out, nil
+}
+
+// SettleOwnClaims fails the claims a previous process of this replica (the
+// same DaemonID) left before they were ready: their credentials died with
+// it, so they can never finish. Their machines are destroyed, now or, while
+// the dead claim's short Fly lease still holds them, by the destroy loop. A
+// clone made just before the crash may not be recorded on its session yet:
+// it is found by its metadata. Ready and ending sessions need nothing: this
+// replica's sweep goes on with them.
+func (m *Manager) SettleOwnClaims(ctx context.Context) {
+	ss, err := m.store.ListSessions(ctx, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending, store.StateClaiming, store.StateStarting}})
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("list claims left by this replica's previous process", "error", err)
+		}
+		return
+	}
+	for _, s := range ss {
+		m.mu.Lock()
+		mine := m.inflight[s.ID] || m.creds[s.ID] != nil
+		m.mu.Unlock()
+		if mine {
+			continue // this process's own (Run called late); not a leftover
+		}
+		m.log.Info("settling a claim left by this replica's previous process", "session", s.ID, "state", s.State, "machine", s.MachineID)
+		m.destroySessionMachines(ctx, s)
+		m.failFrom(ctx, s, []store.SessionState{store.StatePending, store.StateClaiming, store.StateStarting}, nil, "",
+			fmt.Sprintf("the daemon replica %s that accepted this session restarted before the session was ready; its credentials were held only in the process that died; create a new session", m.cfg.DaemonID))
+	}
+}
+
+// destroySessionMachines destroys the machines made for a claim that never
+// recorded one: a clone created just before a crash carries the session in
+// its metadata only.
+func (m *Manager) destroySessionMachines(ctx context.Context, s *store.Session) {
+	if s.MachineID != "" || s.AppName == "" {
+		return
+	}
+	ms, err := m.fly.ListMachines(ctx, s.AppName, fly.ListMachinesOptions{Metadata: map[string]string{pool.KeySession: s.ID}})
+	if err != nil {
+		m.log.Warn("look for the machines of a claim left behind; the reaper's grace is left", "session", s.ID, "error", err)
+		return
+	}
+	for i := range ms {
+		if ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
+			m.destroy(s.AppName, ms[i].ID, "")
+		}
+	}
+}
+
+// pushedOnStop tells where the agent put the work when Fly stopped the
+// machine: on a stop signal it pushes a last checkpoint (within the
+// stop_config timeout clones get) before it exits.
+func pushedOnStop(s *store.Session) string {
+	if s.Repo == "" {
+		return ""
+	}
+	return "; work in progress was pushed to refs/hangar/checkpoints/" + s.ID + " when the machine was stopped"
 }
 
 // oomKilled reports whether the machine's last exit was an OOM kill (its

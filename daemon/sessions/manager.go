@@ -21,6 +21,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/hangarhq/hangar/daemon/agents"
+	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
 	"github.com/hangarhq/hangar/daemon/pools"
 	"github.com/hangarhq/hangar/daemon/store"
@@ -60,11 +61,14 @@ type Fly interface {
 	ReleaseLease(ctx context.Context, app, id, nonce string) error
 	UpdateMetadata(ctx context.Context, app, id string, req fly.UpdateMetadataRequest, nonce string) error
 	SignalMachine(ctx context.Context, app, id, signal, nonce string) error
+	RefreshLease(ctx context.Context, app, id, nonce string, ttl time.Duration) (*fly.Lease, error)
 }
 
 // Config wires a Manager.
 type Config struct {
-	// DaemonID identifies this replica in the store (a fresh one per process).
+	// DaemonID identifies this replica in the store. It may be stable
+	// across restarts (service resolves it): then Run first settles the
+	// claims the previous process left unfinished.
 	DaemonID string
 	Store    store.Store
 	Fly      Fly
@@ -93,6 +97,9 @@ type Config struct {
 	// Agents reaches agents: through their tunnels, or dialled for pools
 	// without daemon_url (default: dialled only).
 	Agents *agents.Router
+	// Health, if set, gets the outcome of every heartbeat (a store write),
+	// for readiness.
+	Health *health.Tracker
 }
 
 // Manager runs sessions. Create it with New, start its loops with Run.
@@ -107,12 +114,16 @@ type Manager struct {
 	inflight map[string]bool         // claims being worked on here
 	waiting  map[string]bool         // pool/tenant-image lines whose last claim found no capacity
 	ending   map[string]bool         // ends being worked on here
-	kick     chan struct{}
-	cloneMu  map[string]*sync.Mutex
-	work     sync.WaitGroup
-	workCtx  context.Context
-	stopWork context.CancelFunc
-	sem      chan struct{}
+	// lostCreate marks claims whose clone create failed ambiguously: Fly
+	// may have made the machine and lost the answer.
+	lostCreate map[string]bool
+	kick       chan struct{}
+	cloneMu    map[string]*sync.Mutex
+	work       sync.WaitGroup
+	workCtx    context.Context
+	stopWork   context.CancelFunc
+	sem        chan struct{}
+	standbys   *standbyViews // per-pool views of claimable standbys
 }
 
 // New makes a Manager.
@@ -147,8 +158,8 @@ func New(cfg Config) *Manager {
 	workCtx, stop := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
-		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{},
-		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{},
+		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{},
+		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
 }
@@ -176,15 +187,18 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSe
 	if err := ValidateRequest(req, m.cfg.AllowFileRepos); err != nil {
 		return nil, err
 	}
+	// A pool the tenant may not use is answered exactly like one that does
+	// not exist, and before the pool is looked up (no timing difference
+	// either): a tenant must not learn which pools exist.
+	if !Granted(t, req.Pool) {
+		return nil, noPool(req.Pool)
+	}
 	p, err := m.cfg.Pools.Get(ctx, req.Pool)
 	if errors.Is(err, pools.ErrNotFound) {
-		return nil, invalid("pool", "no pool named %q", req.Pool)
+		return nil, noPool(req.Pool)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up pool %s: %w", req.Pool, err)
-	}
-	if !Granted(t, req.Pool) {
-		return nil, invalid("pool", "pool %q is not granted to tenant %q", req.Pool, t.Name)
 	}
 	tmpl := p.Template(req.TenantImage)
 	if tmpl == nil {
@@ -255,6 +269,10 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSe
 	return s, nil
 }
 
+// noPool is the one answer for a pool that does not exist or is not the
+// tenant's.
+func noPool(name string) *InvalidError { return invalid("pool", "no pool named %q", name) }
+
 // Granted reports whether tenant t may use pool (a "*" grant means every pool).
 func Granted(t *store.Tenant, pool string) bool {
 	for _, p := range t.Pools {
@@ -284,6 +302,7 @@ func (m *Manager) takeCreds(id string) (*Credentials, bool) {
 func (m *Manager) dropCreds(id string) {
 	m.mu.Lock()
 	delete(m.creds, id)
+	delete(m.lostCreate, id) // the claim is over: nothing left to adopt
 	m.mu.Unlock()
 }
 

@@ -56,3 +56,23 @@ func asStore(s *sqliteStore, err error) (Store, error) {
 	}
 	return s, nil
 }
+
+// SQLitePath returns the file of a SQLite DSN (in any form Open accepts),
+// and false for any other DSN.
+func SQLitePath(dsn string) (string, bool) {
+	var rest string
+	switch {
+	case hasPrefixFold(dsn, "postgres://"), hasPrefixFold(dsn, "postgresql://"):
+		return "", false
+	case hasPrefixFold(dsn, "sqlite://"):
+		rest = dsn[len("sqlite://"):]
+	case hasPrefixFold(dsn, "file:"):
+		rest = dsn[len("file:"):]
+	case strings.HasSuffix(dsn, ".db"):
+		rest = dsn
+	default:
+		return "", false
+	}
+	path, _, _ := strings.Cut(rest, "?")
+	return path, path != ""
+}

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,6 +22,8 @@ type pgStore struct {
 	sqlCommon
 	pool   *pgxpool.Pool
 	schema string // current_schema() of the store's connections
+
+	rateCalls atomic.Int64 // ReserveRate calls, to sweep idle buckets now and then
 
 	mu      sync.Mutex // guards leaders, idle and closed
 	leaders map[string]*pgLeader

@@ -87,15 +87,24 @@ func (c *sqlCommon) SetTenantKey(ctx context.Context, id string, hash []byte) er
 	if len(hash) == 0 {
 		return fmt.Errorf("set key of tenant %s: empty hash", id)
 	}
-	n, err := c.exec(ctx, `UPDATE tenants SET key_hash = `+c.d.ph(1)+` WHERE id = `+c.d.ph(2), hash, id)
+	err := c.inTx(ctx, func(tx txOps) error {
+		n, err := tx.exec(ctx, `UPDATE tenants SET key_hash = `+c.d.ph(1)+` WHERE id = `+c.d.ph(2), hash, id)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		// A key is rotated because it may have leaked: a ticket it minted
+		// (a share link lives up to 24 h) must die with it.
+		_, err = tx.exec(ctx, `DELETE FROM tickets WHERE tenant_id = `+c.d.ph(1), id)
+		return err
+	})
 	if c.isUnique(err) {
 		return fmt.Errorf("set key of tenant %s: key taken: %w", id, ErrConflict)
 	}
 	if err != nil {
 		return fmt.Errorf("set key of tenant %s: %w", id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("set key of tenant %s: %w", id, ErrNotFound)
 	}
 	return nil
 }
@@ -365,4 +374,70 @@ func (c *sqlCommon) UseToken(ctx context.Context, key string, until, now time.Ti
 		return false, fmt.Errorf("use token: %w", err)
 	}
 	return n == 1, nil
+}
+
+// Machine destroys owed.
+
+func (c *sqlCommon) RecordDestroy(ctx context.Context, app, machineID, reason, lastErr string, at time.Time) error {
+	if app == "" || machineID == "" {
+		return fmt.Errorf("record destroy: empty app or machine id")
+	}
+	_, err := c.exec(ctx, `INSERT INTO machine_destroys (app, machine_id, reason, since, attempts, last_error)
+		VALUES (`+c.d.placeholders(1, 4)+`, 1, `+c.d.ph(5)+`)
+		ON CONFLICT (app, machine_id) DO UPDATE SET attempts = machine_destroys.attempts + 1,
+			last_error = CASE WHEN excluded.last_error = '' THEN machine_destroys.last_error ELSE excluded.last_error END`,
+		app, machineID, reason, c.d.time(at), lastErr)
+	if err != nil {
+		return fmt.Errorf("record destroy of machine %s: %w", machineID, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) PendingDestroys(ctx context.Context, limit int) ([]*PendingDestroy, error) {
+	q := `SELECT app, machine_id, reason, since, attempts, last_error FROM machine_destroys ORDER BY since, app, machine_id`
+	if limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", limit)
+	}
+	out, err := queryAll(ctx, c, func(row scanner) (*PendingDestroy, error) {
+		var p PendingDestroy
+		err := row.Scan(&p.App, &p.MachineID, &p.Reason, &timeCol{&p.Since}, &p.Attempts, &p.LastError)
+		return &p, err
+	}, q)
+	if err != nil {
+		return nil, fmt.Errorf("pending destroys: %w", err)
+	}
+	return out, nil
+}
+
+func (c *sqlCommon) DestroyDone(ctx context.Context, app, machineID string) error {
+	if _, err := c.exec(ctx, `DELETE FROM machine_destroys WHERE app = `+c.d.ph(1)+` AND machine_id = `+c.d.ph(2), app, machineID); err != nil {
+		return fmt.Errorf("forget destroy of machine %s: %w", machineID, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) SaveSnapshot(ctx context.Context, key string, data []byte, readAt time.Time) error {
+	if key == "" {
+		return fmt.Errorf("save snapshot: empty key")
+	}
+	_, err := c.exec(ctx, `INSERT INTO fly_snapshots (name, data, read_at) VALUES (`+c.d.placeholders(1, 3)+`)
+		ON CONFLICT (name) DO UPDATE SET data = excluded.data, read_at = excluded.read_at
+		WHERE fly_snapshots.read_at < excluded.read_at`, key, data, c.d.time(readAt))
+	if err != nil {
+		return fmt.Errorf("save snapshot %s: %w", key, err)
+	}
+	return nil
+}
+
+func (c *sqlCommon) LoadSnapshot(ctx context.Context, key string) ([]byte, time.Time, error) {
+	var data []byte
+	var at time.Time
+	err := c.queryRow(ctx, `SELECT data, read_at FROM fly_snapshots WHERE name = `+c.d.ph(1), key).Scan(&data, &timeCol{&at})
+	if isNoRows(err) {
+		return nil, time.Time{}, fmt.Errorf("snapshot %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("snapshot %s: %w", key, err)
+	}
+	return data, at, nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,6 +33,7 @@ const busyTimeout = 10 * time.Second
 type sqliteStore struct {
 	sqlCommon
 	w, r *sql.DB
+	rate localRate
 
 	closeOnce sync.Once
 	closeErr  error
@@ -78,6 +80,12 @@ func openSQLite(ctx context.Context, path, userQuery string) (*sqliteStore, erro
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	// SQLite opens a file it cannot write read-only without a word, and
+	// then every write of the process fails. Fail here instead, loudly.
+	if err := s.probeWrite(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite %s: the store is not writable (check the file's and its directory's permissions and free space): %w", path, err)
 	}
 	// Readers open after the writer has switched the file to WAL.
 	r, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
@@ -215,8 +223,33 @@ func (s *sqliteStore) execTx(ctx context.Context, q string, args ...any) (int64,
 	return n, err
 }
 
+// tx1 runs fn in one IMMEDIATE transaction. A writer connection that
+// fails in a way that sticks to the connection (read-only, I/O error, file
+// gone) is discarded, so the next transaction opens a fresh one: a store
+// whose disk filled up or whose file was briefly unwritable recovers
+// without a restart. tx1 then tries once more on the fresh connection.
 func (s *sqliteStore) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+	err := s.txOnConn(ctx, fn)
+	if isSQLiteSticky(err) && ctx.Err() == nil {
+		err = s.txOnConn(ctx, fn)
+	}
+	return err
+}
+
+func (s *sqliteStore) txOnConn(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("writer connection: %w", err)
+	}
+	defer func() {
+		if isSQLiteSticky(err) {
+			// driver.ErrBadConn from Raw makes database/sql close the
+			// connection instead of returning it to the pool.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -230,6 +263,21 @@ func (s *sqliteStore) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	return nil
 }
 
+// probeWrite writes the database header (the user version, unchanged), the
+// smallest write that fails on a read-only file.
+func (s *sqliteStore) probeWrite(ctx context.Context) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var v int64
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return fmt.Errorf("read user_version: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
+			return fmt.Errorf("write user_version: %w", err)
+		}
+		return nil
+	})
+}
+
 func sqliteCode(err error) (int, bool) {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -241,6 +289,21 @@ func sqliteCode(err error) (int, bool) {
 func isSQLiteBusy(err error) bool {
 	code, ok := sqliteCode(err)
 	return ok && (code&0xff == sqlite3.SQLITE_BUSY || code&0xff == sqlite3.SQLITE_LOCKED)
+}
+
+// isSQLiteSticky reports errors that may stay with a connection until it
+// is reopened: SQLite keeps a connection that fell back to read-only that
+// way, and I/O errors can leave its file handles unusable.
+func isSQLiteSticky(err error) bool {
+	code, ok := sqliteCode(err)
+	if !ok {
+		return false
+	}
+	switch code & 0xff {
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_FULL:
+		return true
+	}
+	return false
 }
 
 func isSQLiteUnique(err error) bool {

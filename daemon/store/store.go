@@ -127,6 +127,11 @@ type Store interface {
 	// DeleteTenant removes a tenant and its tickets; its sessions stay as
 	// history. ErrNotFound if there is no such tenant.
 	DeleteTenant(ctx context.Context, id string) error
+	// SetTenantKey replaces a tenant's key hash and, in the same
+	// transaction, revokes every ticket the tenant holds: rotating a key
+	// that may have leaked must also kill the share links it minted.
+	// ErrNotFound if there is no such tenant; ErrConflict if another tenant
+	// has that hash.
 	SetTenantKey(ctx context.Context, id string, hash []byte) error
 
 	// Sessions.
@@ -190,5 +195,39 @@ type Store interface {
 	// harmless); Close gives up every lock the store holds.
 	TryLeader(ctx context.Context, name string) (ok bool, release func(), err error)
 
+	// Machine destroys still owed (a destroy that failed, typically
+	// because a Fly lease still held the machine). Any replica may carry
+	// them out; they outlive the replica that recorded them.
+	// RecordDestroy notes that app's machineID must be destroyed, for
+	// reason; recording it again keeps the first reason and time, counts an
+	// attempt and keeps lastErr ("" leaves the last error as is).
+	RecordDestroy(ctx context.Context, app, machineID, reason, lastErr string, at time.Time) error
+	// PendingDestroys lists the destroys still owed, oldest first, at most limit (0: all).
+	PendingDestroys(ctx context.Context, limit int) ([]*PendingDestroy, error)
+	// DestroyDone forgets a destroy (done, or the machine is gone); an
+	// unknown one is not an error.
+	DestroyDone(ctx context.Context, app, machineID string) error
+	// ReserveRate takes one request's turn from the rate bucket key, which
+	// allows one request per interval with bursts of burst, and returns how
+	// long the caller must wait before sending it. With Postgres the bucket
+	// is shared by every replica (on the database's clock); with SQLite it
+	// lives in the process. It keeps all replicas within Fly's rate limits
+	// together (see fly.Pacer).
+	ReserveRate(ctx context.Context, key string, interval time.Duration, burst int) (time.Duration, error)
+	// SaveSnapshot records data read from Fly at readAt under key, unless a
+	// newer snapshot is there; LoadSnapshot returns it (ErrNotFound if none).
+	// Replicas share reads of Fly through them (the pools cache).
+	SaveSnapshot(ctx context.Context, key string, data []byte, readAt time.Time) error
+	LoadSnapshot(ctx context.Context, key string) (data []byte, readAt time.Time, err error)
+
 	Close() error
+}
+
+// PendingDestroy is a machine that must be destroyed and was not yet.
+type PendingDestroy struct {
+	App, MachineID string
+	Reason         string
+	Since          time.Time
+	Attempts       int
+	LastError      string
 }

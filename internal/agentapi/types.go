@@ -264,10 +264,11 @@ type StatusResponse struct {
 	Checkpoint  *CheckpointStatus `json:"checkpoint,omitempty"`
 }
 
-// HealthResponse answers GET /v1/health (no authentication).
+// HealthResponse answers GET /v1/health. Without a valid token only OK is
+// set: state and version are for the broker's eyes.
 type HealthResponse struct {
 	OK      bool   `json:"ok"`
-	State   string `json:"state"`
+	State   string `json:"state,omitempty"`
 	Version string `json:"version,omitempty"`
 }
 

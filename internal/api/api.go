@@ -187,6 +187,9 @@ type StandbyCounts struct {
 	Stale int `json:"stale"`
 	// Sessions is the number of machines running a session.
 	Sessions int `json:"sessions"`
+	// Unreachable counts standby and session machines whose host Fly
+	// cannot reach right now.
+	Unreachable int `json:"unreachable,omitempty"`
 }
 
 // TenantImage is a tenant's own image inside a pool.

@@ -79,6 +79,15 @@ func (t *terminal) status(msg string) {
 }
 
 // note prints a line of its own.
+// gapNotice is the one line shown when output was skipped.
+func gapNotice(g wire.Gap) string {
+	n := g.Oldest - g.Requested
+	if n < 0 {
+		n = 0
+	}
+	return fmt.Sprintf("output skipped: %d bytes were dropped before this client could show them (offsets %d to %d)", n, g.Requested, g.Oldest)
+}
+
 func (t *terminal) note(msg string) {
 	t.clearStatus()
 	fmt.Fprintf(t.errw, "[hangar] %s\r\n", msg)
@@ -168,6 +177,11 @@ func attachTerminal(ctx context.Context, e *env, c *client.Client, id, mode stri
 				t.note(fmt.Sprintf("connection lost (%v); reconnecting… (~. to detach)", err))
 			}
 			lost = true
+		},
+		// A gap means output this client never saw was evicted from the
+		// agent's ring: say so, or the user cannot tell the screen skipped.
+		OnGap: func(g wire.Gap) {
+			t.note(gapNotice(g))
 		},
 		OnError: func(we wire.Error) {
 			if we.Code == wire.ErrCodeCredentialsRejected {

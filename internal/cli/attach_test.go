@@ -151,3 +151,43 @@ func TestAttachEndedSession(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachGapNotice: when the daemon reports that output was skipped (a
+// gap), attach tells the user how many bytes on stderr, once, and the output
+// after it still arrives.
+func TestAttachGapNotice(t *testing.T) {
+	ready := `{"id":"s1","state":"ready","mode":"pty"}`
+	ended := `{"id":"s1","state":"ended","mode":"pty","reason":"process exited"}`
+	_, env := serveFake(t, &fakeAPI{
+		answers: map[string]answer{"GET /v1/sessions/s1": {seq: []string{ready, ended}}},
+		attach: func(w http.ResponseWriter, r *http.Request) {
+			c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolPTY}})
+			if err != nil {
+				t.Errorf("accept: %v", err)
+				return
+			}
+			defer c.CloseNow()
+			ctx := r.Context()
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+			out := []byte("after\r\n")
+			_ = c.Write(ctx, websocket.MessageText, wire.MustEncode(&wire.Attached{Session: "s1", Role: wire.RoleWriter, From: 0, Head: 5000 + int64(len(out)), Cols: 80, Rows: 24}))
+			_ = c.Write(ctx, websocket.MessageText, wire.MustEncode(&wire.Gap{Requested: 0, Oldest: 5000}))
+			_ = c.Write(ctx, websocket.MessageBinary, out)
+			_ = c.Write(ctx, websocket.MessageText, wire.MustEncode(&wire.Replayed{At: 5000 + int64(len(out))}))
+			_ = c.Write(ctx, websocket.MessageText, wire.MustEncode(&wire.Exit{Code: 0, At: 5000 + int64(len(out))}))
+			c.Close(websocket.StatusNormalClosure, "")
+		},
+	})
+	r := runCLI(t, env, "attach", "s1")
+	if r.code != 0 {
+		t.Errorf("exit %d (stderr %q)", r.code, r.stderr)
+	}
+	if r.stdout != "after\r\n" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	if want := "[hangar] output skipped: 5000 bytes"; strings.Count(r.stderr, want) != 1 {
+		t.Errorf("stderr %q should say %q once", r.stderr, want)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/hangarhq/hangar/internal/client"
+	"github.com/hangarhq/hangar/internal/validate"
 )
 
 const sessionsUsage = `usage: hangar sessions <command>
@@ -89,6 +90,12 @@ func sessionsCreate(ctx context.Context, e *env, args []string) error {
 		req.Env = envs
 	}
 	req.Command = tail
+	// The daemon's own rules (package validate), checked here so that a
+	// refused URL, and a token in one, never leaves this machine. file://
+	// is the daemon's call (hangard dev allows it).
+	if err := validateCreate(&req); err != nil {
+		return usagef("sessions create: %v", err)
+	}
 	creds := &client.Credentials{GitToken: e.io.getenv("HANGAR_GIT_TOKEN")}
 	if !noCreds {
 		if k := e.io.getenv("ANTHROPIC_API_KEY"); k != "" {
@@ -306,6 +313,30 @@ func sessionsEnd(ctx context.Context, e *env, args []string) error {
 	}
 	if _, failed := pushSummary(s.Push); failed {
 		return errors.New("the session ended but its work was not pushed: " + s.Push.Message)
+	}
+	return nil
+}
+
+// validateCreate applies package validate to the fields the daemon checks
+// the same way.
+func validateCreate(req *client.CreateSessionRequest) error {
+	if req.Repo != "" {
+		if err := validate.RepoURL(req.Repo, validate.RepoPolicy{AllowFile: true}); err != nil {
+			return fmt.Errorf("--repo: %w", err)
+		}
+	}
+	for flag, b := range map[string]string{"--branch": req.Branch, "--session-branch": req.SessionBranch} {
+		if b != "" {
+			if err := validate.Branch(b); err != nil {
+				return fmt.Errorf("%s: %w", flag, err)
+			}
+		}
+	}
+	if err := validate.Env(req.Env); err != nil {
+		return fmt.Errorf("--env: %w", err)
+	}
+	if err := validate.Command(req.Command); err != nil {
+		return fmt.Errorf("command: %w", err)
 	}
 	return nil
 }

@@ -22,9 +22,11 @@ func (c *Client) CreateApp(ctx context.Context, req CreateAppRequest) (*App, err
 	var out App
 	var lastErr error
 	for round := 1; round <= c.maxAttempts; round++ {
-		r := &request{action: "app_create", method: http.MethodPost, path: "/apps", body: req, out: &out, policy: unsentOnly}
+		// wait=true: Fly answers once the app is usable, as fly-go asks.
+		r := &request{action: "app_create", method: http.MethodPost, path: "/apps", query: url.Values{"wait": {"true"}}, body: req, out: &out, policy: unsentOnly}
 		err := c.do(ctx, r)
 		if err == nil {
+			c.markCreated(req.Name, "")
 			if out.Name == "" {
 				out.Name = req.Name
 			}

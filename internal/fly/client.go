@@ -1,16 +1,23 @@
 // Package fly is hangar's typed client for the Fly Machines REST API
 // (apps, machines, leases, metadata, events, secrets).
 //
+// Pacing: by default every request first waits for its turn under Fly's
+// published rate limits (LimitKey; Options.Pacer shares one budget between
+// processes), so that bursts queue here instead of drawing 429s.
+//
 // Retries: every call is retried with exponential backoff and jitter on 429
-// (honouring Retry-After, in seconds or as an HTTP date), on 500/502/503/504
-// and on connection errors, up to Options.MaxAttempts attempts. A request
+// (honouring Retry-After when there is one; Fly does not promise it), on
+// 408, on 500/502/503/504 and on connection errors, up to
+// Options.MaxAttempts attempts; a 404 from reading an app or machine this
+// client created less than Options.NotFoundGrace ago is retried too (Fly is
+// eventually consistent), and apps are created with wait=true. A request
 // that may already have reached Fly is re-sent only when re-sending cannot do
 // harm: GET, PUT, DELETE and the state-converging POSTs (start, stop,
 // suspend, lease refresh, metadata and secret writes). Non-idempotent POSTs
 // (create app, create machine, update machine, lease acquire, signal,
 // restart) are re-sent only when the request certainly did not reach the
 // server (it was never written to the connection) or on 429, which Fly
-// returns before acting. After an ambiguous failure CreateApp looks the app
+// returns before acting; a 408 is as ambiguous as a 5xx. After an ambiguous failure CreateApp looks the app
 // up by its (globally unique) name before re-sending, and CreateMachine does
 // the same by machine name when the request names the machine; otherwise
 // the ambiguous error is returned to the caller.
@@ -32,6 +39,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +61,9 @@ const (
 	DefaultMinBackoff    = 200 * time.Millisecond
 	DefaultMaxBackoff    = 5 * time.Second
 	DefaultMaxRetryAfter = 60 * time.Second
+	// DefaultNotFoundGrace: fly-go retries a 404 on list for about 5 s after
+	// creating an app.
+	DefaultNotFoundGrace = 5 * time.Second
 	// MaxWaitPerCall is the longest server-side wait Fly accepts per call.
 	MaxWaitPerCall = 60 * time.Second
 )
@@ -92,11 +103,20 @@ type Options struct {
 	// the daemon count calls by outcome without this package knowing about
 	// metrics. It must be safe for concurrent use.
 	OnResponse func(method, action string, status int, err error)
-	// Pace, if set, keeps the client under Fly's published rate limits (per
-	// action and machine or app: 1 request/s with bursts of 3; 5/s with
-	// bursts of 10 for getting a machine) by delaying requests client-side,
-	// so that bursts of work queue up locally instead of drawing 429s.
-	Pace bool
+	// Pacer hands out Fly's rate budget (see LimitKey): every request waits
+	// for its token before it is sent, so that bursts of work queue up
+	// locally instead of drawing 429s, which Fly answers without saying when
+	// to come back. Nil: a LocalPacer of this client's own. Share one Pacer
+	// between every client (and process) acting on one organisation.
+	Pacer Pacer
+	// NoPace turns pacing off (tests of the retry path only).
+	NoPace bool
+	// NotFoundGrace is how long after this client created an app or a
+	// machine a 404 from reading it (get, list, wait, metadata) is taken for
+	// Fly's eventual consistency and retried, as fly-go does for lists after
+	// an app create and flyctl for waits after a machine create. Zero means
+	// DefaultNotFoundGrace; negative turns it off.
+	NotFoundGrace time.Duration
 }
 
 // Client talks to the Fly Machines API. It is safe for concurrent use.
@@ -113,8 +133,12 @@ type Client struct {
 	onResponse    func(method, action string, status int, err error)
 	// pause sleeps between attempts; tests replace it to observe backoffs.
 	pause func(ctx context.Context, d time.Duration) error
-	pacer *pacer           // nil unless Options.Pace
-	now   func() time.Time // the pacer's clock; tests replace it
+	pacer Pacer // nil when Options.NoPace
+
+	notFoundGrace   time.Duration
+	noBatchMetadata atomic.Bool // the batch metadata endpoint answered 404/405
+	createdMu       sync.Mutex
+	created         map[string]time.Time // "app" or "app/machine" -> when this client created it
 }
 
 // New returns a client for opts. It fails only on an unusable BaseURL.
@@ -146,10 +170,15 @@ func New(opts Options) (*Client, error) {
 		maxBackoff:    opts.MaxBackoff,
 		maxRetryAfter: opts.MaxRetryAfter,
 		onResponse:    opts.OnResponse,
-		now:           time.Now,
+		pacer:         opts.Pacer,
+		notFoundGrace: opts.NotFoundGrace,
+		created:       map[string]time.Time{},
 	}
-	if opts.Pace {
-		c.pacer = newPacer()
+	if c.notFoundGrace == 0 {
+		c.notFoundGrace = DefaultNotFoundGrace
+	}
+	if c.pacer == nil && !opts.NoPace {
+		c.pacer = NewLocalPacer()
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{}
@@ -304,9 +333,21 @@ func (c *Client) do(ctx context.Context, r *request) error {
 			return nil
 		}
 		apiErr := parseError(r.method, r.path, status, header, respBody)
-		retry := false
+		retry, fresh := false, false
 		wait := c.backoff(attempt)
 		switch {
+		case status == http.StatusNotFound && r.method == http.MethodGet && c.justCreated(r.path):
+			// Fly is eventually consistent: what was just created may not be
+			// readable everywhere yet. Bounded by NotFoundGrace, not attempts.
+			retry, fresh = true, true
+			c.log.Debug("fly api 404 right after create; retrying", "action", r.action, "path", r.path)
+		case status == http.StatusRequestTimeout && r.action != "machine_wait":
+			// flyctl treats a 408 from any endpoint as transient. Like a 5xx
+			// it may come after Fly acted, so only idempotent calls are
+			// re-sent. (A wait's 408 is its long-poll ending: WaitMachine
+			// loops on it within its own deadline.)
+			r.ambiguous = true
+			retry = r.policy == idempotent
 		case status == http.StatusTooManyRequests:
 			// Fly rate-limits before acting, so any request may be re-sent.
 			retry = true
@@ -324,7 +365,7 @@ func (c *Client) do(ctx context.Context, r *request) error {
 				wait = apiErr.RetryAfter
 			}
 		}
-		if !retry || attempt >= c.maxAttempts {
+		if !retry || (attempt >= c.maxAttempts && !fresh) {
 			return apiErr
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
@@ -398,6 +439,50 @@ func (c *Client) once(ctx context.Context, r *request, target string, body []byt
 		return 0, nil, nil, wroteHeaders.Load() || status != 0, err
 	}
 	return status, header, respBody, true, nil
+}
+
+// markCreated records that this client just created app (machine "") or a
+// machine of it, for NotFoundGrace.
+func (c *Client) markCreated(app, machine string) {
+	if c.notFoundGrace <= 0 {
+		return
+	}
+	key := seg(app)
+	if machine != "" {
+		key += "/" + seg(machine)
+	}
+	now := time.Now()
+	c.createdMu.Lock()
+	defer c.createdMu.Unlock()
+	if len(c.created) >= 256 {
+		for k, t := range c.created {
+			if now.Sub(t) > c.notFoundGrace {
+				delete(c.created, k)
+			}
+		}
+	}
+	c.created[key] = now
+}
+
+// justCreated reports whether path reads an app or machine this client
+// created less than NotFoundGrace ago.
+func (c *Client) justCreated(path string) bool {
+	if c.notFoundGrace <= 0 {
+		return false
+	}
+	app, machine := requestTarget(path)
+	if app == "" {
+		return false
+	}
+	c.createdMu.Lock()
+	defer c.createdMu.Unlock()
+	t, ok := c.created[app]
+	if machine != "" {
+		if mt, mok := c.created[app+"/"+machine]; mok && (!ok || mt.After(t)) {
+			t, ok = mt, true
+		}
+	}
+	return ok && time.Since(t) < c.notFoundGrace
 }
 
 // permanentTransportError reports errors that another attempt cannot fix:

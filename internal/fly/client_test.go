@@ -409,6 +409,7 @@ func TestCreateNotResentOnAmbiguousFailure(t *testing.T) {
 	}{
 		{"503", func(w http.ResponseWriter) { flyErr(w, http.StatusServiceUnavailable, "oops", "") }},
 		{"500", func(w http.ResponseWriter) { flyErr(w, http.StatusInternalServerError, "oops", "") }},
+		{"408", func(w http.ResponseWriter) { flyErr(w, http.StatusRequestTimeout, "request timeout", "") }},
 		{"dropped", hangUp},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -856,9 +857,10 @@ func TestUntrustedCertificateNotRetried(t *testing.T) {
 
 func TestPace(t *testing.T) {
 	f := newFakeFly(t)
-	c := f.client(Options{Pace: true})
+	pacer := NewLocalPacer()
+	c := f.client(Options{Pacer: pacer})
 	clock := time.Unix(1_700_000_000, 0)
-	c.now = func() time.Time { return clock }
+	pacer.now = func() time.Time { return clock }
 	var waits []time.Duration
 	c.pause = func(ctx context.Context, d time.Duration) error { waits = append(waits, d); return nil }
 	ctx := context.Background()
@@ -892,5 +894,104 @@ func TestPace(t *testing.T) {
 	}
 	if len(waits) != 0 {
 		t.Fatalf("waits after refill %v", waits)
+	}
+}
+
+func TestRetry408Idempotent(t *testing.T) {
+	f := newFakeFly(t)
+	n := 0
+	f.handle("GET /v1/apps/a/machines/m1", func(w http.ResponseWriter, r *http.Request) {
+		if n++; n < 3 {
+			flyErr(w, http.StatusRequestTimeout, "request timeout", "")
+			return
+		}
+		writeJSON(w, 200, Machine{ID: "m1", State: StateStarted})
+	})
+	c := f.client(Options{})
+	if _, err := c.GetMachine(context.Background(), "a", "m1"); err != nil {
+		t.Fatalf("get after two 408s: %v", err)
+	}
+	if n != 3 {
+		t.Fatalf("%d attempts, want 3", n)
+	}
+}
+
+func TestNotFoundRightAfterCreateRetried(t *testing.T) {
+	f := newFakeFly(t)
+	lists := 0
+	f.handle("GET /v1/apps/fresh/machines", func(w http.ResponseWriter, r *http.Request) {
+		if lists++; lists < 3 {
+			flyErr(w, http.StatusNotFound, "app not found", "")
+			return
+		}
+		writeJSON(w, 200, []Machine{})
+	})
+	f.handle("GET /v1/apps/old/machines", func(w http.ResponseWriter, r *http.Request) {
+		flyErr(w, http.StatusNotFound, "app not found", "")
+	})
+	c := f.client(Options{})
+	ctx := context.Background()
+	if _, err := c.CreateApp(ctx, CreateAppRequest{Name: "fresh", OrgSlug: "personal"}); err != nil {
+		t.Fatal(err)
+	}
+	if q := f.last("POST", "/v1/apps").Query.Get("wait"); q != "true" {
+		t.Errorf("app create wait=%q, want true", q)
+	}
+	if _, err := c.ListMachines(ctx, "fresh", ListMachinesOptions{}); err != nil {
+		t.Fatalf("list right after create: %v", err)
+	}
+	// An app this client did not just create: a 404 is an answer.
+	if _, err := c.ListMachines(ctx, "old", ListMachinesOptions{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("list of an unknown app: %v", err)
+	}
+	if n := f.count("GET", "/v1/apps/old/machines"); n != 1 {
+		t.Errorf("unknown app listed %d times", n)
+	}
+}
+
+func TestUpdateMetadataFallsBackToKeys(t *testing.T) {
+	f := newFakeFly(t)
+	f.handle("PATCH /v1/apps/a/machines/m1/metadata", func(w http.ResponseWriter, r *http.Request) {
+		flyErr(w, http.StatusNotFound, "no such endpoint", "")
+	})
+	c := f.client(Options{})
+	ctx := context.Background()
+	v, empty := "session", ""
+	for range 2 {
+		must(t, c.UpdateMetadata(ctx, "a", "m1", UpdateMetadataRequest{Metadata: map[string]*string{"role": &v, "gone": &empty}}, "n1"))
+	}
+	if n := f.count("PATCH", "/v1/apps/a/machines/m1/metadata"); n != 1 {
+		t.Errorf("batch tried %d times; want once, then per key", n)
+	}
+	if n := f.count("POST", "/v1/apps/a/machines/m1/metadata/role"); n != 2 {
+		t.Errorf("per-key sets %d, want 2", n)
+	}
+	if n := f.count("DELETE", "/v1/apps/a/machines/m1/metadata/gone"); n != 2 {
+		t.Errorf("per-key deletes %d, want 2", n)
+	}
+	if h := f.last("POST", "/v1/apps/a/machines/m1/metadata/role").Header.Get(LeaseNonceHeader); h != "n1" {
+		t.Errorf("per-key write without the lease nonce (%q)", h)
+	}
+}
+
+func TestLimitKey(t *testing.T) {
+	for _, tc := range []struct {
+		action, app, machine, key string
+		l                         Limit
+	}{
+		{"machine_get", "a", "m", "machine_get/a/m", GetMachineLimit},
+		{"machine_list", "a", "", "machine_list/a", DefaultLimit},
+		{"machine_create", "a", "", "machine_create/a", DefaultLimit},
+		{"lease_refresh", "a", "m", "lease_acquire/a/m", DefaultLimit},
+		{"metadata_get_key", "a", "m", "metadata_get/a/m", DefaultLimit},
+		{"app_delete", "a", "", "app_delete", AppDeleteLimit},
+	} {
+		key, l := LimitKey(tc.action, tc.app, tc.machine)
+		if key != tc.key || l != tc.l {
+			t.Errorf("LimitKey(%s, %s, %s) = %s %v, want %s %v", tc.action, tc.app, tc.machine, key, l, tc.key, tc.l)
+		}
+	}
+	if app, m := requestTarget("/apps/a/machines/m/metadata/k"); app != "a" || m != "m" {
+		t.Errorf("requestTarget = %s %s", app, m)
 	}
 }

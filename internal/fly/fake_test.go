@@ -93,6 +93,10 @@ func (f *fakeFly) last(method, path string) seen {
 func (f *fakeFly) client(opts Options) *Client {
 	f.t.Helper()
 	opts.BaseURL = f.srv.URL
+	if opts.Pacer == nil {
+		// These tests count attempts and backoffs: pacing would add waits.
+		opts.NoPace = true
+	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Transport: flyspec.CheckingTransport(f.t, nil)}
 	}

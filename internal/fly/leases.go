@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"sort"
 	"time"
 )
 
@@ -157,6 +158,12 @@ func (c *Client) DeleteMetadata(ctx context.Context, app, id, key, nonce string)
 // UpdateMetadata sets and deletes several keys at once (PATCH); an empty
 // value (or nil, sent as null) deletes a key.
 // With req.MachineVersion a stale version fails with ErrPreconditionFailed.
+//
+// The batch endpoint is in Fly's OpenAPI document but neither fly-go nor
+// flyctl uses it: when it answers 404 or 405 the client falls back (for
+// this call and every later one) to one write per key, sets first, as they
+// do. The fallback checks MachineVersion against the machine first, which
+// is not atomic with the writes.
 func (c *Client) UpdateMetadata(ctx context.Context, app, id string, req UpdateMetadataRequest, nonce string) error {
 	if err := checkIDs("update metadata", app, id); err != nil {
 		return err
@@ -164,9 +171,60 @@ func (c *Client) UpdateMetadata(ctx context.Context, app, id string, req UpdateM
 	if req.Metadata == nil {
 		return errors.New("update metadata: metadata is required")
 	}
-	r := &request{action: "metadata_update", method: http.MethodPatch, path: machinePath(app, id) + "/metadata", body: req, nonce: nonce}
-	if err := c.do(ctx, r); err != nil {
-		return fmt.Errorf("update metadata of machine %s: %w", id, err)
+	if !c.noBatchMetadata.Load() {
+		r := &request{action: "metadata_update", method: http.MethodPatch, path: machinePath(app, id) + "/metadata", body: req, nonce: nonce}
+		err := c.do(ctx, r)
+		if err == nil {
+			return nil
+		}
+		st := StatusCode(err)
+		if st != http.StatusNotFound && st != http.StatusMethodNotAllowed {
+			return fmt.Errorf("update metadata of machine %s: %w", id, err)
+		}
+		if _, gerr := c.GetMetadata(ctx, app, id); gerr != nil {
+			// The machine itself is what is missing (or unreadable).
+			return fmt.Errorf("update metadata of machine %s: %w", id, err)
+		}
+		c.log.Info("fly batch metadata endpoint unavailable; writing keys one by one", "status", st)
+		c.noBatchMetadata.Store(true)
+	}
+	if req.MachineVersion != "" {
+		m, err := c.GetMachine(ctx, app, id)
+		if err != nil {
+			return fmt.Errorf("update metadata of machine %s: check version: %w", id, err)
+		}
+		if m.InstanceID != req.MachineVersion {
+			return fmt.Errorf("update metadata of machine %s: version %s is stale (now %s): %w", id, req.MachineVersion, m.InstanceID,
+				&Error{StatusCode: http.StatusPreconditionFailed, Method: http.MethodPatch, Path: machinePath(app, id) + "/metadata", Message: "machine version is stale"})
+		}
+	}
+	keys := make([]string, 0, len(req.Metadata))
+	for k := range req.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		di, dj := deletes(req.Metadata[keys[i]]), deletes(req.Metadata[keys[j]])
+		if di != dj {
+			return !di
+		}
+		return keys[i] < keys[j]
+	})
+	for _, k := range keys {
+		v := req.Metadata[k]
+		var err error
+		if deletes(v) {
+			err = c.DeleteMetadata(ctx, app, id, k, nonce)
+			if errors.Is(err, ErrNotFound) {
+				err = nil // the key was not there; the machine was (GetMetadata above)
+			}
+		} else {
+			err = c.SetMetadata(ctx, app, id, k, *v, nonce)
+		}
+		if err != nil {
+			return fmt.Errorf("update metadata of machine %s one key at a time: %w", id, err)
+		}
 	}
 	return nil
 }
+
+func deletes(v *string) bool { return v == nil || *v == "" }

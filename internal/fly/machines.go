@@ -48,6 +48,7 @@ func (c *Client) CreateMachine(ctx context.Context, app string, req CreateMachin
 		r := &request{action: "machine_create", method: http.MethodPost, path: machinesPath(app), body: req, out: &out, policy: unsentOnly}
 		err := c.do(ctx, r)
 		if err == nil {
+			c.markCreated(app, out.ID)
 			return &out, nil
 		}
 		lastErr = err

@@ -219,6 +219,32 @@ type Machine struct {
 	UpdatedAt        string         `json:"updated_at,omitempty"`
 }
 
+// Host statuses Fly reports on a machine.
+const (
+	HostStatusOK          = "ok"
+	HostStatusUnreachable = "unreachable"
+)
+
+// GetConfig returns the machine's config, else (its host being unreachable,
+// when Fly sends only what it still knows) its incomplete_config, as fly-go's
+// GetConfig does. Nil when neither is present.
+func (m *Machine) GetConfig() *MachineConfig {
+	if m == nil {
+		return nil
+	}
+	if m.Config != nil {
+		return m.Config
+	}
+	return m.IncompleteConfig
+}
+
+// HostUnreachable reports whether Fly says the machine's host is not
+// reachable (host_status other than "ok"); its config may then be incomplete
+// and operations on it fail until the host is back.
+func (m *Machine) HostUnreachable() bool {
+	return m != nil && m.HostStatus != "" && m.HostStatus != HostStatusOK
+}
+
 // ImageRef describes the image a machine runs.
 type ImageRef struct {
 	Registry   string            `json:"registry,omitempty"`

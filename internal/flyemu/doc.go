@@ -114,7 +114,7 @@
 // stop_config's, else SIGINT, to the group and SIGKILL after the timeout
 // (default 5 s) → stopped; suspend = SIGSTOP → suspended (refused above 2 GB
 // of memory, as on Fly); start of a suspended machine = SIGCONT (same
-// process, memory kept); start of a created or stopped one = a new process;
+// process, memory kept, unless its snapshot was lost); start of a created or stopped one = a new process;
 // a process exiting by itself → stopped, subject to the restart policy (no,
 // always, on-failure with max_retries; on-failure by default) and
 // auto_destroy (which also destroys after a requested stop); destroy refuses
@@ -122,12 +122,31 @@
 // machine's main process exits, the rest of its group is killed, as a VM's
 // processes die with it. Close kills every machine and waits for them.
 //
-// Knobs: per-call Latency; FaultRate/FaultSeed inject 429s, 500s and dropped
-// connections, always before the call is acted on (so a retry is safe);
-// RateLimit applies Fly's limits (1 req/s burst 3 per action and machine,
-// 5/10 for reads) with Retry-After; Token requires "Bearer" or "FlyV1"
-// authorization; SetRegionFull makes creates in a region fail with
-// insufficient_capacity.
+// # Fly as it really is
+//
+// By default the emulator applies Fly's published rate limits
+// (fly.LimitKey, shared with the client's pacing: per action and machine,
+// else app, 1 req/s with bursts of 3; getting a machine 5/s burst 10;
+// listing machines per app; app deletions 100/min) and answers excess calls
+// 429 without Retry-After, as Fly promises none. Tests that make many calls
+// on one machine or app go through a pacing client (fly.Client paces by
+// default) or wait out the 429s; NoRateLimits turns the limits off and
+// RetryAfter adds the header. RateLimited counts the 429s.
+//
+// Other knobs, off by default: per-call Latency; FaultRate/FaultSeed inject
+// 429s, 500s and dropped connections, and TimeoutRate 408s, always before
+// the call is acted on (so a retry is safe); NotFoundAfterCreate answers 404
+// to listing a fresh app's machines and to getting or waiting for a fresh
+// machine, as Fly's eventual consistency may; NoBatchMetadata makes the
+// batch metadata endpoint (in Fly's OpenAPI document only) answer 404;
+// Migrate stops a machine as a stop would (its stop_config) and starts it
+// again as a new process, as a host migration does (the private IP stays);
+// SnapshotLossRate and LoseSnapshot make a resume boot cold (a new
+// process), as Fly does not promise a suspend snapshot survives;
+// SetHostReachable takes a machine's host away (host_status "unreachable",
+// only incomplete_config, every operation failing with Fly's 503) and back;
+// Token requires "Bearer" or "FlyV1" authorization; SetRegionFull makes
+// creates in a region fail with insufficient_capacity.
 //
 // # What is not emulated
 //
@@ -138,7 +157,7 @@
 // Flycast and ip_assignments across networks, the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
 // and mounts, files, processes[] and containers, ps/versions/memory
 // endpoints, org-wide machine lists, certificates and IP assignments,
-// multiple hosts and migrations, and GraphQL. A process that left the
+// multiple hosts (a migration keeps its private IP), and GraphQL. A process that left the
 // machine's process group (setsid, as a PTY child does) is signalled with the
 // machine as long as it descends from the main process; once the main process
 // has exited such orphans are no longer found (a PTY child usually ends on

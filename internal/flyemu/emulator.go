@@ -56,10 +56,32 @@ type Config struct {
 	FaultRate float64
 	// FaultSeed seeds the fault injector, for reproducible runs.
 	FaultSeed uint64
-	// RateLimit turns on Fly's published per-action limits: 1 req/s with a
-	// burst of 3 per action and machine (or app), 5 req/s burst 10 for reads;
-	// excess calls get 429 with Retry-After.
-	RateLimit bool
+	// FaultAfterRate is the share (0..1) of mutating calls (not GET) that
+	// are carried out and whose answer is then lost (the connection is
+	// dropped): Fly acted, the caller cannot tell. See faultafter.go.
+	FaultAfterRate float64
+	// NoRateLimits turns off Fly's published per-action limits, which are on
+	// by default (fly.LimitKey: 1 req/s with bursts of 3 per action and
+	// machine, else app; getting a machine 5/s burst 10; listing machines per
+	// app; app deletions 100/min). Excess calls get 429.
+	NoRateLimits bool
+	// RetryAfter adds a Retry-After header to rate-limit 429s. Fly does not
+	// promise one, so by default there is none.
+	RetryAfter bool
+	// TimeoutRate is the share (0..1) of API calls answered 408 before being
+	// handled, as Fly's edge may answer any endpoint (flyctl retries them).
+	TimeoutRate float64
+	// NotFoundAfterCreate: for this long after an app (or a machine) was
+	// created, listing its machines (or getting or waiting for the machine)
+	// answers 404, as Fly's eventual consistency may.
+	NotFoundAfterCreate time.Duration
+	// SnapshotLossRate is the share (0..1) of resumes of a suspended machine
+	// whose snapshot is lost, as Fly does not promise it survives: the
+	// machine boots cold (a new process). LoseSnapshot loses one for sure.
+	SnapshotLossRate float64
+	// NoBatchMetadata makes the batch metadata endpoint (PUT/PATCH
+	// .../metadata), which only Fly's OpenAPI document lists, answer 404.
+	NoBatchMetadata bool
 	// Logger receives the emulator's logs. Nil: no logs.
 	Logger hclog.Logger
 	// LogProcessOutput also sends every line a machine prints to Logger.
@@ -104,13 +126,18 @@ type Emulator struct {
 	faultMu  sync.Mutex
 	faults   *mrand.Rand
 	injected int
+	// faultAfter is the FaultAfterRate in force (SetFaultAfterRate), under faultMu.
+	faultAfter    float64
+	faultAfterSet bool
 
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
+	limited  int // 429s answered by the rate limits
 
-	procWG sync.WaitGroup // process waiters, dir and network removals
-	apiWG  sync.WaitGroup // local API socket servers
-	copyWG sync.WaitGroup // output copiers (LogProcessOutput)
+	procWG sync.WaitGroup     // process waiters, dir and network removals
+	apiWG  sync.WaitGroup     // local API socket servers
+	apis   map[*localAPI]bool // every socket not closed yet (guarded by mu)
+	copyWG sync.WaitGroup     // output copiers (LogProcessOutput)
 
 	mu       sync.Mutex
 	closed   bool
@@ -140,6 +167,9 @@ func NewContext(ctx context.Context, cfg Config) (*Emulator, error) {
 	if cfg.FaultRate < 0 || cfg.FaultRate > 1 {
 		return nil, fmt.Errorf("fault rate %v: want a share between 0 and 1", cfg.FaultRate)
 	}
+	if cfg.TimeoutRate < 0 || cfg.TimeoutRate > 1 {
+		return nil, fmt.Errorf("timeout rate %v: want a share between 0 and 1", cfg.TimeoutRate)
+	}
 	if cfg.AgentBinary == "" {
 		cfg.AgentBinary = findAgent()
 	}
@@ -148,6 +178,7 @@ func NewContext(ctx context.Context, cfg Config) (*Emulator, error) {
 		log = hclog.NewNullLogger()
 	}
 	e := &Emulator{
+		apis:     map[*localAPI]bool{},
 		cfg:      cfg,
 		log:      log,
 		faults:   mrand.New(mrand.NewPCG(cfg.FaultSeed, cfg.FaultSeed^0x9e3779b97f4a7c15)),
@@ -221,6 +252,9 @@ func (e *Emulator) Close() error {
 			m.api = nil
 		}
 	}
+	for api := range e.apis {
+		api.close()
+	}
 	e.mu.Unlock()
 	e.procWG.Wait()
 	e.apiWG.Wait()
@@ -261,6 +295,75 @@ func (e *Emulator) SetRegionFull(region string, full bool) {
 	} else {
 		delete(e.full, region)
 	}
+}
+
+// SetHostReachable makes the host of machine id of app unreachable
+// (ok=false: the API shows host_status "unreachable" and only
+// incomplete_config, and every operation on the machine fails with 503; the
+// process itself keeps running, as a VM does when only its host's link to
+// Fly is down) or reachable again.
+func (e *Emulator) SetHostReachable(app, id string, ok bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.apps[app]
+	if a == nil || a.machines[id] == nil {
+		return fmt.Errorf("set host reachability: no machine %s in app %s", id, app)
+	}
+	m := a.machines[id]
+	m.hostDown = !ok
+	m.touchLocked(time.Now())
+	return nil
+}
+
+// Migrate moves running machine id of app to another host, as Fly does: the
+// process is stopped exactly as a stop would (stop_config's signal, else
+// SIGINT; SIGKILL after stop_config's timeout, else 5 s) and a new one is
+// started. (The private IP stays: the emulator has one host.)
+func (e *Emulator) Migrate(app, id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.apps[app]
+	if a == nil || a.machines[id] == nil {
+		return fmt.Errorf("migrate: no machine %s in app %s", id, app)
+	}
+	m := a.machines[id]
+	if m.proc == nil || m.frozen {
+		return fmt.Errorf("migrate: machine %s is %s, not running", id, m.state)
+	}
+	sig, timeout, err := stopParams(&m.config, "", 0)
+	if err != nil {
+		return fmt.Errorf("migrate machine %s: %w", id, err)
+	}
+	e.log.Info("migrating machine", "app", app, "machine", id, "signal", sig, "kill_timeout", timeout)
+	e.setStateLocked(m, fly.StateStopping, "migrate", "flyd", nil)
+	e.stopLocked(m, sig, timeout, intentMigrate)
+	return nil
+}
+
+// LoseSnapshot makes the next resume of suspended machine id of app a cold
+// boot, as when Fly loses a suspend snapshot.
+func (e *Emulator) LoseSnapshot(app, id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.apps[app]
+	if a == nil || a.machines[id] == nil {
+		return fmt.Errorf("lose snapshot: no machine %s in app %s", id, app)
+	}
+	a.machines[id].snapshotLost = true
+	return nil
+}
+
+// snapshotLostLocked reports whether resuming m finds its snapshot lost.
+func (e *Emulator) snapshotLostLocked(m *machine) bool {
+	if m.snapshotLost {
+		return true
+	}
+	if e.cfg.SnapshotLossRate <= 0 {
+		return false
+	}
+	e.faultMu.Lock()
+	defer e.faultMu.Unlock()
+	return e.faults.Float64() < e.cfg.SnapshotLossRate
 }
 
 // ProcessCount returns how many machine processes are running (including
@@ -393,6 +496,10 @@ func (e *Emulator) handle(pattern, action string, h func(*http.Request) response
 				resp.write(w)
 				return
 			}
+			if resp, ok := e.checkFresh(r, action); !ok {
+				resp.write(w)
+				return
+			}
 		}
 		select {
 		case <-e.closing:
@@ -400,7 +507,11 @@ func (e *Emulator) handle(pattern, action string, h func(*http.Request) response
 			return
 		default:
 		}
-		h(r).write(w)
+		resp := h(r)
+		if e.dropAfterActing(w, r) {
+			return
+		}
+		resp.write(w)
 	})
 }
 
@@ -425,6 +536,19 @@ func (e *Emulator) checkAuth(r *http.Request) (response, bool) {
 
 // injectFault fails the call before it is handled, so a retry is always safe.
 func (e *Emulator) injectFault(w http.ResponseWriter, r *http.Request) bool {
+	if e.cfg.TimeoutRate > 0 {
+		e.faultMu.Lock()
+		hit := e.faults.Float64() < e.cfg.TimeoutRate
+		if hit {
+			e.injected++
+		}
+		e.faultMu.Unlock()
+		if hit {
+			e.log.Debug("injected fault", "kind", "408", "method", r.Method, "path", r.URL.Path)
+			errResp(http.StatusRequestTimeout, "request timed out (injected)").write(w)
+			return true
+		}
+	}
 	if e.cfg.FaultRate <= 0 {
 		return false
 	}
@@ -462,33 +586,67 @@ func (e *Emulator) injectFault(w http.ResponseWriter, r *http.Request) bool {
 
 // checkRate applies Fly's published limits per action and machine (or app).
 func (e *Emulator) checkRate(r *http.Request, action string) (response, bool) {
-	if !e.cfg.RateLimit {
+	if e.cfg.NoRateLimits {
 		return response{}, true
 	}
-	key := action + "/" + r.PathValue("app") + "/" + r.PathValue("id")
+	key, lim := fly.LimitKey(action, r.PathValue("app"), r.PathValue("id"))
 	e.limitMu.Lock()
 	l := e.limiters[key]
 	if l == nil {
-		if r.Method == http.MethodGet {
-			l = rate.NewLimiter(5, 10)
-		} else {
-			l = rate.NewLimiter(1, 3)
-		}
+		l = rate.NewLimiter(lim.Rate, lim.Burst)
 		e.limiters[key] = l
 	}
 	res := l.Reserve()
 	delay := res.Delay()
 	if delay > 0 {
 		res.Cancel()
+		e.limited++
 	}
 	e.limitMu.Unlock()
 	if delay <= 0 {
 		return response{}, true
 	}
+	e.log.Debug("rate limited", "action", action, "key", key)
 	resp := errResp(http.StatusTooManyRequests, "rate limit exceeded")
-	secs := int((delay + time.Second - 1) / time.Second)
-	resp.header = http.Header{"Retry-After": {strconv.Itoa(secs)}}
+	if e.cfg.RetryAfter {
+		secs := int((delay + time.Second - 1) / time.Second)
+		resp.header = http.Header{"Retry-After": {strconv.Itoa(secs)}}
+	}
 	return resp, false
+}
+
+// RateLimited returns how many calls the rate limits have answered 429.
+func (e *Emulator) RateLimited() int {
+	e.limitMu.Lock()
+	defer e.limitMu.Unlock()
+	return e.limited
+}
+
+// checkFresh answers 404 to reads of an app's machines (or of one machine)
+// created less than NotFoundAfterCreate ago.
+func (e *Emulator) checkFresh(r *http.Request, action string) (response, bool) {
+	d := e.cfg.NotFoundAfterCreate
+	if d <= 0 {
+		return response{}, true
+	}
+	var created time.Time
+	e.mu.Lock()
+	if a := e.apps[r.PathValue("app")]; a != nil {
+		switch action {
+		case "machine_list":
+			created = a.createdAt
+		case "machine_get", "machine_wait":
+			if m := a.machines[r.PathValue("id")]; m != nil {
+				created = m.createdAt
+			}
+		}
+	}
+	e.mu.Unlock()
+	if created.IsZero() || time.Since(created) >= d {
+		return response{}, true
+	}
+	e.log.Debug("not found yet (just created)", "action", action, "path", r.URL.Path)
+	return errResp(http.StatusNotFound, "not found (just created; eventually consistent)"), false
 }
 
 // decodeBody reads a JSON body into v. An empty body is allowed when

@@ -907,13 +907,13 @@ func TestToken(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
-	e := start(t, flyemu.Config{RateLimit: true})
+	e := start(t, flyemu.Config{RetryAfter: true})
 	app := e.app(t, "rl")
 	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exit 0"), SkipLaunch: true})
 	// Burst 3 at 1 req/s: a quick run of calls on one machine hits the limit.
 	limited := false
 	for range 50 {
-		code, _, _ := raw(t, "POST", e.srv.URL+"/v1/apps/rl/machines/"+m.ID+"/cordon", "")
+		code, _, _ := rawOnce(t, "POST", e.srv.URL+"/v1/apps/rl/machines/"+m.ID+"/cordon", "")
 		if code == http.StatusTooManyRequests {
 			limited = true
 			break
@@ -935,6 +935,51 @@ func TestRateLimit(t *testing.T) {
 	if err := e.c.CordonMachine(ctx(t), app, m.ID, ""); err != nil {
 		t.Errorf("client through the rate limit: %v", err)
 	}
+}
+
+// TestRateLimitTable checks Fly's table as the emulator applies it by
+// default: no Retry-After; gets 10 at once; lists and creates per app, 3 at
+// once; other machines and other apps have their own budgets.
+func TestRateLimitTable(t *testing.T) {
+	e := start(t, flyemu.Config{})
+	app := e.app(t, "tbl")
+	other := e.app(t, "tbl2")
+	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exit 0"), SkipLaunch: true})
+	n := e.create(t, app, fly.CreateMachineRequest{Config: shell("exit 0"), SkipLaunch: true})
+	burst := func(path string, calls int) (ok int, retryAfter bool) {
+		for range calls {
+			req, _ := http.NewRequest("GET", e.srv.URL+path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				ok++
+			}
+			if resp.Header.Get("Retry-After") != "" {
+				retryAfter = true
+			}
+		}
+		return ok, retryAfter
+	}
+	// Calls come faster than the refill (5/s for gets): allow one extra.
+	if ok, ra := burst("/v1/apps/tbl/machines/"+m.ID, 12); ok < 10 || ok > 11 || ra {
+		t.Errorf("12 quick gets: %d ok (want 10-11), Retry-After %v", ok, ra)
+	}
+	if ok, _ := burst("/v1/apps/tbl/machines/"+n.ID, 10); ok != 10 {
+		t.Errorf("gets of another machine: %d ok, want 10", ok)
+	}
+	if ok, _ := burst("/v1/apps/tbl/machines", 5); ok < 3 || ok > 4 {
+		t.Errorf("5 quick lists: %d ok, want 3-4", ok)
+	}
+	if ok, _ := burst("/v1/apps/tbl2/machines", 3); ok != 3 {
+		t.Errorf("lists of another app: %d ok, want 3", ok)
+	}
+	if e.srv.RateLimited() == 0 {
+		t.Error("no 429 counted")
+	}
+	_ = other
 }
 
 func TestImages(t *testing.T) {
@@ -1218,6 +1263,12 @@ func TestExec(t *testing.T) {
 	post := func(body string) (int, map[string]any) {
 		t.Helper()
 		resp, err := hc.Post(url, "application/json", strings.NewReader(body))
+		for i := 0; err == nil && resp.StatusCode == http.StatusTooManyRequests && i < 40; i++ {
+			// Fly's limit on exec (1/s, burst 3): wait as a paced client would.
+			resp.Body.Close()
+			time.Sleep(250 * time.Millisecond)
+			resp, err = hc.Post(url, "application/json", strings.NewReader(body))
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1247,4 +1298,104 @@ func TestExec(t *testing.T) {
 	if code, out := post(`{"command":["true"]}`); code != http.StatusPreconditionFailed {
 		t.Errorf("exec on a stopped machine = %d %v", code, out)
 	}
+}
+
+// TestFlyFailures covers the switchable ways Fly fails: 404 right after a
+// create, 408s, a missing batch metadata endpoint and an unreachable host.
+func TestFlyFailures(t *testing.T) {
+	t.Run("not found after create", func(t *testing.T) {
+		e := start(t, flyemu.Config{NotFoundAfterCreate: 300 * time.Millisecond})
+		app := e.app(t, "fresh")
+		if code, _, _ := rawOnce(t, "GET", e.srv.URL+"/v1/apps/fresh/machines", ""); code != http.StatusNotFound {
+			t.Errorf("list right after the app create = %d, want 404", code)
+		}
+		// The client retries 404s of what it just created.
+		m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exit 0"), SkipLaunch: true})
+		if _, err := e.c.GetMachine(ctx(t), app, m.ID); err != nil {
+			t.Errorf("client get right after create: %v", err)
+		}
+		if _, err := e.c.ListMachines(ctx(t), app, fly.ListMachinesOptions{}); err != nil {
+			t.Errorf("client list right after create: %v", err)
+		}
+	})
+	t.Run("408", func(t *testing.T) {
+		e := start(t, flyemu.Config{TimeoutRate: 0.3, FaultSeed: 7})
+		app := e.app(t, "slow")
+		m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exit 0"), SkipLaunch: true, Name: "named"})
+		for range 5 {
+			if _, err := e.c.GetMachine(ctx(t), app, m.ID); err != nil {
+				t.Fatalf("get through 408s: %v", err)
+			}
+		}
+		if e.srv.FaultsInjected() == 0 {
+			t.Error("no 408 injected")
+		}
+	})
+	t.Run("no batch metadata", func(t *testing.T) {
+		e := start(t, flyemu.Config{NoBatchMetadata: true})
+		app := e.app(t, "meta")
+		m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exit 0"), SkipLaunch: true})
+		if code, _, _ := raw(t, "PATCH", e.srv.URL+"/v1/apps/meta/machines/"+m.ID+"/metadata", `{"metadata":{"a":"1"}}`); code != http.StatusNotFound {
+			t.Errorf("batch metadata = %d, want 404", code)
+		}
+		v := "1"
+		if err := e.c.UpdateMetadata(ctx(t), app, m.ID, fly.UpdateMetadataRequest{Metadata: map[string]*string{"a": &v}}, ""); err != nil {
+			t.Fatalf("client update metadata: %v", err)
+		}
+		if md, err := e.c.GetMetadata(ctx(t), app, m.ID); err != nil || md["a"] != "1" {
+			t.Errorf("metadata after the per-key fallback = %v, %v", md, err)
+		}
+	})
+	t.Run("unreachable host", func(t *testing.T) {
+		e := start(t, flyemu.Config{})
+		app := e.app(t, "host")
+		cfg := shell("exit 0")
+		cfg.Metadata = map[string]string{"role": "template"}
+		m := e.create(t, app, fly.CreateMachineRequest{Config: cfg, SkipLaunch: true})
+		if err := e.srv.SetHostReachable(app, m.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.c.GetMachine(ctx(t), app, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Config != nil || got.IncompleteConfig == nil || got.GetConfig().Metadata["role"] != "template" || !got.HostUnreachable() {
+			t.Errorf("machine on an unreachable host = host_status %q config %v incomplete %v", got.HostStatus, got.Config, got.IncompleteConfig)
+		}
+		if _, err := e.c.StartMachine(ctx(t), app, m.ID, ""); fly.StatusCode(err) != http.StatusServiceUnavailable {
+			t.Errorf("start on an unreachable host: %v, want 503", err)
+		}
+		if err := e.srv.SetHostReachable(app, m.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.c.GetMachine(ctx(t), app, m.ID); err != nil || got.Config == nil || got.HostUnreachable() {
+			t.Errorf("back: %+v, %v", got, err)
+		}
+	})
+}
+
+// TestLostSnapshotBootsCold: a resume whose snapshot Fly lost is a cold
+// boot, a new process.
+func TestLostSnapshotBootsCold(t *testing.T) {
+	e := start(t, flyemu.Config{})
+	c := ctx(t)
+	app := e.app(t, "lost")
+	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exec sleep 1000")})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	pid := e.srv.PIDs()[m.ID]
+	if err := e.c.SuspendMachine(c, app, m.ID, ""); err != nil {
+		t.Fatalf("suspend: %v", err)
+	}
+	e.wait(t, app, m.ID, fly.StateSuspended)
+	if err := e.srv.LoseSnapshot(app, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := e.c.StartMachine(c, app, m.ID, ""); err != nil || sr.PreviousState != fly.StateSuspended {
+		t.Fatalf("resume: %+v, %v", sr, err)
+	}
+	e.wait(t, app, m.ID, fly.StateStarted)
+	eventually(t, "a new process", func() bool {
+		p := e.srv.PIDs()[m.ID]
+		return p != 0 && p != pid
+	})
 }

@@ -200,7 +200,21 @@ func waitGroupGone(t *testing.T, pgid int) {
 
 // raw sends a request without the client (for inputs the client never sends)
 // and decodes a Fly error body when the status is an error.
+// raw sends one hand-made call, waiting out Fly's rate limits (the emulator
+// applies them, and Fly sends no Retry-After) as a paced client would.
 func raw(t *testing.T, method, url, body string, header ...string) (int, fly.ErrorResponse, []byte) {
+	t.Helper()
+	for i := 0; ; i++ {
+		code, er, b := rawOnce(t, method, url, body, header...)
+		if code != http.StatusTooManyRequests || i >= 40 {
+			return code, er, b
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// rawOnce sends one hand-made call once.
+func rawOnce(t *testing.T, method, url, body string, header ...string) (int, fly.ErrorResponse, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {

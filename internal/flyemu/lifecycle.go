@@ -202,6 +202,9 @@ func (e *Emulator) exitedLocked(m *machine, p *process, x exitInfo) {
 		e.finishDestroyLocked(m)
 	case intentRestart:
 		e.launchLocked(m, "restart", "flyd", req)
+	case intentMigrate:
+		e.log.Info("machine migrated; starting on its new host", "app", m.app.name, "machine", m.id)
+		e.launchLocked(m, "migrate", "flyd", req)
 	case intentUpdate:
 		if m.skipAfter {
 			e.setStateLocked(m, fly.StateStopped, "exit", "flyd", req)
@@ -253,6 +256,7 @@ func (e *Emulator) shouldRestart(m *machine, x exitInfo) bool {
 func (e *Emulator) finishDestroyLocked(m *machine) {
 	e.setStateLocked(m, fly.StateDestroyed, "destroy", "flyd", nil)
 	m.lease = nil
+	delete(e.apis, m.api)
 	m.api.close()
 	m.api = nil
 	if !e.closed {

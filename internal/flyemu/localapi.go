@@ -46,6 +46,9 @@ func (e *Emulator) serveLocalAPILocked(m *machine) (*localAPI, error) {
 		errResp(http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)).write(w)
 	})
 	api := &localAPI{path: path, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+	// Every socket is also known here, so Close ends them all even when a
+	// machine left its app's map without closing its own (an app deleted).
+	e.apis[api] = true
 	e.apiWG.Add(1)
 	go func() {
 		defer e.apiWG.Done()

@@ -42,6 +42,9 @@ func (e *Emulator) mutableLocked(r *http.Request) (*machine, response, bool) {
 	if m.state == fly.StateDestroyed {
 		return nil, errResp(http.StatusNotFound, fmt.Sprintf("machine %q not found (destroyed)", m.id)), false
 	}
+	if m.hostDown {
+		return nil, errResp(http.StatusServiceUnavailable, fmt.Sprintf("failed to reach the host of machine %s: host unreachable", m.id)), false
+	}
 	if resp, ok := leaseCheckLocked(m, r); !ok {
 		return nil, resp, false
 	}
@@ -397,6 +400,16 @@ func (e *Emulator) startMachine(r *http.Request) response {
 		// Already on its way; answering like a successful start keeps a
 		// retried start harmless.
 	case fly.StateSuspended:
+		if e.snapshotLostLocked(m) {
+			// Fly does not promise that a snapshot survives: the machine
+			// boots cold, a new process (launched when the old one is gone).
+			e.log.Info("suspend snapshot lost; booting cold", "app", m.app.name, "machine", m.id)
+			m.snapshotLost = false
+			e.setStateLocked(m, fly.StateStarting, "start", "user", nil)
+			m.intent = intentRestart
+			m.proc.kill()
+			break
+		}
 		e.resumeLocked(m)
 	case fly.StateCreated, fly.StateStopped, fly.StateFailed:
 		m.restarts = 0
@@ -880,6 +893,9 @@ func (e *Emulator) deleteMetadataKey(r *http.Request) response {
 // merges; a null or empty value deletes a key.
 func (e *Emulator) updateMetadata(replace bool) func(*http.Request) response {
 	return func(r *http.Request) response {
+		if e.cfg.NoBatchMetadata {
+			return errResp(http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		}
 		var req fly.UpdateMetadataRequest
 		if resp, ok := decodeBody(r, &req, false); !ok {
 			return resp

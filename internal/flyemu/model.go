@@ -69,6 +69,7 @@ const (
 	intentRestart               // restart requested: launch a new process
 	intentUpdate                // config replaced: launch with it (or stay stopped)
 	intentDestroy               // destroy requested
+	intentMigrate               // host migration: start again (on the "new host")
 )
 
 // event is a machine event plus the state the machine was in after it.
@@ -114,6 +115,9 @@ type machine struct {
 	net         machineNet // where the machine is on the network
 	api         *localAPI  // its local API socket; nil once destroyed
 	cordoned    bool
+	hostDown    bool // SetHostReachable(false): Fly cannot reach the machine's host
+	// snapshotLost: LoseSnapshot was called; the next resume boots cold.
+	snapshotLost bool
 
 	proc      *process
 	frozen    bool   // proc is SIGSTOPped (suspended)
@@ -154,7 +158,13 @@ func (m *machine) view(summary bool) fly.Machine {
 		return out
 	}
 	out.Config = &cfg
-	out.HostStatus = "ok"
+	out.HostStatus = fly.HostStatusOK
+	if m.hostDown {
+		// What fly-go documents: only the part of the config Fly still knows.
+		out.Config = nil
+		out.IncompleteConfig = &fly.MachineConfig{Image: cfg.Image, Guest: cfg.Guest, Metadata: cfg.Metadata}
+		out.HostStatus = fly.HostStatusUnreachable
+	}
 	out.Cordoned = m.cordoned
 	out.Events = m.eventViews(20)
 	return out

@@ -114,26 +114,30 @@ func IsStandby(m *fly.Machine) bool { return role(m) == RoleStandby }
 func IsSession(m *fly.Machine) bool { return role(m) == RoleSession }
 
 func role(m *fly.Machine) string {
-	if m == nil || m.Config == nil {
+	if m.GetConfig() == nil {
 		return ""
 	}
-	return m.Config.Metadata[KeyRole]
+	return m.GetConfig().Metadata[KeyRole]
 }
 
 // MetadataOf returns m's metadata (never nil).
 func MetadataOf(m *fly.Machine) map[string]string {
-	if m == nil || m.Config == nil || m.Config.Metadata == nil {
+	if m.GetConfig() == nil || m.GetConfig().Metadata == nil {
 		return map[string]string{}
 	}
-	return m.Config.Metadata
+	return m.GetConfig().Metadata
 }
 
 // FromTemplate decodes the spec stored on a template machine of app.
 func FromTemplate(app string, m *fly.Machine) (Spec, error) {
-	if m == nil || m.Config == nil {
+	// While the template's host is unreachable Fly sends only its
+	// incomplete_config; the spec lives in its metadata, which it keeps, so
+	// the pool does not vanish meanwhile.
+	cfg := m.GetConfig()
+	if cfg == nil {
 		return Spec{}, fmt.Errorf("decode template: machine has no config")
 	}
-	md := m.Config.Metadata
+	md := cfg.Metadata
 	if md[KeyRole] != RoleTemplate {
 		return Spec{}, fmt.Errorf("decode template %s: %s is %q, not %q", m.ID, KeyRole, md[KeyRole], RoleTemplate)
 	}
@@ -142,11 +146,11 @@ func FromTemplate(app string, m *fly.Machine) (Spec, error) {
 		return Spec{}, fmt.Errorf("decode template %s: %w", m.ID, err)
 	}
 	s.App = app
-	s.Image = m.Config.Image
-	if g := m.Config.Guest; g != nil {
+	s.Image = cfg.Image
+	if g := cfg.Guest; g != nil {
 		s.Guest = Guest{CPUKind: g.CPUKind, CPUs: g.CPUs, MemoryMB: g.MemoryMB}
 	}
-	for k, v := range m.Config.Env {
+	for k, v := range cfg.Env {
 		if ReservedEnv(k) {
 			continue
 		}

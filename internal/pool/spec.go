@@ -456,6 +456,10 @@ func (s Spec) Validate() error {
 	if s.StandbyMode != StandbyStop && s.StandbyMode != StandbySuspend {
 		add("standby_mode", "%q is not a standby mode; use \"stop\" or \"suspend\"", s.StandbyMode)
 	}
+	if s.StandbyMode == StandbySuspend && s.Guest.MemoryMB > SuspendMaxMemoryMB {
+		add("guest.memory_mb", "%d MB cannot be suspended: Fly suspends only machines with at most %d MB; use standby_mode = \"stop\" or at most %d MB",
+			s.Guest.MemoryMB, SuspendMaxMemoryMB, SuspendMaxMemoryMB)
+	}
 	if s.IdleTimeout <= 0 {
 		add("idle_timeout", "must be a positive duration, got %s", s.IdleTimeout)
 	}

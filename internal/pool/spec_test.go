@@ -352,6 +352,9 @@ func TestCloneConfig(t *testing.T) {
 		if !cfg.AutoDestroy || cfg.Restart == nil || cfg.Restart.Policy != fly.RestartNo {
 			t.Errorf("%s: auto_destroy=%v restart=%+v", tc.role, cfg.AutoDestroy, cfg.Restart)
 		}
+		if sc := cfg.StopConfig; sc == nil || sc.Signal != "SIGTERM" || sc.Timeout == nil || sc.Timeout.Duration != StopTimeout || StopTimeout > 300*time.Second {
+			t.Errorf("%s: stop_config %+v: want SIGTERM and %v (at most Fly's 300 s)", tc.role, sc, StopTimeout)
+		}
 		want := map[string]string{KeyPool: "default", KeyRole: tc.role, KeySpec: s.Hash()}
 		if tc.session != "" {
 			want[KeySession] = tc.session

@@ -57,11 +57,19 @@ func CreateStandby(ctx context.Context, c Client, app string, template *fly.Mach
 	}
 	mode := opts.Mode
 	if mode == "" {
-		spec, err := DecodeMetadata(template.Config.Metadata)
+		spec, err := DecodeMetadata(template.GetConfig().Metadata)
 		if err != nil {
 			return nil, fmt.Errorf("create standby: %w", err)
 		}
 		mode = spec.StandbyMode
+	}
+	if mode == StandbySuspend {
+		// Checked here too, for every template (tenant images' guest
+		// overrides included) whatever wrote it: Fly would refuse the suspend
+		// and leave a started standby billing by the second.
+		if why := SuspendIneligible(cfg); why != "" {
+			return nil, fmt.Errorf("create standby of template %s: standby_mode is suspend but %s; use standby_mode = \"stop\" or a smaller guest", template.ID, why)
+		}
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {

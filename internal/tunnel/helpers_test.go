@@ -338,3 +338,88 @@ func (r replicaLocator) Lookup(_ context.Context, m string) (string, string, err
 	}
 	return rep, r.l.addrs[rep], nil
 }
+
+// freezer hands out TCP connections whose reads it can stop, like a
+// suspended peer that no longer reads its socket.
+type freezer struct {
+	mu    sync.Mutex
+	conns []*freezeConn
+}
+
+type freezeConn struct {
+	net.Conn
+	gate      atomic.Pointer[chan struct{}] // reads wait while it is open
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (c *freezeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	// Wait after the read: one may have been blocked in it already.
+	if g := c.gate.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-c.closed:
+			return 0, net.ErrClosed
+		}
+	}
+	return n, err
+}
+
+func (c *freezeConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// client returns an HTTP client dialling through the freezer.
+func (f *freezer) client() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		fc := &freezeConn{Conn: c, closed: make(chan struct{})}
+		f.mu.Lock()
+		f.conns = append(f.conns, fc)
+		f.mu.Unlock()
+		return fc, nil
+	}}}
+}
+
+// freeze stops reads on every connection dialled so far (later ones are
+// not affected); the returned function resumes them, as does the test's
+// end.
+func (f *freezer) freeze(t *testing.T) (thaw func()) {
+	g := make(chan struct{})
+	f.mu.Lock()
+	for _, c := range f.conns {
+		c.gate.Store(&g)
+	}
+	f.mu.Unlock()
+	var once sync.Once
+	thaw = func() { once.Do(func() { close(g) }) }
+	t.Cleanup(thaw)
+	return thaw
+}
+
+// startAgentWith runs a Listener for machineID against d that dials with
+// hc and serves h.
+func startAgentWith(t *testing.T, d *daemon, is *issuer, machineID string, hc *http.Client, h http.Handler) *Listener {
+	t.Helper()
+	l, err := Listen(context.Background(), ListenerConfig{
+		DaemonURL: d.srv.URL, MachineID: machineID, PublicKeys: []ed25519.PublicKey{testSigner.PublicKey()},
+		Token: is.tokenSource(t, machineID), Logger: testLogger("agent", &syncBuf{}), HTTPClient: hc,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, KeepAlive: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		_ = l.Close()
+	})
+	return l
+}

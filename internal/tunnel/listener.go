@@ -202,17 +202,32 @@ func (l *Listener) Up() <-chan struct{} {
 	return l.up
 }
 
-// Redial drops the current tunnel (or aborts a dial in progress) and dials
-// again at once, without backoff. The agent calls it on SIGUSR1, which it is
-// sent after a resume, when the old connection is likely dead.
+// Redial makes sure the tunnel works after a resume. The agent calls it on
+// SIGUSR1, which the daemon sends after resuming a suspended machine whose
+// tunnel it found dead. A tunnel that answers a ping within ProbeTimeout is
+// kept: dropping a live one would cut the calls the daemon already runs on
+// it (a resumed claim's init failed with EOF that way). A tunnel that does
+// not answer is dropped and dialled again at once, without backoff; a dial
+// in progress is aborted and restarted (its connection may predate the
+// suspension); a backoff wait is cut short.
 func (l *Listener) Redial() {
+	l.mu.Lock()
+	s := l.sess
+	l.mu.Unlock()
+	if s != nil && probe(s, ProbeTimeout) {
+		l.log.Info("tunnel answers; keeping it")
+		return
+	}
+	l.mu.Lock()
+	cur, dc := l.sess, l.dialCancel
+	l.mu.Unlock()
+	if cur != s {
+		return // a new tunnel came up meanwhile: it is fresh
+	}
 	select {
 	case l.redial <- struct{}{}:
 	default:
 	}
-	l.mu.Lock()
-	s, dc := l.sess, l.dialCancel
-	l.mu.Unlock()
 	if dc != nil {
 		dc()
 	}

@@ -133,10 +133,13 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 			DisableKeepAlives: true,
 		}}
 	}
+	// No pooled connections: a stream is cheap to open on a live tunnel,
+	// and a pooled one may belong to a tunnel that was replaced (the agent
+	// redialled), where a POST would fail with EOF instead of being
+	// carried by the new tunnel.
 	r.client = &http.Client{Transport: ctxTransport{&http.Transport{
-		DialContext:         r.DialContext,
-		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     30 * time.Second,
+		DialContext:       r.DialContext,
+		DisableKeepAlives: true,
 	}}}
 	return r, nil
 }
@@ -624,6 +627,30 @@ func (r *Registry) HTTPClient() *http.Client { return r.client }
 func (r *Registry) Connected(machineID string) bool {
 	t, _, _ := r.local(machineID, false)
 	return t != nil && !t.sess.IsClosed()
+}
+
+// Probe reports whether this replica's tunnel to the machine answers a
+// ping within d (ProbeTimeout when d <= 0). A tunnel that does not is
+// closed and forgotten, so that dials wait for the agent's next tunnel
+// instead of writing into a dead connection. Without a tunnel here it
+// reports false. The daemon probes after resuming a suspended machine:
+// only a dead tunnel needs the agent to redial, and making a live one
+// redial would cut the calls already on it.
+func (r *Registry) Probe(machineID string, d time.Duration) bool {
+	if d <= 0 {
+		d = ProbeTimeout
+	}
+	t, _, _ := r.local(machineID, false)
+	if t == nil {
+		return false
+	}
+	if probe(t.sess, d) {
+		return true
+	}
+	r.log.Info("tunnel did not answer a ping; dropping it", "machine", machineID)
+	t.close()
+	r.drop(t)
+	return false
 }
 
 // Disconnect drops this replica's tunnel for the machine, if any.

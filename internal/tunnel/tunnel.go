@@ -189,6 +189,30 @@ func (c *frameConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// ProbeTimeout bounds the ping that tells a live tunnel from a dead one
+// after a resume (Registry.Probe, Listener.Redial). A live peer answers in
+// one round trip; a peer across a dead connection never does.
+const ProbeTimeout = time.Second
+
+// probe reports whether s answers a ping within d. yamux bounds the ping
+// itself only by its ConnectionWriteTimeout, so a late one is left to
+// finish (or time out) on its own goroutine.
+func probe(s *yamux.Session, d time.Duration) bool {
+	ch := make(chan error, 1)
+	go func() {
+		_, err := s.Ping()
+		ch <- err
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-ch:
+		return err == nil
+	case <-t.C:
+		return false
+	}
+}
+
 // backoff is jittered exponential backoff (half fixed, half random).
 type backoff struct {
 	min, max, cur time.Duration

@@ -378,17 +378,90 @@ func TestAgentRedialsAfterConnectionLoss(t *testing.T) {
 	}
 }
 
-func TestRedial(t *testing.T) {
+// Redial (SIGUSR1 after a resume) keeps a tunnel that still answers: a
+// call already running on it completes (it used to fail with EOF when the
+// redial cut the tunnel under a resumed claim's init).
+func TestRedialKeepsLiveTunnel(t *testing.T) {
 	is := newIssuer(t)
 	d := newDaemon(t, is, daemonOpts{})
-	l, _ := startAgent(t, d, is, "m1")
+	entered, release := make(chan struct{}), make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /init", func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		io.WriteString(w, "initialised")
+	})
+	l := startAgentWith(t, d, is, "m1", nil, mux)
 	<-l.Up()
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, AgentURL("m1")+"/init", strings.NewReader("{}"))
+		resp, err := d.reg.HTTPClient().Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- result{string(b), err}
+	}()
+	<-entered
+	l.Redial()
+	close(release)
+	if r := <-done; r.err != nil || r.body != "initialised" {
+		t.Fatalf("call across Redial: %q, %v", r.body, r.err)
+	}
+	if n := d.connects.Load(); n != 1 || !l.Connected() {
+		t.Fatalf("%d tunnels, connected %v: a live tunnel was replaced", n, l.Connected())
+	}
+}
+
+// Redial replaces a tunnel whose daemon no longer answers at once.
+func TestRedialReplacesDeadTunnel(t *testing.T) {
+	is := newIssuer(t)
+	d := newDaemon(t, is, daemonOpts{})
+	var f freezer
+	l := startAgentWith(t, d, is, "m1", f.client(), agentHandler("m1"))
+	<-l.Up()
+	f.freeze(t) // the agent hears nothing on its tunnel any more
 	l.Redial()
 	eventually(t, "a second tunnel", func() bool { return d.connects.Load() >= 2 && d.reg.Connected("m1") })
-	if d.reg.Count() != 1 {
-		t.Fatalf("count %d after redial", d.reg.Count())
+	if got := get(t, d.reg.HTTPClient(), AgentURL("m1")+"/hello"); got != "hello from m1" {
+		t.Fatalf("after redial: %q", got)
 	}
-	get(t, d.reg.HTTPClient(), AgentURL("m1")+"/hello")
+}
+
+// Probe tells a live tunnel from a dead one and drops the dead one, so
+// that dials wait for the agent's next tunnel.
+func TestProbe(t *testing.T) {
+	is := newIssuer(t)
+	d := newDaemon(t, is, daemonOpts{})
+	if d.reg.Probe("m1", 0) {
+		t.Fatal("probe without a tunnel succeeded")
+	}
+	var f freezer
+	l := startAgentWith(t, d, is, "m1", f.client(), agentHandler("m1"))
+	<-l.Up()
+	eventually(t, "the tunnel", func() bool { return d.reg.Connected("m1") })
+	if !d.reg.Probe("m1", 0) {
+		t.Fatal("live tunnel failed the probe")
+	}
+	thaw := f.freeze(t) // a suspended agent: its socket is not read
+	if d.reg.Probe("m1", 100*time.Millisecond) {
+		t.Fatal("a frozen agent answered the probe")
+	}
+	if d.reg.Connected("m1") {
+		t.Fatal("the dead tunnel is still registered")
+	}
+	thaw() // the agent resumes, finds its tunnel closed and dials again
+	eventually(t, "a second tunnel", func() bool { return d.connects.Load() >= 2 && d.reg.Connected("m1") })
+	if !d.reg.Probe("m1", 0) {
+		t.Fatal("new tunnel failed the probe")
+	}
 }
 
 func TestNewerTunnelReplacesOlder(t *testing.T) {

@@ -42,6 +42,9 @@ export class Api {
     return Array.isArray(d) ? d : (d && d.sessions) || [];
   }
 
+  /** whoami names the key's tenant: {id, name, …}; a 401 means a bad key. */
+  whoami() { return this.request('GET', '/v1/whoami'); }
+
   getSession(id) { return this.request('GET', `/v1/sessions/${encodeURIComponent(id)}`); }
   createSession(req) { return this.request('POST', '/v1/sessions', req); }
   endSession(id) { return this.request('DELETE', `/v1/sessions/${encodeURIComponent(id)}`); }

@@ -14,6 +14,7 @@ const $ = (id) => document.getElementById(id);
 
 const app = {
   api: null,
+  tenant: '', // the signed-in key's tenant name, always on show
   link: null,
   term: null,
   fit: null,
@@ -64,6 +65,11 @@ function setTopbar() {
   const right = $('topbar-right');
   right.textContent = '';
   if (app.api) {
+    // Always say whose tenant this page acts for: a link may have signed it in.
+    const who = document.createElement('span');
+    who.id = 'signed-in-as';
+    who.textContent = `signed in as ${app.tenant} `;
+    right.append(who);
     const b = document.createElement('button');
     b.className = 'small';
     b.textContent = 'sign out';
@@ -76,8 +82,9 @@ function setTopbar() {
 
 async function signIn(key) {
   const api = new Api(key);
-  await api.listSessions(); // a 401 here means a bad key
+  const me = await api.whoami(); // a 401 here means a bad key
   app.api = api;
+  app.tenant = me.name;
   sessionStorage.setItem(KEY_STORAGE, key);
   setTopbar();
 }
@@ -414,6 +421,12 @@ function openTerminal(id, opts) {
         overlay(`The session's process ${how}; the session is ending…`);
         pollSession(id);
       },
+      // Output was evicted before this browser saw it: say how much, in
+      // the terminal, in order with the output (as the CLI does on stderr).
+      gap: (m) => {
+        const n = Math.max(0, m.oldest - m.requested);
+        app.term.write(`\r\n\x1b[2m[hangar] output skipped: ${n} bytes were dropped before this browser could show them\x1b[0m\r\n`);
+      },
       error: (m) => {
         if (m.code === 'credentials_rejected') overlay(`Claude Code rejected the credentials: ${m.message}`);
       },
@@ -526,19 +539,38 @@ function route() {
 
 window.addEventListener('hashchange', route);
 
-// A link such as /#key=KEY&session=ID (printed by `make demo`) signs in and
-// opens a session; the fragment never reaches the server and is removed at once.
+// A link such as /#key=KEY&session=ID (printed by `make demo`) offers to
+// sign in and open a session. The fragment never reaches the server and is
+// removed at once. It never signs in by itself: anyone can send a link, and
+// a tab signed in to their tenant would start the victim's sessions (with
+// the victim's own credentials) there. So the page asks first, naming the
+// link's tenant and the one it is signed in to now.
 function takeKeyFromFragment() {
-  if (!location.hash.startsWith('#key=')) return;
+  if (!location.hash.startsWith('#key=')) return null;
   const p = new URLSearchParams(location.hash.slice(1));
   const key = p.get('key');
-  if (key) sessionStorage.setItem(KEY_STORAGE, key);
   const s = p.get('session');
   history.replaceState(null, '', location.pathname + location.search + (s ? `#/s/${encodeURIComponent(s)}` : ''));
+  return key ? { key, session: s } : null;
+}
+
+// confirmLinkKey resolves true when the user accepts the link's key.
+function confirmLinkKey(tenant) {
+  show('confirm-link');
+  $('confirm-link-text').textContent = `This link signs this tab in to the tenant “${tenant}”.`;
+  $('confirm-link-current').textContent = app.api
+    ? `You are signed in to “${app.tenant}”; the link's key would replace that.`
+    : 'You are not signed in.';
+  $('confirm-link-yes').textContent = `Sign in to “${tenant}”`;
+  $('confirm-link-no').textContent = app.api ? `Stay in “${app.tenant}”` : 'Cancel';
+  return new Promise((resolve) => {
+    $('confirm-link-yes').onclick = () => resolve(true);
+    $('confirm-link-no').onclick = () => resolve(false);
+  });
 }
 
 (async () => {
-  takeKeyFromFragment();
+  const linked = takeKeyFromFragment();
   const key = sessionStorage.getItem(KEY_STORAGE);
   if (key && !new URLSearchParams(location.search).get('view')) {
     try { await signIn(key); } catch (err) {
@@ -546,5 +578,21 @@ function takeKeyFromFragment() {
     }
   }
   setTopbar();
+  if (linked && linked.key !== key) {
+    let tenant = '';
+    try { tenant = (await new Api(linked.key).whoami()).name; } catch (err) {
+      if (!app.api) { showSignIn(err.status === 401 ? 'The key in that link was not accepted.' : err.message); return; }
+    }
+    if (tenant && await confirmLinkKey(tenant)) {
+      try { await signIn(linked.key); } catch (err) {
+        showSignIn(err.status === 401 ? 'The key in that link was not accepted.' : err.message);
+        return;
+      }
+    } else {
+      // Declined: the link's session is not this tenant's to open.
+      history.replaceState(null, '', location.pathname + location.search);
+      if (!app.api) { showSignIn(); return; }
+    }
+  }
   route();
 })();

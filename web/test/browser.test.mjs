@@ -173,6 +173,8 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
     await page.locator('#signin-form button').click();
     await page.locator('#home').waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem('hangar.apiKey')), env.HANGAR_TOKEN);
+    // The page always says whose tenant it acts for.
+    await page.locator('#signed-in-as').filter({ hasText: 'signed in as dev' }).waitFor();
 
     // Create a session in the dev pool (it shows claim progress, then the terminal).
     await page.locator('#create-pool option[value="dev"]').waitFor({ state: 'attached' });
@@ -282,5 +284,57 @@ test('web terminal: sign in, create, type, drop and resume losslessly, share, en
     await page.screenshot({ path: path.join(artifacts, 'web-terminal-failure.png') }).catch(() => {});
     t.diagnostic(`hangard log (tail):\n${daemonLog.slice(-3000)}`);
     throw err;
+  }
+});
+
+// Login CSRF: a /#key=KEY link never signs a tab in, nor replaces its key,
+// without a confirmation that names the link's tenant (and the current one).
+test('web terminal: a key in a link asks first, naming the tenant', { timeout: 60000 }, async (t) => {
+  const resp = await fetch(`${env.HANGAR_URL}/v1/tenants`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${env.HANGAR_ADMIN_TOKEN}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'mallory' }),
+  });
+  assert.equal(resp.status, 201);
+  const mallory = (await resp.json()).api_key;
+  const page = await context.newPage();
+  page.on('pageerror', (err) => { t.diagnostic(`page error: ${err.message}`); });
+  const stored = () => page.evaluate(() => sessionStorage.getItem('hangar.apiKey'));
+  const openLink = async (key) => {
+    await page.goto('about:blank');
+    await page.goto(`${env.HANGAR_URL}/#key=${encodeURIComponent(key)}`);
+    await page.locator('#confirm-link').waitFor();
+    assert.equal(await page.evaluate(() => location.hash), '', 'the key stays in the address bar');
+  };
+  try {
+    // Not signed in: the link's tenant is named, nothing is stored yet.
+    await openLink(env.HANGAR_TOKEN);
+    assert.match(await page.locator('#confirm-link-text').innerText(), /tenant “dev”/);
+    assert.equal(await stored(), null);
+    await page.locator('#confirm-link-yes').click();
+    await page.locator('#signed-in-as').filter({ hasText: 'signed in as dev' }).waitFor();
+    assert.equal(await stored(), env.HANGAR_TOKEN);
+
+    // Signed in as dev, an attacker's link: declining keeps dev's key.
+    await openLink(mallory);
+    assert.match(await page.locator('#confirm-link-text').innerText(), /tenant “mallory”/);
+    assert.match(await page.locator('#confirm-link-current').innerText(), /signed in to “dev”/);
+    assert.equal(await stored(), env.HANGAR_TOKEN);
+    await page.locator('#confirm-link-no').click();
+    await page.locator('#home').waitFor();
+    await page.locator('#signed-in-as').filter({ hasText: 'signed in as dev' }).waitFor();
+    assert.equal(await stored(), env.HANGAR_TOKEN);
+
+    // Accepting, knowingly, switches tenants and says so.
+    await openLink(mallory);
+    await page.locator('#confirm-link-yes').click();
+    await page.locator('#signed-in-as').filter({ hasText: 'signed in as mallory' }).waitFor();
+    assert.equal(await stored(), mallory);
+    await page.screenshot({ path: path.join(artifacts, 'web-terminal-link-confirm.png') });
+  } catch (err) {
+    await page.screenshot({ path: path.join(artifacts, 'web-terminal-link-failure.png') }).catch(() => {});
+    throw err;
+  } finally {
+    await page.close();
   }
 });

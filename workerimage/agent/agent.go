@@ -21,6 +21,7 @@ import (
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/agentauth"
 	"github.com/hangarhq/hangar/internal/tunnel"
+	"github.com/hangarhq/hangar/internal/validate"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
@@ -36,6 +37,8 @@ type Agent struct {
 	// usr1 delivers SIGUSR1 when Main caught it from the start (nil: Run
 	// catches it itself).
 	usr1 <-chan os.Signal
+	// unauthLog rate-limits the warning about refused requests.
+	unauthLog unauthLogger
 
 	mu        sync.Mutex
 	state     string
@@ -94,7 +97,7 @@ func Main() int {
 // the daemon when a daemon URL is configured, and on TCP when an address is
 // (see the package doc).
 func (a *Agent) Run(ctx context.Context) int {
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := NewHTTPServer(a.Handler())
 	serveErr := make(chan error, 2)
 	var where []any
 	if a.cfg.Addr != "" {
@@ -222,18 +225,29 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 func (a *Agent) authenticate(w http.ResponseWriter, r *http.Request) (*agentauth.Claims, bool) {
 	c, err := a.verifier.VerifyRequest(r)
 	if err != nil {
-		a.log.Warn("unauthorized request", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
+		a.unauthLog.log(a.log, r, err)
 		writeError(w, http.StatusUnauthorized, agentapi.CodeUnauthorized, "invalid or missing agent token")
 		return nil, false
 	}
 	return c, true
 }
 
+// handleHealth answers anyone whether the agent is usable (ok); its state
+// and version only with a valid token: they tell an unauthenticated caller
+// what runs here and whether a session is live.
 func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	st := a.state
 	a.mu.Unlock()
-	writeJSON(w, http.StatusOK, agentapi.HealthResponse{OK: st != agentapi.StateFailed, State: st, Version: Version})
+	h := agentapi.HealthResponse{OK: st != agentapi.StateFailed}
+	if r.Header.Get("Authorization") != "" {
+		if _, err := a.verifier.VerifyRequest(r); err == nil {
+			h.State, h.Version = st, Version
+		} else {
+			a.unauthLog.log(a.log, r, err)
+		}
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 // currentSession checks that the token's session is the agent's session;
@@ -296,13 +310,16 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 	default:
 		return fmt.Errorf("mode %q: want pty or jsonl", req.Mode)
 	}
+	// The same rules as the daemon's API (package validate). A file URL
+	// names this VM's own disk, so the agent allows it; the daemon decides
+	// whether a tenant may ask for one.
 	if req.Repo != "" {
-		if err := validateRepoURL(req.Repo); err != nil {
-			return err
+		if err := validate.RepoURL(req.Repo, validate.RepoPolicy{AllowFile: true}); err != nil {
+			return fmt.Errorf("repo URL: %w", err)
 		}
 	}
 	if req.Branch != "" {
-		if err := validateBranch(ctx, req.Branch); err != nil {
+		if err := validate.Branch(req.Branch); err != nil {
 			return fmt.Errorf("branch: %w", err)
 		}
 		if req.Repo == "" {
@@ -312,7 +329,7 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 	if req.SessionBranch == "" {
 		req.SessionBranch = defaultSessionBase + req.SessionID
 	}
-	if err := validateBranch(ctx, req.SessionBranch); err != nil {
+	if err := validate.Branch(req.SessionBranch); err != nil {
 		return fmt.Errorf("session_branch: %w", err)
 	}
 	if req.Cols == 0 && req.Rows == 0 {
@@ -321,15 +338,11 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 	if req.Cols < 1 || req.Rows < 1 || req.Cols > maxCols || req.Rows > maxRows {
 		return fmt.Errorf("invalid size %dx%d: columns 1..%d, rows 1..%d", req.Cols, req.Rows, maxCols, maxRows)
 	}
-	for i, arg := range req.Command {
-		if strings.ContainsRune(arg, 0) || (i == 0 && arg == "") {
-			return errors.New("command: empty program or NUL byte")
-		}
+	if err := validate.Command(req.Command); err != nil {
+		return fmt.Errorf("command: %w", err)
 	}
-	for k, v := range req.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return fmt.Errorf("env: invalid variable %q", k)
-		}
+	if err := validate.Env(req.Env); err != nil {
+		return fmt.Errorf("env: %w", err)
 	}
 	if c := req.Credentials; c != nil {
 		for name, v := range map[string]string{"anthropic_api_key": c.AnthropicAPIKey, "claude_oauth_token": c.ClaudeOAuthToken, "git_token": c.GitToken} {
@@ -348,6 +361,7 @@ func validateInit(ctx context.Context, req *agentapi.InitRequest) error {
 }
 
 func (a *Agent) handleInit(w http.ResponseWriter, r *http.Request) {
+	longCall(w)
 	c, ok := a.authenticate(w, r)
 	if !ok {
 		return
@@ -533,6 +547,7 @@ func (a *Agent) finish(req *agentapi.FinishRequest) (*agentapi.FinishResponse, e
 }
 
 func (a *Agent) handleFinish(w http.ResponseWriter, r *http.Request) {
+	longCall(w)
 	c, ok := a.authenticate(w, r)
 	if !ok {
 		return

@@ -188,7 +188,7 @@ func TestAttachWhileInitializing(t *testing.T) {
 		initDone <- err
 	}()
 	eventually(t, "initializing", func() bool {
-		code, body := a.call("GET", "/v1/health", "-", nil)
+		code, body := a.call("GET", "/v1/health", "slow", nil)
 		return code == 200 && strings.Contains(body, `"state":"initializing"`)
 	})
 	conn, _, err := a.dial("slow", wire.SubprotocolPTY)

@@ -32,8 +32,13 @@ func TestRefusesToStartWithoutValidKey(t *testing.T) {
 
 func TestAuthentication(t *testing.T) {
 	a := startAgent(t, agentOpts{})
-	if code, body := a.call("GET", "/v1/health", "-", nil); code != 200 || !strings.Contains(body, `"ok":true`) {
-		t.Fatalf("health %d %s", code, body)
+	// Health tells anyone only whether the agent is usable; state and
+	// version need a valid token.
+	if code, body := a.call("GET", "/v1/health", "-", nil); code != 200 || strings.TrimSpace(body) != `{"ok":true}` {
+		t.Fatalf("health without a token: %d %s", code, body)
+	}
+	if code, body := a.call("GET", "/v1/health", "s1", nil); code != 200 || !strings.Contains(body, `"state":"idle"`) || !strings.Contains(body, `"version"`) {
+		t.Fatalf("health with a token: %d %s", code, body)
 	}
 	tokenWith := func(method jwt.SigningMethod, key any, mod func(jwt.MapClaims)) string {
 		now := time.Now()
@@ -101,4 +106,20 @@ func TestAuthentication(t *testing.T) {
 func keyOf(t *testing.T, a *agentProc) ed25519.PrivateKey {
 	t.Helper()
 	return a.key
+}
+
+// TestUnauthorizedLogRateLimited: a flood of refused requests is logged a
+// few times, not once per request (anyone on the private network can send
+// them).
+func TestUnauthorizedLogRateLimited(t *testing.T) {
+	a := startAgent(t, agentOpts{})
+	for range 200 {
+		if code, _ := a.call("GET", "/v1/status", "-", nil); code != 401 {
+			t.Fatalf("status without a token: %d", code)
+		}
+	}
+	// The agent logs the first refusal before it answers it.
+	if n := strings.Count(a.logs.String(), "unauthorized request"); n < 1 || n > 3 {
+		t.Fatalf("%d log lines for 200 refused requests:\n%s", n, a.logs.String())
+	}
 }

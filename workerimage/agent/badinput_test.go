@@ -37,12 +37,15 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"malformed JSON", `{"session_id": "s1", `, 400, "malformed JSON"},
 		{"not an object", `[1,2,3]`, 400, "malformed JSON"},
-		{"option injection", map[string]any{"session_id": "s1", "repo": "--upload-pack=touch " + marker}, 422, "must not start with '-'"},
+		{"option injection", map[string]any{"session_id": "s1", "repo": "--upload-pack=touch " + marker}, 422, "starts with '-'"},
 		{"ext transport", map[string]any{"session_id": "s1", "repo": "ext::sh%20-c%20touch%20" + marker}, 422, "transport"},
 		{"http to the internet", map[string]any{"session_id": "s1", "repo": "http://example.com/x.git"}, 422, "loopback"},
 		{"password in URL", map[string]any{"session_id": "s1", "repo": "https://u:p@example.com/x.git"}, 422, "password"},
-		{"bad branch", map[string]any{"session_id": "s1", "repo": "https://example.com/x.git", "branch": "a..b"}, 422, "check-ref-format"},
-		{"branch option", map[string]any{"session_id": "s1", "repo": "https://example.com/x.git", "branch": "-f"}, 422, "invalid branch"},
+		{"bad branch", map[string]any{"session_id": "s1", "repo": "https://example.com/x.git", "branch": "a..b"}, 422, "not a valid branch name"},
+		{"branch option", map[string]any{"session_id": "s1", "repo": "https://example.com/x.git", "branch": "-f"}, 422, "not a valid branch name"},
+		{"token in the user part", map[string]any{"session_id": "s1", "repo": "https://ghp_abc123@example.com/x.git"}, 422, "user part"},
+		{"git protocol", map[string]any{"session_id": "s1", "repo": "git://example.com/x.git"}, 422, "scheme"},
+		{"reserved env", map[string]any{"session_id": "s1", "env": map[string]string{"HANGAR_X": "1"}}, 422, "reserved"},
 		{"bad session branch", map[string]any{"session_id": "s1", "session_branch": "x y"}, 422, "session_branch"},
 		{"bad mode", map[string]any{"session_id": "s1", "mode": "tty"}, 422, "mode"},
 		{"bad size", map[string]any{"session_id": "s1", "cols": 100000, "rows": 10}, 422, "invalid size"},
@@ -135,7 +138,7 @@ func TestBadInput(t *testing.T) {
 
 	c.input("and still\r")
 	c.waitOutput("you said: and still")
-	if code, body := a.call("GET", "/v1/health", "-", nil); code != 200 || !strings.Contains(body, "running") {
+	if code, body := a.call("GET", "/v1/health", "s1", nil); code != 200 || !strings.Contains(body, "running") {
 		t.Fatalf("health: %d %s", code, body)
 	}
 }

@@ -52,7 +52,7 @@ func TestCloneFailures(t *testing.T) {
 		t.Fatalf("init with a wrong token: %v", err)
 	}
 	a.record(ae.Message)
-	if code, body := a.call("GET", "/v1/health", "-", nil); code != 200 || !strings.Contains(body, `"state":"failed"`) {
+	if code, body := a.call("GET", "/v1/health", "s1", nil); code != 200 || !strings.Contains(body, `"state":"failed"`) {
 		t.Fatalf("health %d %s", code, body)
 	}
 	if st := a.status("cf"); st.State != agentapi.StateFailed || st.Error == "" {

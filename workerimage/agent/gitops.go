@@ -3,10 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,98 +89,6 @@ func (g *git) run(ctx context.Context, withToken bool, extraEnv []string, args .
 type gitError struct{ op, msg string }
 
 func (e *gitError) Error() string { return "git " + e.op + ": " + e.msg }
-
-// validateRepoURL accepts https and ssh URLs (also scp-like user@host:path),
-// file URLs, and http only to a loopback host (tests, local development). It
-// refuses option injection (a leading "-"), transport helpers ("ext::…"),
-// passwords in the URL (they would end up in .git/config) and control
-// characters.
-func validateRepoURL(s string) error {
-	if len(s) > 2048 {
-		return errors.New("repo URL too long")
-	}
-	if strings.HasPrefix(s, "-") {
-		return errors.New("repo URL must not start with '-'")
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == ' ' {
-			return errors.New("repo URL contains whitespace or control characters")
-		}
-	}
-	if transportHelper.MatchString(s) {
-		return errors.New("repo URL must not name a transport helper (\"transport::address\")")
-	}
-	if !strings.Contains(s, "://") {
-		return validateSCPLike(s)
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("repo URL: %v", err)
-	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			return errors.New("repo URL must not contain a password; pass the git token as a credential")
-		}
-	}
-	switch u.Scheme {
-	case "https", "ssh":
-		if u.Hostname() == "" || strings.HasPrefix(u.Hostname(), "-") {
-			return fmt.Errorf("repo URL: bad host %q", u.Host)
-		}
-	case "http":
-		if !isLoopbackHost(u.Hostname()) {
-			return errors.New("repo URL: http is allowed only to a loopback host; use https")
-		}
-	case "file":
-		if u.Host != "" && u.Host != "localhost" {
-			return errors.New("repo URL: file URLs must be local")
-		}
-		if !strings.HasPrefix(u.Path, "/") {
-			return errors.New("repo URL: file URL needs an absolute path")
-		}
-	default:
-		return fmt.Errorf("repo URL: scheme %q not allowed (https, ssh, file)", u.Scheme)
-	}
-	if u.Path == "" || u.Path == "/" {
-		return errors.New("repo URL: no repository path")
-	}
-	return nil
-}
-
-// transportHelper matches git's "<transport>::<address>" syntax (ext::, fd::, …).
-var transportHelper = regexp.MustCompile(`^[A-Za-z0-9+.-]*::`)
-
-var scpLike = regexp.MustCompile(`^(?:[A-Za-z0-9._~-]+@)?([A-Za-z0-9][A-Za-z0-9.-]*):([^:]+)$`)
-
-func validateSCPLike(s string) error {
-	m := scpLike.FindStringSubmatch(s)
-	if m == nil || strings.HasPrefix(m[2], "-") {
-		return errors.New("repo URL: want https://, ssh://, file:// or user@host:path")
-	}
-	return nil
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
-// validateBranch checks a branch name with git check-ref-format and refuses
-// names that could be read as options.
-func validateBranch(ctx context.Context, name string) error {
-	if name == "" || strings.HasPrefix(name, "-") || len(name) > 255 {
-		return fmt.Errorf("invalid branch name %q", name)
-	}
-	cmd := exec.CommandContext(ctx, "git", "check-ref-format", "refs/heads/"+name)
-	cmd.Env = childBaseEnv()
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("invalid branch name %q (git check-ref-format)", name)
-	}
-	return nil
-}
 
 var sessionIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 

@@ -2,9 +2,12 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/hangarhq/hangar/internal/agentapi"
 )
 
 func TestByteRingKeepsTheLastBytes(t *testing.T) {
@@ -113,19 +116,25 @@ func TestLineRingProtectsTheWriter(t *testing.T) {
 	}
 }
 
-func TestValidateRepoURL(t *testing.T) {
+// TestValidateInitRepo: the agent applies package validate's rules, the
+// daemon's, so a URL is never accepted on one hop and refused on the other.
+func TestValidateInitRepo(t *testing.T) {
 	good := []string{"https://github.com/a/b.git", "ssh://git@github.com/a/b.git", "git@github.com:a/b.git",
-		"file:///srv/git/x.git", "http://127.0.0.1:8080/x.git", "http://[::1]/x.git", "https://user@host.example/x.git"}
+		"file:///srv/git/x.git", "http://127.0.0.1:8080/x.git", "http://[::1]/x.git"}
 	bad := []string{"--upload-pack=touch /tmp/x", "-oProxyCommand=x", "ext::sh -c x", "fd::3", "http://example.com/x.git",
-		"https://u:p@host/x.git", "ftp://host/x", "/local/path", "git@-host:x", "host:-x", "https://host", "file://other/x",
-		"https://host/x\n", ""}
+		"https://u:p@host/x.git", "https://user@host.example/x.git", "ftp://host/x", "/local/path", "git@-host:x",
+		"host:-x", "https://host", "file://other/x", "https://host/x\n", "git://host/x.git",
+		"ssh://-oProxyCommand@host/x.git"}
+	check := func(repo string) error {
+		return validateInit(context.Background(), &agentapi.InitRequest{SessionID: "s1", Repo: repo})
+	}
 	for _, u := range good {
-		if err := validateRepoURL(u); err != nil {
+		if err := check(u); err != nil {
 			t.Errorf("%q refused: %v", u, err)
 		}
 	}
 	for _, u := range bad {
-		if err := validateRepoURL(u); err == nil {
+		if err := check(u); err == nil {
 			t.Errorf("%q accepted", u)
 		}
 	}

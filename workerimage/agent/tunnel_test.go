@@ -34,7 +34,8 @@ func (v stubVerifier) Verify(_ context.Context, raw string) (*tunnel.Identity, e
 
 // TestAgentDialsHome runs the agent binary in tunnel mode: it takes its
 // token from the local Machines API socket, serves its API through the
-// tunnel, listens on no TCP port, and redials on SIGUSR1.
+// tunnel, listens on no TCP port, and on SIGUSR1 keeps a tunnel that
+// answers and redials one that does not.
 func TestAgentDialsHome(t *testing.T) {
 	bin := testbin.Path(t, testbin.Agent)
 	key, _ := agentauth.GenerateKey()
@@ -125,11 +126,30 @@ func TestAgentDialsHome(t *testing.T) {
 		t.Fatalf("the agent listened on TCP in tunnel mode: %s", logs.String())
 	}
 
-	// SIGUSR1: the agent drops the tunnel and dials again.
+	// SIGUSR1 while the tunnel answers: the agent keeps it (a redial would
+	// cut the calls running on it).
 	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "tunnel answers; keeping it") {
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGUSR1 not handled: %s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := connects.Load(); n != 1 {
+		t.Fatalf("%d tunnels after SIGUSR1 on a live one", n)
+	}
+	health()
+
+	// The daemon drops its side (as after finding it dead): SIGUSR1 or the
+	// close itself makes the agent dial again.
+	reg.Disconnect(machineID)
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
 	for connects.Load() < 2 || !reg.Connected(machineID) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no second tunnel after SIGUSR1 (%d connects)", connects.Load())

@@ -45,6 +45,8 @@ func runDev(ctx context.Context, args []string) error {
 	minStandby := fs.Int("min-standby", 1, "dev pool standbys (0: none; applies when the dev pool is first created)")
 	logFormat := fs.String("log-format", "text", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level")
+	perSession := fs.Int("max-attaches-per-session", 0, "concurrent attachments per session (0: the default; -1: no limit)")
+	perTenant := fs.Int("max-attaches-per-tenant", 0, "concurrent attachments per tenant (0: the default; -1: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,6 +60,7 @@ func runDev(ctx context.Context, args []string) error {
 	cfg.Listen, cfg.LogFormat, cfg.LogLevel = *listen, *logFormat, *logLevel
 	cfg.SweepInterval = 5 * time.Second
 	cfg.PoolRefresh = 5 * time.Second
+	cfg.MaxAttachesPerSession, cfg.MaxAttachesPerTenant = *perSession, *perTenant
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -28,7 +28,11 @@ func runFlyemu(ctx context.Context, args []string) error {
 	latency := fs.Duration("latency", 0, "added to every API call")
 	faultRate := fs.Float64("fault-rate", 0, "share (0..1) of API calls failing with 429, 500 or a dropped connection")
 	faultSeed := fs.Uint64("fault-seed", 1, "seed of the fault injector")
-	rateLimit := fs.Bool("rate-limit", false, "apply Fly's per-action rate limits")
+	noRateLimits := fs.Bool("no-rate-limits", false, "turn off Fly's per-action rate limits (on by default, as on Fly)")
+	retryAfter := fs.Bool("retry-after", false, "send Retry-After with rate-limit 429s (Fly does not promise one)")
+	timeoutRate := fs.Float64("timeout-rate", 0, "share of API calls (0..1) answered 408")
+	notFoundAfterCreate := fs.Duration("not-found-after-create", 0, "answer 404 to reads of apps and machines this young")
+	noBatchMetadata := fs.Bool("no-batch-metadata", false, "answer 404 on the batch metadata endpoint")
 	images := fs.String("images", "", "image map file (JSON if named *.json, else HCL)")
 	imageStore := fs.String("image-store", os.Getenv("HANGAR_IMAGE_STORE"), "OCI image layout whose images machines boot as runc containers (make worker-image fills it; HANGAR_IMAGE_STORE)")
 	agent := fs.String("agent", "", "binary run for unmapped images (default: hangar-agent beside hangard, else on PATH)")
@@ -45,20 +49,24 @@ func runFlyemu(ctx context.Context, args []string) error {
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "flyemu", Level: hclog.LevelFromString(*logLevel), Output: os.Stderr})
 	cfg := flyemu.Config{
-		DataDir:          *data,
-		AgentBinary:      *agent,
-		Org:              *org,
-		Region:           *region,
-		Token:            *token,
-		BootDelay:        *bootDelay,
-		Latency:          *latency,
-		FaultRate:        *faultRate,
-		FaultSeed:        *faultSeed,
-		RateLimit:        *rateLimit,
-		Logger:           log,
-		LogProcessOutput: *logOutput,
-		Network:          *network,
-		ImageStore:       *imageStore,
+		DataDir:             *data,
+		AgentBinary:         *agent,
+		Org:                 *org,
+		Region:              *region,
+		Token:               *token,
+		BootDelay:           *bootDelay,
+		Latency:             *latency,
+		FaultRate:           *faultRate,
+		FaultSeed:           *faultSeed,
+		NoRateLimits:        *noRateLimits,
+		RetryAfter:          *retryAfter,
+		TimeoutRate:         *timeoutRate,
+		NotFoundAfterCreate: *notFoundAfterCreate,
+		NoBatchMetadata:     *noBatchMetadata,
+		Logger:              log,
+		LogProcessOutput:    *logOutput,
+		Network:             *network,
+		ImageStore:          *imageStore,
 	}
 	if *images != "" {
 		m, err := flyemu.LoadImages(*images)

@@ -54,11 +54,15 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"tickets/race_single_use", func(t *testing.T, s store.Store) { testTicketRace(t, s, s, 1) }},
 		{"tickets/race_multi_use", func(t *testing.T, s store.Store) { testTicketRace(t, s, s, 5) }},
 		{"tickets/deleted_tenant", testTicketDeletedTenant},
+		{"tickets/key_rotation_revokes", testTicketKeyRotation},
 		{"daemons/heartbeat", testDaemons},
 		{"daemons/tunnels", testTunnels},
+		{"destroys/pending", testPendingDestroys},
 		{"tokens/single_use", testUseToken},
 		{"tokens/race_one_winner", testUseTokenRace},
 		{"leader/release", testLeaderSingle},
+		{"rate/budget", func(t *testing.T, s store.Store) { testRate(t, s, s) }},
+		{"snapshots", testSnapshots},
 		{"schema/no_credential_columns", testNoCredentialColumns},
 		{"close", testClose},
 	}
@@ -107,6 +111,13 @@ func RunReplicas(t *testing.T, open func(t *testing.T) (a, b store.Store), exclu
 		sess := mustSession(t, a, ten.ID, "pool")
 		raceClaim(t, []store.Store{a, b}, sess.ID)
 	})
+	if exclusiveLeader {
+		// SQLite keeps the budget in its one process, as it keeps leadership.
+		t.Run("rate_across", func(t *testing.T) {
+			a, b := open(t)
+			testRate(t, a, b)
+		})
+	}
 	t.Run("ticket_race_across", func(t *testing.T) {
 		a, b := open(t)
 		testTicketRace(t, a, b, 1)
@@ -1073,6 +1084,29 @@ func testTicketDeletedTenant(t *testing.T, s store.Store) {
 	}
 }
 
+// testTicketKeyRotation: a new key revokes every ticket of that tenant (a
+// leaked key must not leave a living share link behind) and no other's.
+func testTicketKeyRotation(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	a, b := mustTenant(t, s, "a"), mustTenant(t, s, "b")
+	tkA, hA := newTicket("s", a.ID, 5, time.Hour)
+	tkB, hB := newTicket("s2", b.ID, 5, time.Hour)
+	for _, tk := range []*store.Ticket{tkA, tkB} {
+		if err := s.CreateTicket(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetTenantKey(ctx, a.ID, keyHash("rotated")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UseTicket(ctx, hA, "s", time.Now()); !errors.Is(err, store.ErrTicketInvalid) {
+		t.Fatalf("a ticket survived its tenant's key rotation: %v", err)
+	}
+	if _, err := s.UseTicket(ctx, hB, "s2", time.Now()); err != nil {
+		t.Fatalf("another tenant's ticket was revoked: %v", err)
+	}
+}
+
 func testDaemons(t *testing.T, s store.Store) {
 	ctx := testContext(t)
 	t0 := time.Now()
@@ -1309,5 +1343,102 @@ func testClose(t *testing.T, s store.Store) {
 	}
 	if err := s.CreateTenant(ctx, &store.Tenant{Name: "b"}); err == nil {
 		t.Fatal("CreateTenant after Close succeeded")
+	}
+}
+
+// testPendingDestroys: destroys owed are kept with their first reason and
+// time, count attempts, keep the last error, list oldest first and are
+// forgotten when done.
+func testPendingDestroys(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	t0 := time.Now().Truncate(time.Second)
+	if ps, err := s.PendingDestroys(ctx, 0); err != nil || len(ps) != 0 {
+		t.Fatalf("PendingDestroys on an empty store = %v, %v", ps, err)
+	}
+	if err := s.RecordDestroy(ctx, "", "m1", "r", "", t0); err == nil {
+		t.Fatal("RecordDestroy without an app succeeded")
+	}
+	if err := s.RecordDestroy(ctx, "app", "m2", "claim aborted", "409 leased", t0.Add(time.Second)); err != nil {
+		t.Fatalf("RecordDestroy(m2): %v", err)
+	}
+	if err := s.RecordDestroy(ctx, "app", "m1", "replica restarted", "", t0); err != nil {
+		t.Fatalf("RecordDestroy(m1): %v", err)
+	}
+	// Again: an attempt more, the first reason and time kept, the error updated.
+	if err := s.RecordDestroy(ctx, "app", "m2", "other reason", "503", t0.Add(time.Minute)); err != nil {
+		t.Fatalf("RecordDestroy(m2) again: %v", err)
+	}
+	if err := s.RecordDestroy(ctx, "app", "m2", "other reason", "", t0.Add(2*time.Minute)); err != nil {
+		t.Fatalf("RecordDestroy(m2) a third time: %v", err)
+	}
+	ps, err := s.PendingDestroys(ctx, 0)
+	if err != nil {
+		t.Fatalf("PendingDestroys: %v", err)
+	}
+	if len(ps) != 2 || ps[0].MachineID != "m1" || ps[1].MachineID != "m2" {
+		t.Fatalf("PendingDestroys = %+v; want m1, m2", ps)
+	}
+	m2 := ps[1]
+	if m2.App != "app" || m2.Reason != "claim aborted" || !m2.Since.Equal(t0.Add(time.Second)) || m2.Attempts != 3 || m2.LastError != "503" {
+		t.Errorf("m2 = %+v; want first reason and time, 3 attempts, last error 503", m2)
+	}
+	if ps, err := s.PendingDestroys(ctx, 1); err != nil || len(ps) != 1 || ps[0].MachineID != "m1" {
+		t.Errorf("PendingDestroys(limit 1) = %v, %v", ps, err)
+	}
+	if err := s.DestroyDone(ctx, "app", "m1"); err != nil {
+		t.Fatalf("DestroyDone(m1): %v", err)
+	}
+	if err := s.DestroyDone(ctx, "app", "unknown"); err != nil {
+		t.Fatalf("DestroyDone(unknown): %v", err)
+	}
+	if ps, err := s.PendingDestroys(ctx, 0); err != nil || len(ps) != 1 || ps[0].MachineID != "m2" {
+		t.Errorf("after DestroyDone: %v, %v", ps, err)
+	}
+}
+
+// testRate checks ReserveRate as a shared token bucket: a and b (the same
+// store, or two replicas of one) draw from one budget per key.
+func testRate(t *testing.T, a, b store.Store) {
+	ctx := testContext(t)
+	const interval = time.Hour // nothing refills during the test
+	for i, s := range []store.Store{a, b, a} {
+		d, err := s.ReserveRate(ctx, "machine_start/app/m1", interval, 3)
+		if err != nil || d != 0 {
+			t.Fatalf("reservation %d within the burst: wait %v, %v", i, d, err)
+		}
+	}
+	d, err := b.ReserveRate(ctx, "machine_start/app/m1", interval, 3)
+	if err != nil || d < interval-time.Minute || d > interval {
+		t.Fatalf("4th reservation: wait %v, %v; want about %v", d, err, interval)
+	}
+	if d, err := b.ReserveRate(ctx, "machine_start/app/m2", interval, 3); err != nil || d != 0 {
+		t.Fatalf("another bucket: wait %v, %v", d, err)
+	}
+	if _, err := a.ReserveRate(ctx, "", interval, 3); err == nil {
+		t.Fatal("empty key accepted")
+	}
+}
+
+func testSnapshots(t *testing.T, s store.Store) {
+	ctx := testContext(t)
+	if _, _, err := s.LoadSnapshot(ctx, "pool-app/a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing snapshot: %v", err)
+	}
+	t0 := time.Now().Truncate(time.Millisecond)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[1]`), t0))
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[0]`), t0.Add(-time.Second))) // older: ignored
+	data, at, err := s.LoadSnapshot(ctx, "pool-app/a")
+	if err != nil || string(data) != `[1]` || !at.Equal(t0) {
+		t.Fatalf("snapshot = %s at %v, %v; want [1] at %v", data, at, err, t0)
+	}
+	must(s.SaveSnapshot(ctx, "pool-app/a", []byte(`[2]`), t0.Add(time.Second)))
+	if data, _, _ := s.LoadSnapshot(ctx, "pool-app/a"); string(data) != `[2]` {
+		t.Fatalf("newer snapshot not saved: %s", data)
 	}
 }
