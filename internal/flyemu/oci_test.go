@@ -280,3 +280,54 @@ func TestImageModeOOM(t *testing.T) {
 		t.Errorf("last event = %s, want an exit with oom_killed and code 137", b)
 	}
 }
+
+// A migration or a lost snapshot of an image-mode machine boots it as Fly
+// does: a new container (stop_config's signal first, for a migration) on a
+// fresh rootfs, still in image mode.
+func TestImageModeMigrateAndLostSnapshot(t *testing.T) {
+	requireImageMode(t)
+	e := start(t, flyemu.Config{ImageStore: helperStore(t)})
+	c := ctx(t)
+	app := e.app(t, "imgmove")
+	m := e.create(t, app, fly.CreateMachineRequest{Config: &fly.MachineConfig{
+		Image:      testImage,
+		Guest:      &fly.Guest{CPUKind: "shared", CPUs: 1, MemoryMB: 256},
+		Restart:    &fly.Restart{Policy: fly.RestartNo},
+		StopConfig: &fly.StopConfig{Signal: "SIGTERM"},
+	}})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	logPath := filepath.Join(e.srv.MachineDir(app, m.ID), "machine.log")
+	logHas(t, e, app, m.ID, "rootfs fresh")
+	boots := func(n int) func() bool {
+		return func() bool { return strings.Count(readFile(logPath), "rootfs ") == n }
+	}
+
+	if err := e.srv.Migrate(app, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	logHas(t, e, app, m.ID, "got terminated")
+	eventually(t, "the migrated machine to boot again", boots(2))
+	e.wait(t, app, m.ID, fly.StateStarted)
+	if got := launchMode(t, e, app, m.ID); got != "image" {
+		t.Errorf("mode after migration = %q, want image", got)
+	}
+
+	if err := e.c.SuspendMachine(c, app, m.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.wait(t, app, m.ID, fly.StateSuspended)
+	if err := e.srv.LoseSnapshot(app, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.StartMachine(c, app, m.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.wait(t, app, m.ID, fly.StateStarted)
+	eventually(t, "a cold boot after the lost snapshot", boots(3))
+	if got := launchMode(t, e, app, m.ID); got != "image" {
+		t.Errorf("mode after a lost snapshot = %q, want image", got)
+	}
+	if out := readFile(logPath); strings.Contains(out, "rootfs stale") {
+		t.Errorf("a boot saw an earlier boot's rootfs change:\n%s", out)
+	}
+}
