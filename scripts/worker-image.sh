@@ -129,9 +129,15 @@ if [ -z "$BASE" ]; then
     # The Debian rootfs is kept too: it is the slow part, and survives a
     # wiped buildah storage.
     rootfs="$CACHE/base/debian-$DEBIAN_RELEASE-$(echo "$BASE_PACKAGES" | hash_of).tar"
-    if [ ! -s "$rootfs" ]; then
+    if [ ! -f "$rootfs" ] || [ ! -s "$rootfs" ]; then
       mkdir -p "$CACHE/base"
-      mmdebstrap --variant=minbase --include="$BASE_PACKAGES" "$DEBIAN_RELEASE" "$rootfs.tmp" >&2
+      # A cut-off run's leftover, or a directory an earlier version of this
+      # script left at the tarball's name.
+      rm -rf "$rootfs" "$rootfs.tmp"
+      # --format=tar: the target's name (.tmp) would otherwise pick a
+      # directory. apt retries a failed download itself.
+      mmdebstrap --variant=minbase --format=tar --aptopt='Acquire::Retries "3"' \
+        --include="$BASE_PACKAGES" "$DEBIAN_RELEASE" "$rootfs.tmp" >&2
       mv "$rootfs.tmp" "$rootfs"
     fi
     ln "$rootfs" "$work/rootfs.tar" 2>/dev/null || cp "$rootfs" "$work/rootfs.tar"
