@@ -184,6 +184,10 @@ else
     --label "dev.hangar.build-key=$key" -t "$KEYED" "$CTX" >&2
   say "built in $((SECONDS - t0)) s"
 fi
+# buildah bud leaves a working container (and its overlay mount) behind for
+# a COPY --from stage: remove them, ours alone as builds of this storage hold
+# the lock, or each build would leave one more mount until the next reboot.
+"${B[@]}" rm --all >/dev/null 2>&1 || true
 "${B[@]}" tag "$KEYED" "$IMAGE" >&2
 
 # The emulator's image store: an OCI layout, one ref per image name. Export
