@@ -23,9 +23,15 @@
 #                       after the build (log in first: `fly auth docker`).
 #   WORKER_IMAGE_BASE   the Dockerfile's BASE_IMAGE (buildah default: offline)
 #   WORKER_BUILDER      docker or buildah (default: docker if its engine answers)
+#   WORKER_IMAGE_KEYED  1: (buildah) append the build key to the tag, e.g.
+#                       hangar-worker:test-<key>, so that checkouts sharing a
+#                       cache never swap each other's image under one name
+#                       while their tests run (the tests use this)
 #   HANGAR_CACHE_DIR    cache (default ${XDG_CACHE_HOME:-~/.cache}/hangar)
 #   HANGAR_IMAGE_STORE  emulator image store (default $HANGAR_CACHE_DIR/images)
 #   HANGAR_VERSION      the agent's version (default dev)
+#   WORKER_IMAGE_LOCK_WAIT  seconds to wait for another build of the same
+#                       cache (default 1800)
 #   WORKER_BUILD_CA     CA certificates npm must trust during the build (a
 #                       network that inspects TLS); default: this host's npm
 #                       cafile or NODE_EXTRA_CA_CERTS. A build secret: it is
@@ -100,8 +106,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 mkdir -p "$CACHE"
 # One build at a time per cache (test packages may ask for the image at once).
+# Bounded: a build stuck in another checkout must not hold this one forever.
 exec 9>"$CACHE/.worker-image.lock"
-flock 9
+flock -w "${WORKER_IMAGE_LOCK_WAIT:-1800}" 9 || die "another build has held $CACHE/.worker-image.lock for ${WORKER_IMAGE_LOCK_WAIT:-1800} s"
 # One storage of our own, which never collides with another tool's storage
 # configuration. overlay where the kernel has it and the cache is not itself
 # on overlayfs (its layer commits are cheap: each Dockerfile step of vfs
@@ -172,6 +179,7 @@ fi
 base_id="$("${B[@]}" inspect --type image --format '{{.FromImageID}}' "$BASE" 2>/dev/null || echo "$BASE")"
 key="$({ cat "$DOCKERFILE"; sha256sum <"$CTX/linux/$GOARCH/hangar-agent"; echo "$base_id $VERSION $GOARCH"; } | hash_of)"
 KEYED="localhost/hangar-worker:build-$key"
+[ "${WORKER_IMAGE_KEYED:-}" = 1 ] && IMAGE="$IMAGE-$key"
 if has_image "$KEYED"; then
   say "$IMAGE is up to date (build $key)"
 else

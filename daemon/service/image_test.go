@@ -21,9 +21,9 @@ const claudeLoginMarker = "Not logged in"
 // the emulator runs as containers (image mode).
 func newImageEnv(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 	t.Helper()
-	store := workerimagetest.Store(t)
+	store, ref := workerimagetest.Store(t)
 	e := newEnvEmu(t, flyemu.Config{ImageStore: store}, standbys, func(s *pool.Spec) {
-		s.Image = workerimagetest.Ref
+		s.Image = ref
 		// The image's own workspace (/workspace). The git server's CA file
 		// is on the host, out of the containers' reach: its certificate
 		// is not checked (the TLS itself still is TLS).
@@ -33,8 +33,8 @@ func newImageEnv(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 		}
 	})
 	// Unpack the image before anything waits on a machine's start.
-	if ok, err := e.emu.PrepareImage(workerimagetest.Ref); err != nil || !ok {
-		t.Fatalf("prepare %s: %v %v", workerimagetest.Ref, ok, err)
+	if ok, err := e.emu.PrepareImage(ref); err != nil || !ok {
+		t.Fatalf("prepare %s: %v %v", ref, ok, err)
 	}
 	return e
 }

@@ -21,13 +21,14 @@ import (
 // signal, the pinned Claude Code and the agent inside it, and every layer
 // for credentials or build leftovers.
 func TestWorkerImage(t *testing.T) {
-	st, err := flyemu.OpenImageStore(workerimagetest.Store(t))
+	dir, ref := workerimagetest.Store(t)
+	st, err := flyemu.OpenImageStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, ok, err := st.Lookup(workerimagetest.Ref)
+	img, ok, err := st.Lookup(ref)
 	if err != nil || !ok {
-		t.Fatalf("%s not in the store: %v", workerimagetest.Ref, err)
+		t.Fatalf("%s not in the store: %v", ref, err)
 	}
 	df, err := os.ReadFile(filepath.Join(repoRoot(t), "workerimage", "Dockerfile"))
 	if err != nil {
