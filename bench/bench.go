@@ -862,10 +862,17 @@ func (r *run) waitStandby(ctx context.Context, app string, rest []string) error 
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("no %v standby in %s: %w", rest, app, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(standbyPoll):
 		}
 	}
 }
+
+// standbyPoll spaces waitStandby's listings. Fly (and the emulator) allow
+// one machine listing per app and second, bursts of 3, for all callers
+// together: listing every 20 ms took the whole budget, the daemon's
+// reconciler got only 429s and never refilled the standby being waited
+// for. The wait is between samples, outside every measured latency.
+const standbyPoll = 2 * time.Second
 
 // streamPhase starts a fresh hangard dev, attaches the idle viewers
 // through it to sessions of the design's pool and reads the daemon's

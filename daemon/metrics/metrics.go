@@ -20,7 +20,9 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 	// ClaimSeconds is the time from a claim's start to its session being
-	// ready (or failing), by source (standby|clone) and outcome (ready|failed).
+	// ready (or failing), by source (standby|clone|adopted) and outcome
+	// (ready|failed|requeued: Fly refused to start the machine, so the
+	// session went back in line for another).
 	ClaimSeconds *prometheus.HistogramVec
 	// SessionsFinished counts sessions this replica took to ended or failed.
 	SessionsFinished *prometheus.CounterVec

@@ -24,14 +24,6 @@ import (
 // ErrNotFound is returned for an unknown pool.
 var ErrNotFound = errors.New("no such pool")
 
-// Template is one template machine of a pool: the pool's default image
-// (TenantImage "") or a tenant image.
-type Template struct {
-	Spec    pool.Spec
-	Hash    string       // Spec hash as stored on the template (KeySpec)
-	Machine *fly.Machine // the template machine itself, whose config is cloned
-}
-
 // Counts are a template's (or pool's) machines by role and state.
 type Counts struct {
 	// Standby counts standbys ready to claim, by state (created, stopped, suspended, …).
@@ -52,9 +44,9 @@ type Pool struct {
 	App  string
 	// Default is the template of the pool's default image (nil if only
 	// tenant images exist, which the provider never does).
-	Default *Template
+	Default *pool.Template
 	// TenantImages by name.
-	TenantImages map[string]*Template
+	TenantImages map[string]*pool.Template
 	// Machines counts every standby and session machine (what max_machines caps).
 	Machines int
 	// Counts per template: key "" is the default image.
@@ -64,7 +56,7 @@ type Pool struct {
 }
 
 // Template returns the template for a tenant image ("" = the default image).
-func (p *Pool) Template(tenantImage string) *Template {
+func (p *Pool) Template(tenantImage string) *pool.Template {
 	if tenantImage == "" {
 		return p.Default
 	}
@@ -245,7 +237,7 @@ func (c *Cache) readApp(ctx context.Context, app string, shared bool) ([]*Pool, 
 	get := func(name string) *Pool {
 		p := byName[name]
 		if p == nil {
-			p = &Pool{Name: name, App: app, TenantImages: map[string]*Template{}, Counts: map[string]*Counts{}, ReadAt: now}
+			p = &Pool{Name: name, App: app, TenantImages: map[string]*pool.Template{}, Counts: map[string]*Counts{}, ReadAt: now}
 			byName[name] = p
 		}
 		return p
@@ -262,7 +254,7 @@ func (c *Cache) readApp(ctx context.Context, app string, shared bool) ([]*Pool, 
 			continue
 		}
 		p := get(spec.Pool)
-		t := &Template{Spec: spec, Hash: pool.SpecHashOf(m), Machine: m}
+		t := &pool.Template{Spec: spec, Hash: pool.SpecHashOf(m), Machine: m}
 		if spec.TenantImage == "" {
 			p.Default = t
 		} else {

@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -288,7 +287,17 @@ type appReport struct {
 	pool bool
 }
 
-// reconcileApp reconciles one Fly app; apps without hangar machines are skipped.
+// reconcileApp reconciles one Fly app (apps without hangar machines are
+// skipped) in four phases, each a method below:
+//
+//  1. reap: session machines that no live session owns;
+//  2. clear: standbys that will never be claimable (failed, stuck);
+//  3. trim and roll: standbys beyond min_standby, and standbys of an older
+//     spec replaced by fresh ones;
+//  4. top up: standbys each template lacks, under the pool's clone lock.
+//
+// The app is listed once per round; only a top-up lists it again, under the
+// lock, because claims clone machines meanwhile and max_machines must hold.
 func (r *Reconciler) reconcileApp(ctx context.Context, app string) (appReport, error) {
 	var rep appReport
 	st, err := pool.Load(ctx, r.cfg.Fly, app)
@@ -305,98 +314,74 @@ func (r *Reconciler) reconcileApp(ctx context.Context, app string) (appReport, e
 	log := r.log.With("app", app)
 	reportUnreachable(st, log)
 	var errs []error
+	tally := func(into *int, n int, err error) {
+		*into += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 
 	n, err := r.reap(ctx, st, log)
-	rep.Reaped = n
-	if err != nil {
-		errs = append(errs, err)
-	}
+	tally(&rep.Reaped, n, err)
+	cleared, err := r.clearStuck(ctx, st, log)
+	tally(&rep.Cleared, len(cleared), err)
+	st.Forget(cleared)
 
-	n, err = r.clearStuck(ctx, st, log)
-	rep.Cleared = n
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if n > 0 {
-		if st, err = pool.Load(ctx, r.cfg.Fly, app); err != nil {
-			return rep, errors.Join(append(errs, err)...)
-		}
-	}
-
-	def := st.Default()
-	switch {
-	case def == nil:
-		if len(st.Standbys) > 0 {
-			log.Debug("pool has no default template; not refilling")
+	if def := st.Default(); def == nil || def.Spec.Draining {
+		if def != nil || len(st.Standbys) > 0 {
+			log.Debug("pool has no default template or is draining; not refilling")
 		}
 		return rep, errors.Join(errs...)
-	case def.Spec.Draining:
-		log.Debug("pool is draining; not refilling", "pool", def.Spec.Pool)
-		return rep, errors.Join(errs...)
 	}
-
-	images := make([]string, 0, len(st.Templates))
-	for name, t := range st.Templates {
-		if !t.Spec.Draining {
-			images = append(images, name)
-		}
-	}
-	sort.Strings(images)
-
+	images := st.ActiveImages()
 	for _, ti := range images {
 		n, err := r.trim(ctx, st, ti, log)
-		rep.Trimmed += n
-		if err != nil {
-			errs = append(errs, err)
-		}
+		tally(&rep.Trimmed, n, err)
 	}
 	for _, ti := range images {
-		if len(st.Stale(ti)) == 0 {
-			continue
-		}
-		res, err := pool.RollStale(ctx, r.cfg.Fly, st, ti, r.cfg.Concurrency, r.standbyOptions(st.Templates[ti]))
-		rep.Replaced += res.Replaced
-		r.cfg.Metrics.add(kindReplaced, st, ti, res.Replaced)
-		if res.Replaced > 0 {
-			log.Info("replaced stale standbys", "tenant_image", ti, "replaced", res.Replaced, "skipped", res.Skipped)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
+		n, err := r.roll(ctx, st, ti, log)
+		tally(&rep.Replaced, n, err)
 	}
 	if rep.Trimmed == 0 && rep.Replaced == 0 && len(topUpJobs(st, images)) == 0 {
 		return rep, errors.Join(errs...)
 	}
-	// Count and create under the lock claims take to clone a machine for
-	// this pool (cluster-wide with Postgres), so that the two together
-	// never pass max_machines; count from what Fly says now.
-	release, ok, err := r.cloneLock(ctx, def.Spec.Pool)
+	n, err = r.topUpLocked(ctx, st.Default().Spec.Pool, app, log)
+	tally(&rep.Created, n, err)
+	return rep, errors.Join(errs...)
+}
+
+// roll replaces the standbys of template ti whose spec is older than the
+// template's.
+func (r *Reconciler) roll(ctx context.Context, st *pool.State, ti string, log hclog.Logger) (int, error) {
+	if len(st.Stale(ti)) == 0 {
+		return 0, nil
+	}
+	res, err := pool.RollStale(ctx, r.cfg.Fly, st, ti, r.cfg.Concurrency, r.standbyOptions(st.Templates[ti]))
+	r.cfg.Metrics.add(kindReplaced, st, ti, res.Replaced)
+	if res.Replaced > 0 {
+		log.Info("replaced stale standbys", "tenant_image", ti, "replaced", res.Replaced, "skipped", res.Skipped)
+	}
+	return res.Replaced, err
+}
+
+// topUpLocked creates the standbys the pool lacks, counting and creating
+// under the lock claims take to clone a machine for this pool (cluster-wide
+// with Postgres), so that the two together never pass max_machines; it
+// counts from what Fly says now, not from the round's first listing.
+func (r *Reconciler) topUpLocked(ctx context.Context, poolName, app string, log hclog.Logger) (int, error) {
+	release, ok, err := r.cloneLock(ctx, poolName)
 	if err != nil || !ok {
-		if err != nil {
-			errs = append(errs, err)
-		}
-		return rep, errors.Join(errs...)
+		return 0, err
 	}
 	defer release()
-	if st, err = pool.Load(ctx, r.cfg.Fly, app); err != nil {
-		return rep, errors.Join(append(errs, err)...)
-	}
-	if def = st.Default(); def == nil || def.Spec.Draining {
-		return rep, errors.Join(errs...)
-	}
-	images = images[:0]
-	for name, t := range st.Templates {
-		if !t.Spec.Draining {
-			images = append(images, name)
-		}
-	}
-	sort.Strings(images)
-	n, err = r.topUp(ctx, st, images, log)
-	rep.Created = n
+	st, err := pool.Load(ctx, r.cfg.Fly, app)
 	if err != nil {
-		errs = append(errs, err)
+		return 0, err
 	}
-	return rep, errors.Join(errs...)
+	if def := st.Default(); def == nil || def.Spec.Draining {
+		return 0, nil
+	}
+	return r.topUp(ctx, st, st.ActiveImages(), log)
 }
 
 // cloneLock takes the store lock "clone:<pool>" that claims hold while they
@@ -504,10 +489,11 @@ func (r *Reconciler) trim(ctx context.Context, st *pool.State, ti string, log hc
 // and ones left in another state than at rest for StuckAfter (a suspend-mode
 // setup interrupted by a crash). Those count as standbys, so without this
 // they would hold their template's min_standby and max_machines room forever.
-func (r *Reconciler) clearStuck(ctx context.Context, st *pool.State, log hclog.Logger) (int, error) {
+// It returns the ids of the standbys it destroyed.
+func (r *Reconciler) clearStuck(ctx context.Context, st *pool.State, log hclog.Logger) (map[string]bool, error) {
 	var (
-		n    int
-		errs []error
+		cleared = map[string]bool{}
+		errs    []error
 	)
 	now := r.cfg.Now()
 	for _, m := range st.Standbys {
@@ -521,12 +507,12 @@ func (r *Reconciler) clearStuck(ctx context.Context, st *pool.State, log hclog.L
 			continue
 		}
 		if done {
-			n++
+			cleared[m.ID] = true
 			r.cfg.Metrics.add(kindTrimmed, st, pool.TenantImageOf(m), 1)
 			log.Warn("destroyed a standby that cannot be claimed", "machine", m.ID, "state", m.State, "updated_at", m.UpdatedAt)
 		}
 	}
-	return n, errors.Join(errs...)
+	return cleared, errors.Join(errs...)
 }
 
 func atRest(m *fly.Machine) bool {

@@ -3,6 +3,7 @@ package reconcile_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -36,6 +37,7 @@ const (
 // env is an emulator, a client for it and a store.
 type env struct {
 	t     *testing.T
+	url   string // the emulator's API
 	fly   *fly.Client
 	store store.Store
 	key   string // broker public key
@@ -61,7 +63,7 @@ func newEnv(t *testing.T, withAgent bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, fly: c, store: st, key: agentauth.EncodePublicKey(agentauth.NewSigner(k).PublicKey())}
+	return &env{t: t, url: emu.URL, fly: c, store: st, key: agentauth.EncodePublicKey(agentauth.NewSigner(k).PublicKey())}
 }
 
 // spec is a pool spec for app with the given standby settings.
@@ -159,6 +161,19 @@ func (e *env) reconciler(cfg reconcile.Config) *reconcile.Reconciler {
 	return r
 }
 
+// countingTransport counts the GETs of paths ending in match.
+type countingTransport struct {
+	match string
+	n     atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, c.match) {
+		c.n.Add(1)
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
 func round(t *testing.T, r *reconcile.Reconciler) reconcile.Report {
 	t.Helper()
 	rep, err := r.Round(context.Background())
@@ -209,9 +224,18 @@ func TestTopUpTrimAndTenantImages(t *testing.T) {
 		t.Errorf("created metric for acme: %v, want 2", got)
 	}
 
-	// A converged pool: nothing to do.
-	if rep := round(t, r); rep.Created+rep.Trimmed+rep.Replaced+rep.Reaped != 0 {
+	// A converged pool: nothing to do, and the app is listed once (Fly
+	// allows about one listing per app and second).
+	lists := &countingTransport{match: "/apps/" + spec.App + "/machines"}
+	counted, err := fly.New(fly.Options{BaseURL: e.url, HTTPClient: &http.Client{Transport: lists}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := round(t, e.reconciler(reconcile.Config{Fly: counted})); rep.Created+rep.Trimmed+rep.Replaced+rep.Reaped != 0 {
 		t.Fatalf("second round changed things: %+v", rep)
+	}
+	if n := lists.n.Load(); n != 1 {
+		t.Errorf("a converged round listed the app's machines %d times, want once", n)
 	}
 
 	// Two extra standbys in iad and one in a region the pool doesn't list:

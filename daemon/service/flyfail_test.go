@@ -51,6 +51,20 @@ func TestTemplateHostUnreachable(t *testing.T) {
 	if got.MachineID == e.standbys[0] {
 		t.Fatal("claimed the standby whose host is unreachable")
 	}
+	// The session's own host goes away: the session is not lost, and its
+	// reason says what is wrong until the host is back.
+	if err := e.emu.SetHostReachable(testApp, got.MachineID, false); err != nil {
+		t.Fatal(err)
+	}
+	if cut := u.waitState(s.ID, func(s session) bool { return s.Reason != "" || s.State != "ready" }); cut.State != "ready" || !strings.Contains(cut.Reason, "Fly cannot reach the host") {
+		t.Fatalf("session while its host is unreachable: %s (%q)", cut.State, cut.Reason)
+	}
+	if err := e.emu.SetHostReachable(testApp, got.MachineID, true); err != nil {
+		t.Fatal(err)
+	}
+	if back := u.waitState(s.ID, func(s session) bool { return s.Reason == "" || s.State != "ready" }); back.State != "ready" {
+		t.Fatalf("session after its host came back: %s (%q)", back.State, back.Reason)
+	}
 	for _, id := range []string{e.template.ID, e.standbys[0]} {
 		if err := e.emu.SetHostReachable(testApp, id, true); err != nil {
 			t.Fatal(err)
@@ -145,4 +159,73 @@ func TestMigrationDuringSession(t *testing.T) {
 	if content, ok := git.ReadFile(t, "mig", "refs/hangar/checkpoints/"+s.ID, "wip.txt"); !ok || content != "unsaved\n" {
 		t.Errorf("work in progress not pushed on the migration's stop: %q %v", content, ok)
 	}
+}
+
+// TestStartRefused: Fly refuses to start claimed standbys — stuck in
+// "created" (412), or no room on their host (insufficient capacity). The
+// session goes back in line instead of failing: refused standbys are
+// destroyed, and after two refusals the claim clones the template; with
+// every region full it waits in line until there is room.
+func TestStartRefused(t *testing.T) {
+	t.Run("stuck in created", func(t *testing.T) {
+		e := newEnv(t, 3, 6)
+		for _, id := range e.standbys {
+			if err := e.emu.SetStartable(testApp, id, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d := e.start(t, "")
+		u := newAPI(t, d.URL, newAPI(t, d.URL, "").createTenant("stuck", nil).APIKey)
+		var s session
+		u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+		got := u.waitState(s.ID, isState("ready", "failed", "ended"))
+		if got.State != "ready" {
+			t.Fatalf("session with every standby stuck in created: %s (%s)", got.State, got.Reason)
+		}
+		refused := 0
+		for _, id := range e.standbys {
+			if id == got.MachineID {
+				t.Fatalf("session on stuck standby %s", id)
+			}
+			if m, ok := e.emu.Machine(testApp, id); !ok || m.State == "destroyed" || m.State == "destroying" {
+				refused++
+				assertMachineGone(t, e, id)
+			}
+		}
+		if refused != 2 {
+			t.Errorf("%d stuck standbys destroyed, want 2 (then a clone)", refused)
+		}
+		u.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
+		if end := u.waitState(s.ID, isState("ended", "failed")); end.State != "ended" {
+			t.Errorf("end: %s (%s)", end.State, end.Reason)
+		}
+		assertMachineGone(t, e, got.MachineID)
+	})
+	t.Run("no capacity on start", func(t *testing.T) {
+		e := newEnv(t, 1, 3)
+		d := e.start(t, "")
+		u := newAPI(t, d.URL, newAPI(t, d.URL, "").createTenant("full", nil).APIKey)
+		e.emu.SetRegionFull(region, true)
+		var s session
+		u.json("POST", "/v1/sessions", map[string]any{"pool": testPool, "command": []string{"sleep", "600"}}, http.StatusAccepted, &s)
+		// The standby is refused and destroyed; a clone finds no room
+		// either: the session waits in line.
+		waitCond(t, "the refused standby destroyed", func() bool {
+			m, ok := e.emu.Machine(testApp, e.standbys[0])
+			return !ok || m.State == "destroying" || m.State == "destroyed"
+		})
+		assertMachineGone(t, e, e.standbys[0])
+		if got := u.waitState(s.ID, isState("pending")); got.MachineID != "" || got.QueuePosition != 1 {
+			t.Fatalf("session with its region full: %+v", got)
+		}
+		e.emu.SetRegionFull(region, false)
+		got := u.waitState(s.ID, isState("ready", "failed", "ended"))
+		if got.State != "ready" {
+			t.Fatalf("session once the region has room: %s (%s)", got.State, got.Reason)
+		}
+		u.json("DELETE", "/v1/sessions/"+s.ID, nil, http.StatusAccepted, nil)
+		if end := u.waitState(s.ID, isState("ended", "failed")); end.State != "ended" {
+			t.Errorf("end: %s (%s)", end.State, end.Reason)
+		}
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/auth"
@@ -182,90 +183,101 @@ func NewLogger(cfg config.Config, out io.Writer) hclog.Logger {
 // Start opens the store, connects to Fly, starts serving and the
 // replica's loops. It fails (and cleans up) when the broker key is
 // missing, the store cannot be opened or the address cannot be bound.
+//
+// It runs in four steps: open (identity, broker key, store), listen (the
+// public listener, which fixes the replica's URL), build (every part, from
+// the Fly client to the HTTP server; the internal listener too) and run
+// (the loops and the servers).
 func Start(ctx context.Context, opts Options) (*Daemon, error) {
-	cfg := opts.Config
-	log := opts.Logger
-	if log == nil {
-		log = NewLogger(cfg, opts.LogOutput)
+	d := &Daemon{opts: opts, done: make(chan struct{})}
+	d.Config, d.Logger = opts.Config, opts.Logger
+	if d.Logger == nil {
+		d.Logger = NewLogger(d.Config, opts.LogOutput)
 	}
-	keyText, err := cfg.LoadBrokerKey()
+	for _, step := range []func(context.Context) error{d.open, d.listen, d.build} {
+		if err := step(ctx); err != nil {
+			d.release()
+			return nil, err
+		}
+	}
+	d.run()
+	d.Logger.Info("hangard started", "daemon", d.DaemonID, "url", d.URL, "fly", d.Fly.BaseURL(), "org", d.Config.FlyOrg,
+		"agent_url", d.Config.TunnelAudience(d.URL), "oidc_issuer", d.Config.OIDCIssuer(), "internal", d.advertised)
+	return d, nil
+}
+
+// open settles the replica's identity and broker key and opens its store.
+func (d *Daemon) open(ctx context.Context) error {
+	keyText, err := d.Config.LoadBrokerKey()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	key, err := agentauth.ParsePrivateKey(keyText)
 	if err != nil {
-		return nil, fmt.Errorf("broker key: %w", err)
+		return fmt.Errorf("broker key: %w", err)
 	}
-	signer := agentauth.NewSigner(key)
-
-	d := &Daemon{opts: opts, done: make(chan struct{})}
-	d.DaemonID, err = ReplicaID(cfg, os.Getenv)
-	if err != nil {
-		return nil, err
+	d.Signer = agentauth.NewSigner(key)
+	if d.DaemonID, err = ReplicaID(d.Config, os.Getenv); err != nil {
+		return err
 	}
-	d.Config, d.Logger, d.Signer = cfg, log, signer
-
-	st := opts.Store
-	if st == nil {
-		st, err = store.Open(ctx, cfg.StoreDSN)
-		if err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
+	d.Store = d.opts.Store
+	if d.Store == nil {
+		if d.Store, err = store.Open(ctx, d.Config.StoreDSN); err != nil {
+			return fmt.Errorf("open store: %w", err)
 		}
 		d.ownsStore = true
-	}
-	d.Store = st
-	fail := func(err error) (*Daemon, error) {
-		if d.ownsStore {
-			st.Close()
-		}
-		return nil, err
 	}
 	// A previous process of this replica may have announced agent tunnels
 	// that died with it: forget them, so no replica relays to them. (Its
 	// unfinished claims are settled when the sessions manager runs.)
-	if err := st.ForgetDaemon(ctx, d.DaemonID); err != nil {
-		return fail(fmt.Errorf("forget the previous process of replica %s: %w", d.DaemonID, err))
+	if err := d.Store.ForgetDaemon(ctx, d.DaemonID); err != nil {
+		return fmt.Errorf("forget the previous process of replica %s: %w", d.DaemonID, err)
 	}
+	return nil
+}
 
-	ln := opts.Listener
+// listen binds the public listener (TLS when configured), which gives the
+// replica its URL.
+func (d *Daemon) listen(context.Context) error {
+	ln := d.opts.Listener
 	if ln == nil {
-		ln, err = net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			return fail(fmt.Errorf("listen on %s: %w", cfg.Listen, err))
+		var err error
+		if ln, err = net.Listen("tcp", d.Config.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", d.Config.Listen, err)
 		}
 	}
 	scheme := "http"
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if d.Config.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(d.Config.TLSCert, d.Config.TLSKey)
 		if err != nil {
 			ln.Close()
-			return fail(fmt.Errorf("load TLS certificate: %w", err))
+			return fmt.Errorf("load TLS certificate: %w", err)
 		}
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		scheme = "https"
 	}
 	d.ln = ln
 	d.URL = scheme + "://" + ln.Addr().String()
-	fail = func(err error) (*Daemon, error) {
-		d.ln.Close()
-		if d.ownsStore {
-			st.Close()
-		}
-		return nil, err
-	}
+	return nil
+}
 
-	var mgr *sessions.Manager
+// build makes the replica's parts: metrics and readiness, the Fly client
+// (paced from the store's shared budget), the pools cache, the agent
+// tunnels, the sessions manager, the broker, the API and its HTTP server.
+func (d *Daemon) build(ctx context.Context) error {
+	cfg, log, st := d.Config, d.Logger, d.Store
 	d.Metrics = metrics.New(func(ctx context.Context) (map[string]int, error) {
-		if mgr == nil {
+		if d.Sessions == nil {
 			return nil, nil
 		}
-		return mgr.CountByState(ctx)
+		return d.Sessions.CountByState(ctx)
 	})
 	d.Health = health.New()
 	// The heartbeat writes every interval: three missed in a row, or one
 	// failed, and the replica is not ready.
 	d.Health.Expect(health.CheckStoreWrite, 3*cfg.HeartbeatInterval, false)
 	d.Health.Expect(health.CheckFly, 0, true)
+	var err error
 	d.Fly, err = fly.New(fly.Options{
 		BaseURL: cfg.FlyAPIURL, Token: cfg.FlyAPIToken, Logger: log.Named("fly"),
 		OnResponse: func(method, action string, status int, err error) {
@@ -277,24 +289,23 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		Pacer: storePacer{st},
 	})
 	if err != nil {
-		return fail(fmt.Errorf("fly client: %w", err))
+		return fmt.Errorf("fly client: %w", err)
 	}
 	d.Pools = pools.New(d.Fly, cfg.FlyOrg, log.Named("pools"))
 	// One replica's periodic read of the pools serves all of them.
 	d.Pools.Share(st, cfg.PoolRefresh)
 	if err := d.startTunnels(ctx, cfg); err != nil {
-		return fail(err)
+		return err
 	}
-	mgr = sessions.New(sessions.Config{
-		DaemonID: d.DaemonID, Store: st, Fly: d.Fly, Pools: d.Pools, Signer: signer, Logger: log,
+	d.Sessions = sessions.New(sessions.Config{
+		DaemonID: d.DaemonID, Store: st, Fly: d.Fly, Pools: d.Pools, Signer: d.Signer, Logger: log,
 		Metrics: d.Metrics, Workers: cfg.ClaimWorkers, HeartbeatInterval: cfg.HeartbeatInterval,
 		DeadAfter: cfg.DeadAfter, SweepInterval: cfg.SweepInterval, ReadyTimeout: cfg.ReadyTimeout,
-		DispatchInterval: opts.DispatchInterval, DefaultCommand: opts.DefaultCommand,
-		AllowFileRepos: opts.AllowFileRepos, Agents: d.Agents, Health: d.Health,
+		DispatchInterval: d.opts.DispatchInterval, DefaultCommand: d.opts.DefaultCommand,
+		AllowFileRepos: d.opts.AllowFileRepos, Agents: d.Agents, Health: d.Health,
 	})
-	d.Sessions = mgr
 	brk := broker.New(broker.Config{
-		Signer: signer, Logger: log.Named("broker"),
+		Signer: d.Signer, Logger: log.Named("broker"),
 		Hooks: broker.Hooks{Bytes: func(toClient bool, n int) {
 			dir := "to_agent"
 			if toClient {
@@ -304,11 +315,11 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		}},
 	})
 	d.api = server.New(server.Config{
-		Store: st, Sessions: mgr, Pools: d.Pools, Broker: brk,
+		Store: st, Sessions: d.Sessions, Pools: d.Pools, Broker: brk,
 		Auth: &auth.Authenticator{Store: st, AdminKey: cfg.AdminKey}, Metrics: d.Metrics, Logger: log,
 		PublicURL: cfg.PublicURL, TrustedProxyHeaders: cfg.TrustedProxyHeaders,
-		AllowedOrigins: cfg.AllowedOrigins, ReadyTimeout: cfg.ReadyTimeout, Web: opts.Web,
-		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel), AttachLimits: attachLimits(opts.AttachLimits, cfg), Health: d.Health,
+		AllowedOrigins: cfg.AllowedOrigins, ReadyTimeout: cfg.ReadyTimeout, Web: d.opts.Web,
+		Tunnels: http.HandlerFunc(d.Tunnels.ServeTunnel), AttachLimits: attachLimits(d.opts.AttachLimits, cfg), Health: d.Health,
 	})
 	d.Metrics.SetReadiness(d.api.Readiness)
 
@@ -316,33 +327,55 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	// shutdown cancels first: clients then reconnect to another replica.
 	streamCtx, cancelStreams := context.WithCancel(context.Background())
 	d.streams = cancelStreams
-	to := opts.HTTPTimeouts.withDefaults()
+	to := d.opts.HTTPTimeouts.withDefaults()
 	d.http = &http.Server{
 		Handler: d.api, ReadHeaderTimeout: to.ReadHeader, ReadTimeout: to.Read,
 		WriteTimeout: to.Write, IdleTimeout: to.Idle,
 		BaseContext: func(net.Listener) context.Context { return streamCtx },
 		ErrorLog:    log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
+	return nil
+}
+
+// release undoes what a failed Start had opened.
+func (d *Daemon) release() {
+	if d.internalLn != nil {
+		d.internalLn.Close()
+	}
+	if d.Tunnels != nil {
+		d.Tunnels.Close()
+	}
+	if d.ln != nil {
+		d.ln.Close()
+	}
+	if d.ownsStore && d.Store != nil {
+		d.Store.Close()
+	}
+}
+
+// run starts the replica's loops (pools refresh, sessions, the workers) and
+// its servers; done closes once the loops have stopped after cancel (or a
+// server failed).
+func (d *Daemon) run() {
+	log := d.Logger
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); d.Pools.Run(runCtx, cfg.PoolRefresh) }()
-	go func() { defer wg.Done(); mgr.Run(runCtx) }()
-	for _, w := range opts.Workers {
-		wg.Add(1)
-		go func(w Worker) {
-			defer wg.Done()
+	// Loops end with runCtx; a worker's error is logged, not fatal.
+	var loops errgroup.Group
+	loops.Go(func() error { d.Pools.Run(runCtx, d.Config.PoolRefresh); return nil })
+	loops.Go(func() error { d.Sessions.Run(runCtx); return nil })
+	for _, w := range d.opts.Workers {
+		loops.Go(func() error {
 			if err := w.Run(runCtx, &d.Deps); err != nil && runCtx.Err() == nil {
 				log.Error("background worker stopped", "worker", w.Name, "error", err)
 			}
-		}(w)
+			return nil
+		})
 	}
 	served := make(chan error, 2)
-	go func() { served <- d.http.Serve(ln) }()
-	if opts.AgentListener != nil {
-		go func() { served <- d.http.Serve(opts.AgentListener) }()
+	go func() { served <- d.http.Serve(d.ln) }()
+	if d.opts.AgentListener != nil {
+		go func() { served <- d.http.Serve(d.opts.AgentListener) }()
 	}
 	if d.internal != nil {
 		go func() {
@@ -361,12 +394,9 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 			}
 		case <-runCtx.Done():
 		}
-		wg.Wait()
+		_ = loops.Wait()
 		close(d.done)
 	}()
-	log.Info("hangard started", "daemon", d.DaemonID, "url", d.URL, "fly", d.Fly.BaseURL(), "org", cfg.FlyOrg,
-		"agent_url", cfg.TunnelAudience(d.URL), "oidc_issuer", cfg.OIDCIssuer(), "internal", d.advertised)
-	return d, nil
 }
 
 // startTunnels sets up the agent tunnels of this replica: the identity
@@ -396,26 +426,21 @@ func (d *Daemon) startTunnels(ctx context.Context, cfg config.Config) error {
 	ln := d.opts.InternalListener
 	if ln == nil && cfg.InternalListen != "" {
 		if ln, err = net.Listen("tcp", cfg.InternalListen); err != nil {
-			d.Tunnels.Close()
 			return fmt.Errorf("internal listener on %s: %w", cfg.InternalListen, err)
 		}
 	}
 	if ln == nil {
 		return nil
 	}
+	d.internalLn = ln // release closes it if what follows fails
 	if d.advertised, err = cfg.Advertise(ln.Addr().String(), os.Getenv); err != nil {
-		ln.Close()
-		d.Tunnels.Close()
 		return err
 	}
 	if err := d.Store.AdvertiseDaemon(ctx, d.DaemonID, d.advertised, time.Now()); err != nil {
-		ln.Close()
-		d.Tunnels.Close()
 		return fmt.Errorf("advertise the internal listener: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+tunnel.RelayPath+"{machine}", d.Tunnels.ServeRelay)
-	d.internalLn = ln
 	d.internal = &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: d.Logger.Named("internal").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),

@@ -30,6 +30,17 @@ const (
 // errWait: no machine for this claim now; it stays pending, in line.
 var errWait = errors.New("no capacity: waiting in line")
 
+// errStartRefused: Fly refused to start the claimed machine before it ran
+// anything — no room on its host (insufficient capacity) or a machine stuck
+// in "created" (412). The machine is no use to anyone now; the session goes
+// back in line for another.
+var errStartRefused = errors.New("Fly refused to start the machine")
+
+// maxRefusedStarts is how many standbys a session may see refused before its
+// claim clones the template instead: a machine created to boot at once is
+// never stuck in "created", and a clone tries every region.
+const maxRefusedStarts = 2
+
 // Run runs the replica's loops (claim dispatcher, heartbeat and takeover of
 // dead replicas, sweeper) until ctx ends. Then it stops taking new work,
 // lets in-flight claims and ends finish within the shutdown grace, and fails
@@ -250,7 +261,10 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 		source = "adopted"
 		c, err = m.adoptLost(ctx, s, p.App)
 	}
-	if err == nil && c == nil {
+	m.mu.Lock()
+	refused := m.refusedStarts[s.ID]
+	m.mu.Unlock()
+	if err == nil && c == nil && refused < maxRefusedStarts {
 		source = "standby"
 		c, err = m.leaseStandby(ctx, s, p, tmpl, regions)
 	}
@@ -276,7 +290,16 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 	m.keepLease(c)
 	defer c.stopRenew()
 	outcome := "ready"
-	if err := m.bringUp(ctx, s.ID, c, creds); err != nil {
+	err = m.bringUp(ctx, s.ID, c, creds)
+	if errors.Is(err, errStartRefused) && m.requeue(ctx, s, c, err) {
+		// Back in line with its credentials; the dispatcher, woken when
+		// this returns, claims it again.
+		if m.cfg.Metrics != nil {
+			m.cfg.Metrics.ClaimSeconds.WithLabelValues(source, "requeued").Observe(time.Since(start).Seconds())
+		}
+		return nil
+	}
+	if err != nil {
 		outcome = "failed"
 		m.abort(ctx, s.ID, c, err)
 	}
@@ -290,7 +313,7 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 // leaseStandby takes a standby of the right template under its Fly lease,
 // marks the session claiming and the machine a session machine. (nil, nil)
 // means there is none.
-func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pools.Template, regions []string) (*claimed, error) {
+func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pool.Template, regions []string) (*claimed, error) {
 	rank := map[string]int{}
 	for i, r := range regions {
 		rank[r] = i + 1
@@ -419,7 +442,7 @@ func (m *Manager) poolLock(name string) *sync.Mutex {
 // is under max_machines, trying the next region on insufficient capacity.
 // Counting and creating run under a per-pool lock (in-process and, with
 // Postgres, across replicas) so that racing replicas don't overshoot.
-func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pools.Template, regions []string) (*claimed, error) {
+func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pool.Template, regions []string) (*claimed, error) {
 	l := m.poolLock(p.Name)
 	l.Lock()
 	defer l.Unlock()
@@ -537,6 +560,9 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 			_, err := m.fly.StartMachine(ctx, c.app, c.mach.ID, c.nonce)
 			return err
 		}); err != nil {
+			if errors.Is(err, fly.ErrInsufficientCapacity) || errors.Is(err, fly.ErrPreconditionFailed) {
+				return fmt.Errorf("%w: %w", errStartRefused, err)
+			}
 			return err // the client's error names the start and the machine
 		}
 	}
@@ -741,6 +767,28 @@ func (m *Manager) abort(ctx context.Context, id string, c *claimed, cause error)
 		return
 	}
 	m.fail(bg, s, nil, "", "claim failed: "+cause.Error())
+}
+
+// requeue gives session s back to the line after Fly refused to start its
+// claimed machine (cause): the machine is destroyed (the reconciler replaces
+// standbys) and the session is pending again, as before the claim. It
+// reports false when the session left starting meanwhile (the caller
+// aborts as for any failure).
+func (m *Manager) requeue(ctx context.Context, s *store.Session, c *claimed, cause error) bool {
+	c.stopRenew()
+	m.destroy(c.app, c.mach.ID, c.nonce)
+	if _, err := m.store.UpdateSession(context.WithoutCancel(ctx), s.ID, []store.SessionState{store.StateStarting}, func(cur *store.Session) error {
+		cur.State, cur.MachineID, cur.AppName, cur.Region = store.StatePending, "", "", s.Region
+		return nil
+	}); err != nil {
+		return false
+	}
+	m.mu.Lock()
+	m.refusedStarts[s.ID]++
+	n := m.refusedStarts[s.ID]
+	m.mu.Unlock()
+	m.log.Warn("Fly refused to start the claimed machine; the session is back in line for another", "session", s.ID, "machine", c.mach.ID, "refused", n, "error", cause)
+	return true
 }
 
 // settleEnding finishes a session that was ended while its claim ran: it is

@@ -177,10 +177,12 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 	}
 	if mach.HostUnreachable() {
 		// Not lost: Fly cannot reach the host now; the session goes on
-		// once it is back (or its TTL ends it).
+		// once it is back (or its TTL ends it). Its reason says so.
 		m.log.Warn("session's machine is on an unreachable host", "session", s.ID, "machine", mach.ID, "host_status", mach.HostStatus)
+		m.setNotice(ctx, s, fmt.Sprintf("%s (machine %s, host_status %q); the session goes on when the host is back", unreachableNotice, mach.ID, mach.HostStatus))
 		return
 	}
+	m.setNotice(ctx, s, "")
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	st, err := m.agentClient(ctx, s, mach).Status(sctx, s.ID)
 	cancel()
@@ -220,6 +222,25 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 		if now.Sub(last) > idle {
 			m.endBy(ctx, s, fmt.Sprintf("the session was idle for more than %v", idle))
 		}
+	}
+}
+
+// unreachableNotice starts the reason of a ready session whose machine's
+// host Fly cannot reach.
+const unreachableNotice = "Fly cannot reach the host of the session's machine"
+
+// setNotice sets the reason of ready session s to notice (what is wrong with
+// it now; "" when nothing is), unless it says that already. A ready
+// session's reason is only ever such a notice: ending replaces it.
+func (m *Manager) setNotice(ctx context.Context, s *store.Session, notice string) {
+	if s.Reason == notice {
+		return
+	}
+	if _, err := m.store.UpdateSession(ctx, s.ID, []store.SessionState{store.StateReady}, func(cur *store.Session) error {
+		cur.Reason = notice
+		return nil
+	}); err != nil && !errors.Is(err, store.ErrStateChanged) {
+		m.log.Warn("record the session's notice", "session", s.ID, "error", err)
 	}
 }
 

@@ -117,13 +117,17 @@ type Manager struct {
 	// lostCreate marks claims whose clone create failed ambiguously: Fly
 	// may have made the machine and lost the answer.
 	lostCreate map[string]bool
-	kick       chan struct{}
-	cloneMu    map[string]*sync.Mutex
-	work       sync.WaitGroup
-	workCtx    context.Context
-	stopWork   context.CancelFunc
-	sem        chan struct{}
-	standbys   *standbyViews // per-pool views of claimable standbys
+	// refusedStarts counts, per pending session, claimed standbys that Fly
+	// refused to start; past maxRefusedStarts the claim clones instead.
+	refusedStarts map[string]int
+	kick          chan struct{}
+	cloneMu       map[string]*sync.Mutex
+	work          sync.WaitGroup
+	workCtx       context.Context
+	stopWork      context.CancelFunc
+	sem           chan struct{}
+	standbys      *standbyViews // per-pool views of claimable standbys
+	machines      *machineReads // shared reads of session machines, for attaches
 }
 
 // New makes a Manager.
@@ -158,8 +162,8 @@ func New(cfg Config) *Manager {
 	workCtx, stop := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
-		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{},
-		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly),
+		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{}, refusedStarts: map[string]int{},
+		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly), machines: newMachineReads(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
 }
@@ -303,6 +307,7 @@ func (m *Manager) dropCreds(id string) {
 	m.mu.Lock()
 	delete(m.creds, id)
 	delete(m.lostCreate, id) // the claim is over: nothing left to adopt
+	delete(m.refusedStarts, id)
 	m.mu.Unlock()
 }
 
@@ -422,7 +427,7 @@ func (m *Manager) Endpoint(ctx context.Context, s *store.Session) (agentURL stri
 	if s.MachineID == "" || s.AppName == "" {
 		return "", nil, "", fmt.Errorf("session %s has no machine", s.ID)
 	}
-	mach, err := m.fly.GetMachine(ctx, s.AppName, s.MachineID)
+	mach, err := m.machines.get(ctx, s.AppName, s.MachineID)
 	if err != nil {
 		return "", nil, "", fmt.Errorf("get machine %s: %w", s.MachineID, err)
 	}

@@ -141,13 +141,17 @@
 // machine, as Fly's eventual consistency may; NoBatchMetadata makes the
 // batch metadata endpoint (in Fly's OpenAPI document only) answer 404;
 // Migrate stops a machine as a stop would (its stop_config) and starts it
-// again as a new process, as a host migration does (the private IP stays);
+// again as a new process on a new private IP, as a host migration does;
 // SnapshotLossRate and LoseSnapshot make a resume boot cold (a new
 // process), as Fly does not promise a suspend snapshot survives;
 // SetHostReachable takes a machine's host away (host_status "unreachable",
 // only incomplete_config, every operation failing with Fly's 503) and back;
 // Token requires "Bearer" or "FlyV1" authorization; SetRegionFull makes
-// creates in a region fail with insufficient_capacity.
+// creates in a region, and starts of machines there that hold no resources
+// (created or stopped), fail with insufficient_capacity;
+// UnstartableAfterCreate and SetStartable make a machine created with
+// skip_launch refuse to start (412) for a while, as machines stuck in
+// "created" do on Fly.
 //
 // # What is not emulated
 //
@@ -158,7 +162,7 @@
 // Flycast and ip_assignments across networks, the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
 // and mounts, files, processes[] and containers, ps/versions/memory
 // endpoints, org-wide machine lists, certificates and IP assignments,
-// multiple hosts (a migration keeps its private IP), and GraphQL. A process that left the
+// multiple hosts (a migration only changes the private IP), and GraphQL. A process that left the
 // machine's process group (setsid, as a PTY child does) is signalled with the
 // machine as long as it descends from the main process; once the main process
 // has exited such orphans are no longer found (a PTY child usually ends on

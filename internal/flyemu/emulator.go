@@ -82,6 +82,11 @@ type Config struct {
 	// NoBatchMetadata makes the batch metadata endpoint (PUT/PATCH
 	// .../metadata), which only Fly's OpenAPI document lists, answer 404.
 	NoBatchMetadata bool
+	// UnstartableAfterCreate: for this long after a machine was created
+	// without being launched (skip_launch), starting it fails with 412, as
+	// Fly's machines stuck in "created" do. SetStartable overrides it per
+	// machine.
+	UnstartableAfterCreate time.Duration
 	// Logger receives the emulator's logs. Nil: no logs.
 	Logger hclog.Logger
 	// LogProcessOutput also sends every line a machine prints to Logger.
@@ -169,6 +174,12 @@ func NewContext(ctx context.Context, cfg Config) (*Emulator, error) {
 	}
 	if cfg.TimeoutRate < 0 || cfg.TimeoutRate > 1 {
 		return nil, fmt.Errorf("timeout rate %v: want a share between 0 and 1", cfg.TimeoutRate)
+	}
+	if cfg.SnapshotLossRate < 0 || cfg.SnapshotLossRate > 1 {
+		return nil, fmt.Errorf("snapshot loss rate %v: want a share between 0 and 1", cfg.SnapshotLossRate)
+	}
+	if cfg.UnstartableAfterCreate < 0 || cfg.NotFoundAfterCreate < 0 {
+		return nil, fmt.Errorf("unstartable after create %v, not found after create %v: want durations of 0 or more", cfg.UnstartableAfterCreate, cfg.NotFoundAfterCreate)
 	}
 	if cfg.AgentBinary == "" {
 		cfg.AgentBinary = findAgent()
@@ -285,8 +296,10 @@ func (e *Emulator) Close() error {
 // DataDir returns the directory holding the machines' directories.
 func (e *Emulator) DataDir() string { return e.cfg.DataDir }
 
-// SetRegionFull makes machine creation in region fail with Fly's
-// insufficient_capacity error (full=true) or succeed again (full=false).
+// SetRegionFull makes machine creation in region, and starting a machine
+// there that does not hold its resources (created, stopped or failed; a
+// suspended one keeps its reservation), fail with Fly's
+// insufficient_capacity error (full=true), or succeed again (full=false).
 func (e *Emulator) SetRegionFull(region string, full bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -318,7 +331,7 @@ func (e *Emulator) SetHostReachable(app, id string, ok bool) error {
 // Migrate moves running machine id of app to another host, as Fly does: the
 // process is stopped exactly as a stop would (stop_config's signal, else
 // SIGINT; SIGKILL after stop_config's timeout, else 5 s) and a new one is
-// started. (The private IP stays: the emulator has one host.)
+// started on a new host, which gives it a new private IP.
 func (e *Emulator) Migrate(app, id string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -337,6 +350,25 @@ func (e *Emulator) Migrate(app, id string) error {
 	e.log.Info("migrating machine", "app", app, "machine", id, "signal", sig, "kill_timeout", timeout)
 	e.setStateLocked(m, fly.StateStopping, "migrate", "flyd", nil)
 	e.stopLocked(m, sig, timeout, intentMigrate)
+	return nil
+}
+
+// SetStartable makes machine id of app refuse every start with 412 while it
+// is in state created (ok=false), as a machine stuck in "created" on Fly, or
+// startable again (ok=true, also lifting UnstartableAfterCreate).
+func (e *Emulator) SetStartable(app, id string, ok bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.apps[app]
+	if a == nil || a.machines[id] == nil {
+		return fmt.Errorf("set startable: no machine %s in app %s", id, app)
+	}
+	m := a.machines[id]
+	if ok {
+		m.startable = startableYes
+	} else {
+		m.startable = startableNo
+	}
 	return nil
 }
 

@@ -1245,8 +1245,82 @@ func TestRegionFull(t *testing.T) {
 		t.Errorf("create in another region: %v", err)
 	}
 	e.srv.SetRegionFull("syd", false)
-	if _, err := e.c.CreateMachine(c, app, fly.CreateMachineRequest{Config: shell("exit 0"), Region: "syd", SkipLaunch: true}); err != nil {
-		t.Errorf("create after the region has room again: %v", err)
+	stopped, err := e.c.CreateMachine(c, app, fly.CreateMachineRequest{Config: shell("exec sleep 1000"), Region: "syd", SkipLaunch: true})
+	if err != nil {
+		t.Fatalf("create after the region has room again: %v", err)
+	}
+	// A machine that holds no resources (created or stopped) cannot start
+	// in a full region either; one that is running keeps its place.
+	e.srv.SetRegionFull("syd", true)
+	if _, err := e.c.StartMachine(c, app, stopped.ID, ""); !errors.Is(err, fly.ErrInsufficientCapacity) {
+		t.Errorf("start in a full region: %v, want insufficient capacity", err)
+	}
+	if got, err := e.c.GetMachine(c, app, stopped.ID); err != nil || got.State != fly.StateCreated {
+		t.Errorf("machine after the refused start: %+v, %v; want it still created", got, err)
+	}
+	e.srv.SetRegionFull("syd", false)
+	if _, err := e.c.StartMachine(c, app, stopped.ID, ""); err != nil {
+		t.Errorf("start once the region has room: %v", err)
+	}
+	e.wait(t, app, stopped.ID, fly.StateStarted)
+}
+
+// TestStuckCreated: a machine created without launch may refuse to start
+// for a while (412), as machines stuck in "created" do on Fly.
+func TestStuckCreated(t *testing.T) {
+	e := start(t, flyemu.Config{UnstartableAfterCreate: time.Hour})
+	c := ctx(t)
+	app := e.app(t, "stuck")
+	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exec sleep 1000"), SkipLaunch: true})
+	if _, err := e.c.StartMachine(c, app, m.ID, ""); !errors.Is(err, fly.ErrPreconditionFailed) {
+		t.Errorf("start of a stuck machine: %v, want 412", err)
+	}
+	// Launched at create: never stuck.
+	launched := e.create(t, app, fly.CreateMachineRequest{Config: shell("exec sleep 1000")})
+	e.wait(t, app, launched.ID, fly.StateStarted)
+	if err := e.srv.SetStartable(app, m.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.StartMachine(c, app, m.ID, ""); err != nil {
+		t.Fatalf("start once startable: %v", err)
+	}
+	e.wait(t, app, m.ID, fly.StateStarted)
+	if err := e.srv.SetStartable(app, "nope", true); err == nil {
+		t.Error("SetStartable of an unknown machine: no error")
+	}
+}
+
+// TestMigrate: a migration stops the machine as a stop would and starts a
+// new process at a new private IP.
+func TestMigrate(t *testing.T) {
+	e := start(t, flyemu.Config{})
+	c := ctx(t)
+	app := e.app(t, "moving")
+	m := e.create(t, app, fly.CreateMachineRequest{Config: shell("exec sleep 1000")})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	pid := e.srv.PIDs()[m.ID]
+	if err := e.srv.Migrate(app, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the machine to run again as a new process", func() bool {
+		p := e.srv.PIDs()[m.ID]
+		return p != 0 && p != pid
+	})
+	e.wait(t, app, m.ID, fly.StateStarted)
+	got, err := e.c.GetMachine(c, app, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PrivateIP == m.PrivateIP || got.PrivateIP == "" {
+		t.Errorf("private IP after the migration = %q, before %q: want a new one", got.PrivateIP, m.PrivateIP)
+	}
+	// The old place is released: a destroy after the move leaves nothing.
+	if err := e.c.DestroyMachine(c, app, m.ID, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.wait(t, app, m.ID, fly.StateDestroyed)
+	if err := e.srv.Migrate(app, m.ID); err == nil {
+		t.Error("migrate a destroyed machine: no error")
 	}
 }
 

@@ -203,8 +203,7 @@ func (e *Emulator) exitedLocked(m *machine, p *process, x exitInfo) {
 	case intentRestart:
 		e.launchLocked(m, "restart", "flyd", req)
 	case intentMigrate:
-		e.log.Info("machine migrated; starting on its new host", "app", m.app.name, "machine", m.id)
-		e.launchLocked(m, "migrate", "flyd", req)
+		e.moveHostLocked(m, req)
 	case intentUpdate:
 		if m.skipAfter {
 			e.setStateLocked(m, fly.StateStopped, "exit", "flyd", req)
@@ -229,6 +228,38 @@ func (e *Emulator) exitedLocked(m *machine, p *process, x exitInfo) {
 			e.finishDestroyLocked(m)
 		}
 	}
+}
+
+// moveHostLocked starts m again on "another host" after its migration stop:
+// a new place on its network (Fly gives a migrated machine a new 6PN
+// address), then a new process. Attaching runs a few exec calls, so it runs
+// outside the lock; the machine stays stopping meanwhile.
+func (e *Emulator) moveHostLocked(m *machine, req *fly.MachineEventRequest) {
+	org, network, old := m.app.org, m.app.network, m.net
+	e.procWG.Add(1)
+	go func() {
+		defer e.procWG.Done()
+		mn, err := e.net.attach(context.Background(), org, network)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if err == nil && (e.closed || m.state != fly.StateStopping || m.proc != nil) {
+			// Destroyed (which released the old address) or otherwise moved
+			// on while the new host was being set up: the new place has no use.
+			e.procWG.Add(1)
+			go func() { defer e.procWG.Done(); e.net.detach(context.Background(), mn) }()
+			return
+		}
+		if err != nil {
+			e.log.Warn("migration: attach the machine on its new host", "app", m.app.name, "machine", m.id, "error", err)
+			e.setStateLocked(m, fly.StateFailed, "migrate", "flyd", req)
+			return
+		}
+		m.net = mn
+		e.procWG.Add(1)
+		go func() { defer e.procWG.Done(); e.net.detach(context.Background(), old) }()
+		e.log.Info("machine migrated; starting on its new host", "app", m.app.name, "machine", m.id, "private_ip", mn.addr)
+		e.launchLocked(m, "migrate", "flyd", req)
+	}()
 }
 
 // shouldRestart applies the restart policy to a process that exited by

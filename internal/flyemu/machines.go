@@ -412,12 +412,33 @@ func (e *Emulator) startMachine(r *http.Request) response {
 		}
 		e.resumeLocked(m)
 	case fly.StateCreated, fly.StateStopped, fly.StateFailed:
+		if prev == fly.StateCreated && e.stuckCreatedLocked(m, time.Now()) {
+			return preconditionf("machine %s is not ready to start yet (still being created); try again later", m.id)
+		}
+		if e.full[m.region] {
+			// Not launched, the machine holds no resources on its host.
+			return errCode(http.StatusPreconditionFailed,
+				fmt.Sprintf("insufficient resources available to start machine %s in region %s", m.id, m.region),
+				fly.StatusInsufficientCapacity)
+		}
 		m.restarts = 0
 		e.launchLocked(m, "start", "user", nil)
 	default:
 		return preconditionf("unable to start machine from current state: '%s'", prev)
 	}
 	return jsonResp(http.StatusOK, fly.StartResponse{PreviousState: prev})
+}
+
+// stuckCreatedLocked reports whether m, in state created, refuses to start
+// now (SetStartable, else Config.UnstartableAfterCreate).
+func (e *Emulator) stuckCreatedLocked(m *machine, now time.Time) bool {
+	switch m.startable {
+	case startableYes:
+		return false
+	case startableNo:
+		return true
+	}
+	return now.Sub(m.createdAt) < e.cfg.UnstartableAfterCreate
 }
 
 func (e *Emulator) stopMachine(r *http.Request) response {
@@ -474,7 +495,7 @@ func (e *Emulator) suspendMachine(r *http.Request) response {
 		return preconditionf("machines with more than %d MB of memory cannot be suspended", maxSuspendMemoryMB)
 	}
 	e.setStateLocked(m, fly.StateSuspending, "suspend", "user", nil)
-	m.proc.signal(syscall.SIGSTOP)
+	m.proc.freeze()
 	m.frozen = true
 	e.setStateLocked(m, fly.StateSuspended, "suspend", "flyd", nil)
 	return jsonResp(http.StatusOK, fly.OKResponse{OK: true})

@@ -118,6 +118,8 @@ type machine struct {
 	hostDown    bool // SetHostReachable(false): Fly cannot reach the machine's host
 	// snapshotLost: LoseSnapshot was called; the next resume boots cold.
 	snapshotLost bool
+	// startable is SetStartable's word; without it, Config.UnstartableAfterCreate decides.
+	startable startable
 
 	proc      *process
 	frozen    bool   // proc is SIGSTOPped (suspended)
@@ -128,6 +130,15 @@ type machine struct {
 	stopTimer *time.Timer
 	changed   chan struct{} // closed and replaced on every change, for waiters
 }
+
+// startable is what SetStartable said of a machine.
+type startable int
+
+const (
+	startableDefault startable = iota // Config.UnstartableAfterCreate decides
+	startableYes
+	startableNo
+)
 
 // leaseHeld returns the unexpired lease, dropping an expired one.
 func (m *machine) leaseHeld(now time.Time) *lease {

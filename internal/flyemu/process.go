@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -139,6 +140,41 @@ func (p *process) signal(sig syscall.Signal) {
 		_ = syscall.Kill(pid, sig)
 	}
 }
+
+// freeze stops every process of the "VM" (SIGSTOP), as a suspend does. A
+// child forked while the group signal went out can miss it and would run on
+// in a suspended machine, so processes not stopped yet are signalled again,
+// for at most freezeRounds short rounds: one that still shows running then
+// has the signal pending (it has not been scheduled since), which is enough.
+func (p *process) freeze() {
+	p.signal(syscall.SIGSTOP)
+	if p.oci != nil {
+		// Image mode froze the container's cgroup, which holds every
+		// process of the VM, those forked meanwhile too. Its tasks are not
+		// in state T, and runc outside it must go on: a SIGSTOP here would
+		// outlast the thaw of a resume.
+		return
+	}
+	for range freezeRounds {
+		p.mu.Lock()
+		if p.reaped {
+			p.mu.Unlock()
+			return
+		}
+		left := notStopped(p.pid)
+		for _, pid := range left {
+			_ = syscall.Kill(pid, syscall.SIGSTOP)
+		}
+		p.mu.Unlock()
+		if len(left) == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// freezeRounds bounds freeze's checks (about a millisecond apart).
+const freezeRounds = 20
 
 // killGroupLocked kills what is left of the group once the leader has exited
 // and marks the group id as no longer ours. Callers hold p.mu and must not

@@ -32,16 +32,19 @@ func reap(p *process) error {
 	return p.cmd.Wait()
 }
 
-// descendantsOutsideGroup lists the live descendants of pid that are not in
-// its process group, from /proc.
-func descendantsOutsideGroup(pid int) []int {
+// procEntry is one live process as /proc/<pid>/stat shows it.
+type procEntry struct {
+	ppid, pgrp int
+	state      byte // R, S, D, T, t, …; zombies are left out
+}
+
+// procTable reads every live (non-zombie) process from /proc.
+func procTable() map[int]procEntry {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	type proc struct{ ppid, pgrp int }
-	procs := map[int]proc{}
-	children := map[int][]int{}
+	procs := map[int]procEntry{}
 	for _, de := range ents {
 		n, err := strconv.Atoi(de.Name())
 		if err != nil {
@@ -59,13 +62,57 @@ func descendantsOutsideGroup(pid int) []int {
 			continue
 		}
 		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[0] == "Z" {
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
 			continue
 		}
 		ppid, _ := strconv.Atoi(f[1])
 		pgrp, _ := strconv.Atoi(f[2])
-		procs[n] = proc{ppid, pgrp}
-		children[ppid] = append(children[ppid], n)
+		procs[n] = procEntry{ppid: ppid, pgrp: pgrp, state: f[0][0]}
+	}
+	return procs
+}
+
+// descendantsOutsideGroup lists the live descendants of pid that are not in
+// its process group, from /proc.
+func descendantsOutsideGroup(pid int) []int {
+	procs := procTable()
+	var out []int
+	for _, c := range descendants(procs, pid) {
+		if procs[c].pgrp != pid {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// notStopped lists the processes of the "VM" led by pid — its group and its
+// descendants outside it — that are not stopped.
+func notStopped(pid int) []int {
+	procs := procTable()
+	var out []int
+	add := func(n int) {
+		if st := procs[n].state; st != 'T' && st != 't' {
+			out = append(out, n)
+		}
+	}
+	for n, pe := range procs {
+		if pe.pgrp == pid {
+			add(n)
+		}
+	}
+	for _, c := range descendants(procs, pid) {
+		if procs[c].pgrp != pid {
+			add(c)
+		}
+	}
+	return out
+}
+
+// descendants lists every descendant of pid in procs.
+func descendants(procs map[int]procEntry, pid int) []int {
+	children := map[int][]int{}
+	for n, pe := range procs {
+		children[pe.ppid] = append(children[pe.ppid], n)
 	}
 	var out []int
 	queue := []int{pid}
@@ -74,12 +121,9 @@ func descendantsOutsideGroup(pid int) []int {
 		cur := queue[0]
 		queue = queue[1:]
 		for _, c := range children[cur] {
-			if seen[c] {
-				continue
-			}
-			seen[c] = true
-			queue = append(queue, c)
-			if procs[c].pgrp != pid {
+			if !seen[c] {
+				seen[c] = true
+				queue = append(queue, c)
 				out = append(out, c)
 			}
 		}

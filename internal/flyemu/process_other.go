@@ -22,3 +22,6 @@ func reap(p *process) error {
 // descendantsOutsideGroup is not tracked outside Linux: only the group is
 // signalled.
 func descendantsOutsideGroup(int) []int { return nil }
+
+// notStopped is not tracked outside Linux.
+func notStopped(int) []int { return nil }

@@ -8,10 +8,15 @@ import (
 	"github.com/hangarhq/hangar/internal/fly"
 )
 
-// Template is a template machine and the spec decoded from it.
+// Template is a template machine and the spec decoded from it: what
+// standbys and session machines of one image of a pool are cloned from.
 type Template struct {
+	// Machine is the template machine itself, whose config is cloned.
 	Machine *fly.Machine
 	Spec    Spec
+	// Hash is the spec hash stored on the template (KeySpec); standbys of
+	// the current spec carry the same.
+	Hash string
 }
 
 // State is a pool's live state on Fly: its templates, standbys and session
@@ -71,7 +76,7 @@ func FromMachines(app string, ms []fly.Machine) *State {
 				st.ExtraTemplates = append(st.ExtraTemplates, m)
 				continue
 			}
-			st.Templates[spec.TenantImage] = &Template{Machine: m, Spec: spec}
+			st.Templates[spec.TenantImage] = &Template{Machine: m, Spec: spec, Hash: SpecHashOf(m)}
 		case RoleStandby:
 			st.Standbys = append(st.Standbys, m)
 		case RoleSession:
@@ -131,6 +136,38 @@ func (s *State) Stale(tenantImage string) []*fly.Machine {
 		}
 	}
 	return out
+}
+
+// Forget drops the standbys and session machines whose ids are in gone (the
+// caller destroyed them), so that what is counted next leaves them out
+// without listing the app again.
+func (s *State) Forget(gone map[string]bool) {
+	if len(gone) == 0 {
+		return
+	}
+	keep := func(ms []*fly.Machine) []*fly.Machine {
+		out := ms[:0]
+		for _, m := range ms {
+			if !gone[m.ID] {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	s.Standbys, s.Sessions = keep(s.Standbys), keep(s.Sessions)
+}
+
+// ActiveImages returns the tenant image names of the templates that are not
+// draining, sorted ("" — the default template — first).
+func (s *State) ActiveImages() []string {
+	images := make([]string, 0, len(s.Templates))
+	for name, t := range s.Templates {
+		if !t.Spec.Draining {
+			images = append(images, name)
+		}
+	}
+	sort.Strings(images)
+	return images
 }
 
 // Machines is the number of machines max_machines counts: every standby and

@@ -65,8 +65,19 @@ func TestFromMachinesAndTopUpPlan(t *testing.T) {
 		t.Fatalf("plan at max = %v", got)
 	}
 	st.Templates[""].Spec.MaxMachines = 10
+	if got := st.ActiveImages(); len(got) != 2 || got[0] != "" || got[1] != "acme" {
+		t.Fatalf("active images = %q", got)
+	}
 	st.Templates[""].Spec.Draining = true
 	if got := TopUpPlan(st, ""); got != nil {
 		t.Fatalf("draining plan = %v", got)
+	}
+	if got := st.ActiveImages(); len(got) != 1 || got[0] != "acme" {
+		t.Fatalf("active images while the default drains = %q", got)
+	}
+	// What a round destroyed is left out of the counts without a new listing.
+	st.Forget(map[string]bool{"b1": true, "d1": true, "nope": true})
+	if len(st.Standbys) != 3 || len(st.Sessions) != 0 || st.Machines() != 3 || len(st.StandbysIn("", "iad")) != 1 {
+		t.Fatalf("after Forget: standbys %d sessions %d", len(st.Standbys), len(st.Sessions))
 	}
 }

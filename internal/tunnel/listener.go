@@ -311,6 +311,16 @@ func (l *Listener) serve(s *yamux.Session) {
 	for {
 		c, err := s.Accept()
 		if err != nil {
+			if !s.IsClosed() && errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+				// The stream's ACK waited ConnectionWriteTimeout behind
+				// other frames (a daemon slow to read, a starved CPU);
+				// yamux still sends it, the session lives on, and its
+				// keepalive decides whether the tunnel is dead. Dropping
+				// the tunnel here cut every stream on it and made the
+				// daemon wait for a redial.
+				l.log.Debug("stream accept slow; tunnel kept", "error", err)
+				continue
+			}
 			return
 		}
 		select {
@@ -390,9 +400,9 @@ func (l *Listener) dial() (*yamux.Session, error) {
 		c.Close(websocket.StatusPolicyViolation, "subprotocol")
 		return nil, fmt.Errorf("tunnel: the daemon did not accept subprotocol %s", Subprotocol)
 	}
-	nc := websocket.NetConn(l.ctx, c, websocket.MessageBinary)
 	c.SetReadLimit(maxMessage)
-	s, err := yamux.Server(&frameConn{Conn: nc}, l.ymx)
+	nc := newWSConn(l.ctx, c, "agent:"+l.cfg.MachineID, l.url)
+	s, err := yamux.Server(nc, l.ymx)
 	if err != nil {
 		_ = nc.Close()
 		return nil, err

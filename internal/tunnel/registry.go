@@ -209,9 +209,8 @@ func (r *Registry) ServeTunnel(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	nc := websocket.NetConn(ctx, c, websocket.MessageBinary)
 	c.SetReadLimit(maxMessage)
-	sess, err := yamux.Client(&frameConn{Conn: nc}, r.ymx)
+	sess, err := yamux.Client(newWSConn(ctx, c, r.audience, req.RemoteAddr), r.ymx)
 	if err != nil { // only a bad config
 		cancel()
 		r.log.Error("tunnel session", "error", err)
@@ -496,7 +495,7 @@ type relayConn struct {
 	local, remote net.Addr
 }
 
-var errNoDeadline = fmt.Errorf("tunnel: relay connections have no deadlines: %w", errors.ErrUnsupported)
+var errNoDeadline = fmt.Errorf("tunnel: relay and tunnel connections have no deadlines: %w", errors.ErrUnsupported)
 
 func (c *relayConn) LocalAddr() net.Addr                { return c.local }
 func (c *relayConn) RemoteAddr() net.Addr               { return c.remote }

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/yamux"
 )
@@ -157,37 +159,126 @@ func yamuxConfig(keepAlive time.Duration, log hclog.Logger) *yamux.Config {
 	return c
 }
 
-// frameConn joins each yamux frame header with its body into one Write, so a
-// data frame is one WebSocket message instead of two. yamux writes from a
-// single send loop, but the lock keeps it safe regardless.
-type frameConn struct {
-	net.Conn
-	mu  sync.Mutex
-	hdr []byte
+// wsConn carries the tunnel's byte stream in binary WebSocket messages, one
+// per Write, for yamux. It replaces websocket.NetConn, whose reads and
+// writes take its context and so register (and allocate) a cancellation
+// callback on every message: the tunnel carries every frame of every
+// stream, so that cost was paid per keystroke and per output chunk on both
+// ends. Here reads and writes take no cancellable context; ctx ending, like
+// Close, closes the WebSocket (one callback for the tunnel's life), which
+// unblocks them. yamux bounds its own sends and uses no deadlines.
+//
+// Write also joins each yamux data frame header with its body, so a data
+// frame is one WebSocket message instead of two. yamux writes from a single
+// send loop; the lock keeps it safe regardless.
+type wsConn struct {
+	c        *websocket.Conn
+	stop     func() bool
+	local    net.Addr
+	remote   net.Addr
+	readMu   sync.Mutex
+	r        io.Reader // the message being read, nil between messages
+	writeMu  sync.Mutex
+	hdr      [yamuxHeaderSize]byte
+	pending  bool // hdr holds a data frame header waiting for its body
+	closeErr error
+	once     sync.Once
 }
 
 const yamuxHeaderSize = 12
 
-func (c *frameConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.hdr == nil && len(p) == yamuxHeaderSize && p[1] == 0 /* data */ && binary.BigEndian.Uint32(p[8:]) > 0 {
-		c.hdr = append(make([]byte, 0, yamuxHeaderSize), p...)
+func newWSConn(ctx context.Context, c *websocket.Conn, local, remote string) *wsConn {
+	w := &wsConn{c: c, local: addr(local), remote: addr(remote)}
+	w.stop = context.AfterFunc(ctx, func() { _ = c.CloseNow() })
+	return w
+}
+
+// joinBufs holds the buffers Write joins a header and its body in: one per
+// write in flight, so an idle tunnel holds none.
+var joinBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+func (w *wsConn) Write(p []byte) (int, error) {
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	if !w.pending && len(p) == yamuxHeaderSize && p[1] == 0 /* data */ && binary.BigEndian.Uint32(p[8:]) > 0 {
+		copy(w.hdr[:], p)
+		w.pending = true
 		return len(p), nil
 	}
-	if c.hdr != nil {
-		buf := make([]byte, 0, len(c.hdr)+len(p))
-		buf = append(append(buf, c.hdr...), p...)
-		c.hdr = nil
-		n, err := c.Conn.Write(buf)
-		n -= yamuxHeaderSize
-		if n < 0 {
-			n = 0
+	if !w.pending {
+		if err := w.c.Write(context.Background(), websocket.MessageBinary, p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	w.pending = false
+	bp := joinBufs.Get().(*[]byte)
+	b := append(append((*bp)[:0], w.hdr[:]...), p...)
+	err := w.c.Write(context.Background(), websocket.MessageBinary, b)
+	*bp = b[:0]
+	joinBufs.Put(bp)
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (w *wsConn) Read(p []byte) (int, error) {
+	w.readMu.Lock()
+	defer w.readMu.Unlock()
+	for {
+		if w.r == nil {
+			typ, r, err := w.c.Reader(context.Background())
+			if err != nil {
+				// A peer's CloseNow (wsConn.Close) shows as EOF, a
+				// handshake as a normal closure: both end the session.
+				if websocket.CloseStatus(err) == websocket.StatusNormalClosure || errors.Is(err, io.EOF) {
+					return 0, io.EOF
+				}
+				return 0, err
+			}
+			if typ != websocket.MessageBinary {
+				_ = w.c.Close(websocket.StatusUnsupportedData, "binary messages only")
+				return 0, errors.New("tunnel: text message on the tunnel")
+			}
+			w.r = r
+		}
+		n, err := w.r.Read(p)
+		if err == io.EOF {
+			w.r = nil
+			if n == 0 {
+				continue
+			}
+			return n, nil
 		}
 		return n, err
 	}
-	return c.Conn.Write(p)
 }
+
+// Close ends the WebSocket at once, without a closing handshake. The
+// handshake (websocket.Conn.Close) waits up to 5 s to write the close frame
+// and 5 s more for the peer's answer: behind a peer that stopped reading (a
+// starved or frozen machine) every yamux Session.Close paid that while
+// holding yamux's shutdown lock, so a daemon dial that found the tunnel
+// dead, a resume's probe, an install replacing a tunnel and the agent's
+// redial all waited seconds for a tunnel nobody used any more. yamux needs
+// no handshake: the peer's read fails and its session ends with it.
+func (w *wsConn) Close() error {
+	w.once.Do(func() {
+		w.stop()
+		w.closeErr = w.c.CloseNow()
+	})
+	return w.closeErr
+}
+
+func (w *wsConn) LocalAddr() net.Addr  { return w.local }
+func (w *wsConn) RemoteAddr() net.Addr { return w.remote }
+
+// Deadlines are not supported: yamux uses none, and ctx or Close end the
+// connection.
+func (w *wsConn) SetDeadline(time.Time) error      { return errNoDeadline }
+func (w *wsConn) SetReadDeadline(time.Time) error  { return errNoDeadline }
+func (w *wsConn) SetWriteDeadline(time.Time) error { return errNoDeadline }
 
 // ProbeTimeout bounds the ping that tells a live tunnel from a dead one
 // after a resume (Registry.Probe, Listener.Redial). A live peer answers in

@@ -661,3 +661,112 @@ func TestFlyTokenSource(t *testing.T) {
 		t.Fatalf("error answer: %v", err)
 	}
 }
+
+// A tunnel whose agent stopped reading (a starved or frozen machine) is
+// closed at once: the WebSocket closing handshake used to hold every
+// yamux Session.Close — a dial that found the tunnel dead, a resume's
+// probe, a replacing tunnel, the agent's redial — for 5 to 10 s.
+func TestCloseDoesNotWaitForAPeerThatStoppedReading(t *testing.T) {
+	is := newIssuer(t)
+	d := newDaemon(t, is, daemonOpts{})
+	var f freezer
+	l := startAgentWith(t, d, is, "m1", f.client(), agentHandler("m1"))
+	<-l.Up()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := d.reg.DialMachine(ctx, "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	thaw := f.freeze(t)
+	defer thaw()
+	// Send into the frozen agent: what gets through sits in socket
+	// buffers it no longer drains, and no close frame would be answered.
+	written := make(chan int64, 64)
+	go func() {
+		fmt.Fprintf(s, "POST /hello HTTP/1.1\r\nHost: m1\r\nContent-Length: %d\r\n\r\n", 1<<40)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := s.Write(buf)
+			if err != nil {
+				close(written)
+				return
+			}
+			select {
+			case written <- int64(n):
+			default:
+			}
+		}
+	}()
+	var total int64
+	for total < 128<<10 { // half the stream's window
+		n, ok := <-written
+		if !ok {
+			t.Fatal("stream write failed before the window filled")
+		}
+		total += n
+	}
+	done := make(chan struct{})
+	go func() {
+		d.reg.Disconnect("m1")
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(4 * time.Second): // the handshake took ≥ 5 s
+		t.Fatal("Disconnect waited for the frozen agent")
+	}
+}
+
+// Many streams at once — more than yamux's accept backlog, some never
+// read, some never closed — leave the tunnel opening and answering new
+// streams.
+func TestManyStreamsLeaveRoomForNewOnes(t *testing.T) {
+	is := newIssuer(t)
+	d := newDaemon(t, is, daemonOpts{})
+	h := agentHandler("m1").(*http.ServeMux)
+	release := make(chan struct{})
+	h.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	l := startAgentWith(t, d, is, "m1", nil, h)
+	<-l.Up()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(release)
+	const hanging, unread, leaked = 300, 16, 50
+	for range hanging {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, AgentURL("m1")+"/hang", nil)
+			if resp, err := d.reg.HTTPClient().Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	for range unread {
+		s, err := d.reg.DialMachine(ctx, "m1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		fmt.Fprintf(s, "GET /bytes?n=%d HTTP/1.1\r\nHost: m1\r\n\r\n", 4<<20)
+	}
+	for range leaked {
+		s, err := d.reg.DialMachine(ctx, "m1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close() // only at the end: open and silent until then
+	}
+	for range 20 {
+		if got := get(t, d.reg.HTTPClient(), AgentURL("m1")+"/hello"); got != "hello from m1" {
+			t.Fatalf("got %q", got)
+		}
+	}
+}

@@ -38,6 +38,12 @@ type attachment struct {
 	killErr  *wire.Error
 	ctx      context.Context
 	cancel   context.CancelFunc
+	// wd closes the connection when one write takes longer than
+	// writeTimeout. One timer for the attachment's life, re-armed per write:
+	// a context with a deadline per write (and the cancellation callback the
+	// WebSocket library registers for any cancellable context) cost four
+	// allocations per output frame.
+	wd *time.Timer
 
 	violations int
 }
@@ -66,10 +72,14 @@ func (at *attachment) kill(code websocket.StatusCode, e *wire.Error) {
 	})
 }
 
+// write sends one frame. Reads and writes take no cancellable context (see
+// wd); the attachment's end closes the connection instead (attach), which
+// fails a write or read in progress.
 func (at *attachment) write(typ websocket.MessageType, b []byte) error {
-	ctx, cancel := context.WithTimeout(at.ctx, writeTimeout)
-	defer cancel()
-	return at.conn.Write(ctx, typ, b)
+	at.wd.Reset(writeTimeout)
+	err := at.conn.Write(context.Background(), typ, b)
+	at.wd.Stop()
+	return err
 }
 
 func (at *attachment) writeMsg(m wire.Message) error {
@@ -232,7 +242,7 @@ func (at *attachment) serve() {
 	s := at.s
 	limit := s.a.cfg.MaxFrame
 	for {
-		typ, r, err := at.conn.Reader(at.ctx)
+		typ, r, err := at.conn.Reader(context.Background())
 		if err != nil {
 			return
 		}
@@ -331,6 +341,11 @@ func (s *session) attach(ctx context.Context, conn *websocket.Conn, req *wire.At
 		ctx: ctx, cancel: cancel,
 	}
 	defer cancel()
+	at.wd = time.AfterFunc(writeTimeout, func() { at.conn.CloseNow() })
+	at.wd.Stop()
+	// The attachment's end (run or serve returning, the request ending)
+	// closes the connection: reads and writes wait on no context.
+	context.AfterFunc(ctx, func() { at.conn.CloseNow() })
 	if at.role == "" {
 		at.role = wire.RoleWriter
 	}

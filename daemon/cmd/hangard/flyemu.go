@@ -33,6 +33,8 @@ func runFlyemu(ctx context.Context, args []string) error {
 	timeoutRate := fs.Float64("timeout-rate", 0, "share of API calls (0..1) answered 408")
 	notFoundAfterCreate := fs.Duration("not-found-after-create", 0, "answer 404 to reads of apps and machines this young")
 	noBatchMetadata := fs.Bool("no-batch-metadata", false, "answer 404 on the batch metadata endpoint")
+	snapshotLossRate := fs.Float64("snapshot-loss-rate", 0, "share of resumes (0..1) whose suspend snapshot is lost (a cold boot)")
+	unstartable := fs.Duration("unstartable-after-create", 0, "refuse (412) to start machines created with skip_launch this young, as machines stuck in created")
 	images := fs.String("images", "", "image map file (JSON if named *.json, else HCL)")
 	imageStore := fs.String("image-store", os.Getenv("HANGAR_IMAGE_STORE"), "OCI image layout whose images machines boot as runc containers (make worker-image fills it; HANGAR_IMAGE_STORE)")
 	agent := fs.String("agent", "", "binary run for unmapped images (default: hangar-agent beside hangard, else on PATH)")
@@ -49,24 +51,26 @@ func runFlyemu(ctx context.Context, args []string) error {
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "flyemu", Level: hclog.LevelFromString(*logLevel), Output: os.Stderr})
 	cfg := flyemu.Config{
-		DataDir:             *data,
-		AgentBinary:         *agent,
-		Org:                 *org,
-		Region:              *region,
-		Token:               *token,
-		BootDelay:           *bootDelay,
-		Latency:             *latency,
-		FaultRate:           *faultRate,
-		FaultSeed:           *faultSeed,
-		NoRateLimits:        *noRateLimits,
-		RetryAfter:          *retryAfter,
-		TimeoutRate:         *timeoutRate,
-		NotFoundAfterCreate: *notFoundAfterCreate,
-		NoBatchMetadata:     *noBatchMetadata,
-		Logger:              log,
-		LogProcessOutput:    *logOutput,
-		Network:             *network,
-		ImageStore:          *imageStore,
+		DataDir:                *data,
+		AgentBinary:            *agent,
+		Org:                    *org,
+		Region:                 *region,
+		Token:                  *token,
+		BootDelay:              *bootDelay,
+		Latency:                *latency,
+		FaultRate:              *faultRate,
+		FaultSeed:              *faultSeed,
+		NoRateLimits:           *noRateLimits,
+		RetryAfter:             *retryAfter,
+		TimeoutRate:            *timeoutRate,
+		NotFoundAfterCreate:    *notFoundAfterCreate,
+		NoBatchMetadata:        *noBatchMetadata,
+		SnapshotLossRate:       *snapshotLossRate,
+		UnstartableAfterCreate: *unstartable,
+		Logger:                 log,
+		LogProcessOutput:       *logOutput,
+		Network:                *network,
+		ImageStore:             *imageStore,
 	}
 	if *images != "" {
 		m, err := flyemu.LoadImages(*images)
