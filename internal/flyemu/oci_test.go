@@ -311,6 +311,9 @@ func TestImageModeMigrateAndLostSnapshot(t *testing.T) {
 	if got := launchMode(t, e, app, m.ID); got != "image" {
 		t.Errorf("mode after migration = %q, want image", got)
 	}
+	// The container runs on the machine's place on its new host.
+	moved := e.get(t, app, m.ID)
+	logHas(t, e, app, m.ID, "env FLY_PRIVATE_IP="+moved.PrivateIP+"\n")
 
 	if err := e.c.SuspendMachine(c, app, m.ID, ""); err != nil {
 		t.Fatal(err)
