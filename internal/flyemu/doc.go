@@ -58,8 +58,10 @@
 // launch says its mode ("image" or "process") in the log and in its event
 // (request.hangar_emulator_mode); machines whose image the store lacks run
 // as processes. A migration (Migrate) or a lost snapshot starts a new
-// container on a fresh rootfs, as any start does. Container state lives under /run/hangar-flyemu/runc, cgroups
-// under hangar-flyemu/ below the emulator's own memory cgroup. Not done:
+// container on a fresh rootfs, as any start does (a migrated one in the
+// network namespace of its new 6PN address). Container state lives under
+// /run/hangar-flyemu/runc, cgroups under hangar-flyemu/ below the
+// emulator's own memory cgroup. Not done:
 // zombie reaping inside the container (Fly's init is PID 1 there; here the
 // entrypoint is), rlimits beyond the emulator's own, and containers left by
 // an emulator that died without Close. Machine exec runs inside the
