@@ -65,7 +65,15 @@ func newEnvMode(t *testing.T, standbys, maxMachines int, mode pool.StandbyMode) 
 // newEnvSpec makes the emulator and the pool; tune adjusts the pool's spec.
 func newEnvSpec(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 	t.Helper()
-	emu := flyemutest.Start(t, flyemu.Config{AgentBinary: testbin.Path(t, testbin.Agent), Org: "personal", Region: region})
+	return newEnvEmu(t, flyemu.Config{AgentBinary: testbin.Path(t, testbin.Agent)}, standbys, tune)
+}
+
+// newEnvEmu is newEnvSpec with the emulator's configuration (its org and
+// region are the harness's).
+func newEnvEmu(t *testing.T, emuCfg flyemu.Config, standbys int, tune func(*pool.Spec)) *env {
+	t.Helper()
+	emuCfg.Org, emuCfg.Region = "personal", region
+	emu := flyemutest.Start(t, emuCfg)
 	c, err := fly.New(fly.Options{BaseURL: emu.URL})
 	if err != nil {
 		t.Fatal(err)

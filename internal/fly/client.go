@@ -298,6 +298,10 @@ func (c *Client) do(ctx context.Context, r *request) error {
 	if len(r.query) > 0 {
 		target += "?" + r.query.Encode()
 	}
+	// graceRetries counts the attempts re-sent for a 404 within
+	// NotFoundGrace: bounded by time, they must not use up the attempts of
+	// other failures (after ~30 paced 404s in the grace one 429 was final).
+	graceRetries := 0
 	for attempt := 1; ; attempt++ {
 		if err := c.pace(ctx, r); err != nil {
 			return fmt.Errorf("fly api %s %s: %w", r.method, r.path, err)
@@ -311,7 +315,7 @@ func (c *Client) do(ctx context.Context, r *request) error {
 			if wrote {
 				r.ambiguous = true
 			}
-			if !retry || attempt >= c.maxAttempts {
+			if !retry || attempt-graceRetries >= c.maxAttempts {
 				return fmt.Errorf("fly api %s %s: %w", r.method, r.path, err)
 			}
 			if werr := c.sleep(ctx, c.backoff(attempt)); werr != nil {
@@ -365,8 +369,11 @@ func (c *Client) do(ctx context.Context, r *request) error {
 				wait = apiErr.RetryAfter
 			}
 		}
-		if !retry || (attempt >= c.maxAttempts && !fresh) {
+		if !retry || (attempt-graceRetries >= c.maxAttempts && !fresh) {
 			return apiErr
+		}
+		if fresh {
+			graceRetries++
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			// Sleeping would outlive the caller's deadline: report the real cause now.

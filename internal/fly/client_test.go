@@ -995,3 +995,32 @@ func TestLimitKey(t *testing.T) {
 		t.Errorf("requestTarget = %s %s", app, m)
 	}
 }
+
+// TestNotFoundGraceKeepsOtherAttempts: the 404s re-sent within NotFoundGrace
+// do not use up the attempts left for a 429 that follows them.
+func TestNotFoundGraceKeepsOtherAttempts(t *testing.T) {
+	f := newFakeFly(t)
+	gets := 0
+	f.handle("GET /v1/apps/fresh/machines/m1", func(w http.ResponseWriter, r *http.Request) {
+		switch gets++; {
+		case gets <= 6:
+			flyErr(w, http.StatusNotFound, "machine not found", "")
+		case gets == 7:
+			flyErr(w, http.StatusTooManyRequests, "rate limit exceeded", "")
+		default:
+			writeJSON(w, 200, Machine{ID: "m1", State: StateStarted})
+		}
+	})
+	c := f.client(Options{MaxAttempts: 3})
+	c.pause = func(ctx context.Context, d time.Duration) error { return nil }
+	ctx := context.Background()
+	if _, err := c.CreateApp(ctx, CreateAppRequest{Name: "fresh", OrgSlug: "personal"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetMachine(ctx, "fresh", "m1"); err != nil {
+		t.Fatalf("get after 6 404s in the grace and a 429: %v", err)
+	}
+	if gets != 8 {
+		t.Errorf("%d attempts, want 8", gets)
+	}
+}
