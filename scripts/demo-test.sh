@@ -2,6 +2,7 @@
 # Checks `make demo` as a user runs it: it reaches a ready session, and a
 # Ctrl-C (SIGINT to its process group, as a terminal sends it) stops it and
 # leaves no process behind. Runs without Claude Code (HANGAR_DEMO_CLAUDE=0)
+# and without the worker image (HANGAR_DEMO_IMAGE=0)
 # and in a temporary state directory, so it downloads nothing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -30,7 +31,7 @@ ours() {
 # non-interactive shell, some CI runners) passes that on, and bash cannot
 # trap a signal that was ignored when it started.
 set -m
-HANGAR_DEMO_CLAUDE=0 HANGAR_DEMO_DIR="$DIR" HANGAR_DEMO_LISTEN="127.0.0.1:$port" \
+HANGAR_DEMO_CLAUDE=0 HANGAR_DEMO_IMAGE=0 HANGAR_DEMO_DIR="$DIR" HANGAR_DEMO_LISTEN="127.0.0.1:$port" \
   env --default-signal=INT "$ROOT/scripts/demo.sh" >"$DIR/demo.out" 2>&1 </dev/null &
 pid=$!
 set +m

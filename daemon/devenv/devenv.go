@@ -57,6 +57,9 @@ type Options struct {
 	// Images maps other image refs to commands (flyemu image map), e.g. for
 	// the quickstart's pools.
 	Images map[string]flyemu.Image
+	// ImageStore is the emulator's image store: pools whose image it holds
+	// (the dev pool's DevImage, the quickstart's) run it as containers.
+	ImageStore string
 	// BootDelay is the emulator's boot delay.
 	BootDelay time.Duration
 	// MinStandby of the dev pool: nil means 1, and 0 means no standby
@@ -151,7 +154,7 @@ func Prepare(ctx context.Context, opts Options) (*Env, error) {
 	}
 
 	emu, err := flyemu.New(flyemu.Config{
-		DataDir: filepath.Join(dir, "machines"), AgentBinary: opts.AgentBinary, Images: opts.Images,
+		DataDir: filepath.Join(dir, "machines"), AgentBinary: opts.AgentBinary, Images: opts.Images, ImageStore: opts.ImageStore,
 		Org: Org, Region: Region, Token: e.FlyToken, BootDelay: opts.BootDelay,
 		Logger: opts.Logger.Named("flyemu"),
 	})

@@ -65,16 +65,23 @@ func newEnvMode(t *testing.T, standbys, maxMachines int, mode pool.StandbyMode) 
 // newEnvSpec makes the emulator and the pool; tune adjusts the pool's spec.
 func newEnvSpec(t *testing.T, standbys int, tune func(*pool.Spec)) *env {
 	t.Helper()
-	ecfg := flyemu.Config{AgentBinary: testbin.Path(t, testbin.Agent), Org: "personal", Region: region}
-	if dir := os.Getenv("HANGAR_TEST_LOG_DIR"); dir != "" {
+	return newEnvEmu(t, flyemu.Config{AgentBinary: testbin.Path(t, testbin.Agent)}, standbys, tune)
+}
+
+// newEnvEmu is newEnvSpec with the emulator's configuration (its org and
+// region are the harness's).
+func newEnvEmu(t *testing.T, emuCfg flyemu.Config, standbys int, tune func(*pool.Spec)) *env {
+	t.Helper()
+	emuCfg.Org, emuCfg.Region = "personal", region
+	if dir := os.Getenv("HANGAR_TEST_LOG_DIR"); dir != "" && emuCfg.DataDir == "" {
 		// Keep the machines' logs (machine.log in their directories).
 		d, err := os.MkdirTemp(dir, t.Name()+"-emu-")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ecfg.DataDir = d
+		emuCfg.DataDir = d
 	}
-	emu := flyemutest.Start(t, ecfg)
+	emu := flyemutest.Start(t, emuCfg)
 	c, err := fly.New(fly.Options{BaseURL: emu.URL})
 	if err != nil {
 		t.Fatal(err)

@@ -157,7 +157,18 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 		if err == nil {
 			state = mach.State
 		}
-		m.failFrom(ctx, s, []store.SessionState{store.StateReady}, nil, "", fmt.Sprintf("the session's machine %s is %s%s", s.MachineID, state, pushedOnStop(s)))
+		reason := fmt.Sprintf("the session's machine %s is %s%s", s.MachineID, state, pushedOnStop(s))
+		if err == nil && oomKilled(mach) {
+			// Fly reports the kernel's OOM kill in the exit event: say so,
+			// since the cure (a bigger guest) is the tenant's to choose. No
+			// checkpoint claim: a SIGKILL gives the agent no chance to push.
+			mem := 0
+			if mach.Config != nil && mach.Config.Guest != nil {
+				mem = mach.Config.Guest.MemoryMB
+			}
+			reason = fmt.Sprintf("the session's machine %s ran out of memory (%d MB) and was stopped", s.MachineID, mem)
+		}
+		m.failFrom(ctx, s, []store.SessionState{store.StateReady}, nil, "", reason)
 		return
 	}
 	if err != nil {
@@ -190,6 +201,13 @@ func (m *Manager) check(ctx context.Context, s *store.Session, t *store.Tenant) 
 		reason := "the process exited"
 		if st.ExitCode != nil {
 			reason = fmt.Sprintf("the process exited with code %d", *st.ExitCode)
+		}
+		if st.OOMKilled {
+			mem := 0
+			if mach.Config != nil && mach.Config.Guest != nil {
+				mem = mach.Config.Guest.MemoryMB
+			}
+			reason = fmt.Sprintf("the process ran out of memory: the machine's out-of-memory killer ended it (the machine has %d MB; a pool with a larger guest avoids this)", mem)
 		}
 		m.endBy(ctx, s, reason)
 		return
@@ -375,4 +393,15 @@ func pushedOnStop(s *store.Session) string {
 		return ""
 	}
 	return "; work in progress was pushed to refs/hangar/checkpoints/" + s.ID + " when the machine was stopped"
+}
+
+// oomKilled reports whether the machine's last exit was an OOM kill (its
+// events are newest first).
+func oomKilled(mach *fly.Machine) bool {
+	for _, ev := range mach.Events {
+		if ev.Request != nil && ev.Request.ExitEvent != nil {
+			return ev.Request.ExitEvent.OOMKilled
+		}
+	}
+	return false
 }

@@ -239,6 +239,8 @@ type StatusResponse struct {
 	// ExitCode is set once the command ended (128+n when killed by signal n).
 	ExitCode   *int   `json:"exit_code,omitempty"`
 	ExitSignal string `json:"exit_signal,omitempty"`
+	// OOMKilled tells that the machine's out-of-memory killer ended the command.
+	OOMKilled bool `json:"oom_killed,omitempty"`
 	// BytesIn counts input bytes applied; BytesOut output bytes produced (in
 	// jsonl mode both count bytes of lines, without newlines).
 	BytesIn  int64 `json:"bytes_in"`

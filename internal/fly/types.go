@@ -282,6 +282,10 @@ type MachineEventRequest struct {
 	ExitEvent    *ExitEvent    `json:"exit_event,omitempty"`
 	MonitorEvent *MonitorEvent `json:"MonitorEvent,omitempty"`
 	RestartCount int           `json:"restart_count,omitempty"`
+	// Mode is set by the Fly emulator (internal/flyemu) on the event of a
+	// launch: "image" (an OCI container of the image) or "process". Fly
+	// never sends it.
+	Mode string `json:"hangar_emulator_mode,omitempty"`
 }
 
 // MonitorEvent is the older wrapper fly-go also reads an exit event from.

@@ -36,6 +36,37 @@
 // FLY_REGION, FLY_PRIVATE_IP, FLY_PUBLIC_IP, FLY_IMAGE_REF,
 // FLY_MACHINE_VERSION, FLY_PROCESS_GROUP, FLY_VM_MEMORY_MB, PRIMARY_REGION).
 //
+// # Image mode
+//
+// With Config.ImageStore (an OCI image layout; `make worker-image` exports
+// the worker image into one, `hangard flyemu --image-store` names it), a
+// machine whose config.image the store holds runs as an OCI container under
+// runc (Linux, as root), as a Fly Machine boots its image: the image's
+// rootfs, fresh at every start (an overlay over the image's layers, unpacked
+// once per image under the store's .rootfs; the writable layer is thrown
+// away at the next start); its user, entrypoint and cmd (init.exec,
+// init.entrypoint and init.cmd override them as in process mode), env and
+// workdir; the machine's network namespace (its 6PN address and walls carry
+// over); its own pid, mount, ipc and uts namespaces with the machine id as
+// hostname; the guest's memory as a cgroup v1 memory limit; Fly's runtime
+// env, with the local API socket bind-mounted at /.fly/api. runc run stays
+// in the foreground as the machine's process: stop signals reach the
+// container's init through it, SIGKILL reaches every process of the
+// container; suspend freezes the container's freezer cgroup (as runc pause
+// does) and resume thaws it. When the memory limit kills a process the
+// container's exit reports oom_killed, as Fly's exit event does. Every
+// launch says its mode ("image" or "process") in the log and in its event
+// (request.hangar_emulator_mode); machines whose image the store lacks run
+// as processes. A migration (Migrate) or a lost snapshot starts a new
+// container on a fresh rootfs, as any start does (a migrated one in the
+// network namespace of its new 6PN address). Container state lives under
+// /run/hangar-flyemu/runc, cgroups under hangar-flyemu/ below the
+// emulator's own memory cgroup. Not done:
+// zombie reaping inside the container (Fly's init is PID 1 there; here the
+// entrypoint is), rlimits beyond the emulator's own, and containers left by
+// an emulator that died without Close. Machine exec runs inside the
+// container (runc exec: the container's user, env and workdir).
+//
 // # Networking
 //
 // On Fly an app created with a custom network cannot be reached from outside
@@ -129,9 +160,10 @@
 //
 // # What is not emulated
 //
-// VMs and images (nothing is pulled; the process runs on the host, as the
-// emulator's user, with the host's filesystem: the machine directory is not a
-// fresh rootfs and survives stops), .internal DNS, IPv4 inside namespaces,
+// VMs and images outside the image store (nothing is pulled; such a
+// process runs on the host, as the emulator's user, with the host's
+// filesystem: the machine directory is not a fresh rootfs and survives
+// stops), .internal DNS, IPv4 inside namespaces,
 // Flycast and ip_assignments across networks, the Fly Proxy (services, autostart/autostop, fly-replay, checks), volumes
 // and mounts, files, processes[] and containers, ps/versions/memory
 // endpoints, org-wide machine lists, certificates and IP assignments,

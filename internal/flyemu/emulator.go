@@ -97,6 +97,10 @@ type Config struct {
 	// Network is how machines are networked: NetworkAuto (or ""),
 	// NetworkNamespaces or NetworkLoopback (see the package doc).
 	Network string
+	// ImageStore is a local OCI image layout (see ImageStore): machines whose
+	// config.image it holds run as containers of that image under runc
+	// (image mode, Linux as root); others run as processes. Empty: none.
+	ImageStore string
 }
 
 // Image is what an image ref runs: Entrypoint plus Cmd, as a container image
@@ -116,8 +120,9 @@ type Emulator struct {
 	log     hclog.Logger
 	mux     *http.ServeMux
 	net     netBackend
-	sockDir string // machines' local API sockets
-	tempDir bool   // DataDir was created by New and is removed by Close
+	sockDir string      // machines' local API sockets
+	images  *ImageStore // nil without Config.ImageStore
+	tempDir bool        // DataDir was created by New and is removed by Close
 
 	oidcOnce sync.Once
 	oidc     *oidcKey
@@ -210,6 +215,12 @@ func NewContext(ctx context.Context, cfg Config) (*Emulator, error) {
 	e.cfg.DataDir = abs
 	if e.sockDir, err = os.MkdirTemp("", "hgemu-"); err != nil {
 		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if cfg.ImageStore != "" {
+		if e.images, err = OpenImageStore(cfg.ImageStore); err != nil {
+			os.RemoveAll(e.sockDir)
+			return nil, err
+		}
 	}
 	if e.net, err = e.newNetBackend(ctx); err != nil {
 		os.RemoveAll(e.sockDir)

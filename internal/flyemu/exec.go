@@ -69,7 +69,15 @@ func (e *Emulator) execMachine(r *http.Request) response {
 		e.mu.Unlock()
 		return preconditionf("machine %s is not started (state %s)", m.id, m.state)
 	}
-	spec, err := e.processSpec(m)
+	var spec processSpec
+	var err error
+	if m.proc.oci != nil {
+		// Inside the running container (a new spec would replace its rootfs).
+		spec = m.proc.oci.execSpec(argv)
+		argv = spec.argv
+	} else {
+		spec, err = e.processSpec(m)
+	}
 	e.mu.Unlock()
 	if err != nil {
 		return errResp(http.StatusInternalServerError, err.Error())

@@ -81,7 +81,18 @@ func (e *Emulator) launchLocked(m *machine, typ, source string, req *fly.Machine
 	}
 	m.proc = p
 	e.launched = append(e.launched, p.pid)
+	mode := "process"
+	if spec.oci != nil {
+		mode = "image"
+	}
+	// Say how the machine runs: in the log, and in its events (the start
+	// event's request, which Fly leaves empty).
+	e.log.Info("machine launched", "app", m.app.name, "machine", m.id, "image", m.config.Image, "mode", mode, "pid", p.pid)
 	e.log.Debug("machine process started", "app", m.app.name, "machine", m.id, "pid", p.pid, "argv", spec.argv)
+	if last := &m.events[len(m.events)-1]; last.Request == nil {
+		last.Request = &fly.MachineEventRequest{}
+	}
+	m.events[len(m.events)-1].Request.Mode = mode
 	e.bootLocked(m)
 }
 
@@ -175,6 +186,7 @@ func (e *Emulator) exitedLocked(m *machine, p *process, x exitInfo) {
 	ev := &fly.ExitEvent{
 		ExitCode:      x.code,
 		Signal:        int(x.signal),
+		OOMKilled:     x.oom,
 		RequestedStop: in != intentNone,
 		ExitedAt:      time.Now().UTC().Format(time.RFC3339Nano),
 	}
@@ -303,7 +315,14 @@ func (e *Emulator) finishDestroyLocked(m *machine) {
 // processSpec resolves what m runs and with which environment.
 func (e *Emulator) processSpec(m *machine) (processSpec, error) {
 	cfg := &m.config
+	stored, inStore, err := e.images.Lookup(cfg.Image)
+	if err != nil {
+		return processSpec{}, err
+	}
 	img, mapped := e.image(cfg.Image)
+	if inStore {
+		img, mapped = stored.asImage(), true
+	}
 	if !mapped {
 		// The agent's default workspace (/workspace) would be shared by every
 		// machine on the host; a relative one lands in the machine's dir.
@@ -326,12 +345,19 @@ func (e *Emulator) processSpec(m *machine) (processSpec, error) {
 		return processSpec{}, fmt.Errorf("image %q has no command", cfg.Image)
 	}
 	dir := e.MachineDir(m.app.name, m.id)
-	home := filepath.Join(dir, "home")
-	if err := os.MkdirAll(home, 0o755); err != nil {
+	home, sock := filepath.Join(dir, "home"), m.api.socketPath()
+	env := map[string]string{"PATH": os.Getenv("PATH")}
+	if inStore {
+		// Inside the image: its own PATH and HOME, the socket where Fly has it.
+		env = map[string]string{}
+		home, sock = stored.home(), flyAPIPath
+	}
+	if err := os.MkdirAll(home, 0o755); err != nil && !inStore {
 		return processSpec{}, fmt.Errorf("create machine dir: %w", err)
 	}
-
-	env := map[string]string{"PATH": os.Getenv("PATH")}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return processSpec{}, fmt.Errorf("create machine dir: %w", err)
+	}
 	for k, v := range img.Env {
 		env[k] = v
 	}
@@ -372,7 +398,7 @@ func (e *Emulator) processSpec(m *machine) (processSpec, error) {
 		"FLY_PROCESS_GROUP":   group,
 		"FLY_VM_MEMORY_MB":    strconv.Itoa(mem),
 		"PRIMARY_REGION":      primary,
-		EnvFlyAPISocket:       m.api.socketPath(),
+		EnvFlyAPISocket:       sock,
 	} {
 		env[k] = v
 	}
@@ -381,6 +407,14 @@ func (e *Emulator) processSpec(m *machine) (processSpec, error) {
 		list = append(list, k+"="+v)
 	}
 	sort.Strings(list)
+	if inStore {
+		spec, c, err := e.ociSpecLocked(m, stored, argv, list, mem, dir)
+		spec.oci = c
+		if err == nil && e.cfg.LogProcessOutput && e.cfg.Logger != nil {
+			spec.tee = e.log.Named("machine").With("app", m.app.name, "machine", m.id)
+		}
+		return spec, err
+	}
 	spec := processSpec{argv: argv, dir: dir, env: list, logPath: filepath.Join(dir, "machine.log"), netns: m.net.netns}
 	if e.cfg.LogProcessOutput && e.cfg.Logger != nil {
 		spec.tee = e.log.Named("machine").With("app", m.app.name, "machine", m.id)

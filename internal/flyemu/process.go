@@ -24,12 +24,15 @@ type processSpec struct {
 	netns string
 	// tee, when set, also receives every output line of the process.
 	tee hclog.Logger
+	// oci is set when argv is runc running the machine's image.
+	oci *ociContainer
 }
 
 // exitInfo describes how a machine's main process ended.
 type exitInfo struct {
 	code   int            // 128+signal when killed by a signal
 	signal syscall.Signal // 0 unless killed by a signal
+	oom    bool           // killed by the guest's memory limit (image mode)
 }
 
 // process is one running machine process. It leads its own process group;
@@ -38,6 +41,7 @@ type exitInfo struct {
 type process struct {
 	pid  int
 	cmd  *exec.Cmd
+	oci  *ociContainer // image mode: pid is runc's
 	done chan struct{} // closed after the process is reaped and exit is set
 	exit exitInfo
 
@@ -78,6 +82,9 @@ func startProcess(spec processSpec, wg, copiers *sync.WaitGroup, onExit func(exi
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 	}
 	if err := cmd.Start(); err != nil {
+		if spec.oci != nil {
+			spec.oci.cleanup()
+		}
 		logFile.Close()
 		if pw != nil {
 			pr.Close()
@@ -85,7 +92,7 @@ func startProcess(spec processSpec, wg, copiers *sync.WaitGroup, onExit func(exi
 		}
 		return nil, fmt.Errorf("start %q: %w", spec.argv[0], err)
 	}
-	p := &process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	p := &process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), oci: spec.oci}
 	if pw != nil {
 		pw.Close()
 		copiers.Add(1)
@@ -104,6 +111,9 @@ func startProcess(spec processSpec, wg, copiers *sync.WaitGroup, onExit func(exi
 			logFile.Close()
 		}
 		p.exit = exitFrom(cmd.ProcessState, err)
+		if p.oci != nil {
+			p.oci.finish(&p.exit)
+		}
 		close(p.done)
 		onExit(p.exit)
 	}()
@@ -116,6 +126,9 @@ func (p *process) signal(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.reaped {
+		return
+	}
+	if p.oci != nil && p.oci.signal(p.pid, sig) {
 		return
 	}
 	// Processes that started their own session (a PTY child, for one) left
@@ -135,6 +148,13 @@ func (p *process) signal(sig syscall.Signal) {
 // has the signal pending (it has not been scheduled since), which is enough.
 func (p *process) freeze() {
 	p.signal(syscall.SIGSTOP)
+	if p.oci != nil {
+		// Image mode froze the container's cgroup, which holds every
+		// process of the VM, those forked meanwhile too. Its tasks are not
+		// in state T, and runc outside it must go on: a SIGSTOP here would
+		// outlast the thaw of a resume.
+		return
+	}
 	for range freezeRounds {
 		p.mu.Lock()
 		if p.reaped {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,8 @@ import (
 // session is the one session this agent serves.
 type session struct {
 	a             *Agent
+	oomAtStart    int64 // the machine's OOM kill count when the command started
+	oomKilled     bool  // the command died of the machine's OOM killer
 	id            string
 	mode          agentapi.Mode
 	repo          string
@@ -173,6 +176,7 @@ func (a *Agent) startSession(ctx context.Context, req *agentapi.InitRequest) (*s
 	}
 	s.proc = proc
 	s.startedAt = time.Now()
+	s.oomAtStart = oomKillCount()
 	a.log.Info("command started", "session", s.id, "mode", s.mode, "pid", proc.pid, "argv0", argv[0])
 	pumpDone := make(chan struct{})
 	if s.mode == agentapi.ModeJSONL {
@@ -392,7 +396,14 @@ func (s *session) waitExit(pumpDone <-chan struct{}) {
 	s.a.log.Info("command exited", "session", s.id, "code", code, "signal", sig, "output", head)
 	// The agent's state changes before any client can see the exit frame.
 	s.a.commandExited(s)
+	// The kernel's OOM killer sends SIGKILL; its count tells it from any
+	// other SIGKILL (in a VM of its own the count is the machine's).
+	oom := sig == "KILL" && oomKillCount() > s.oomAtStart
+	if oom {
+		s.a.log.Warn("command killed by the out-of-memory killer", "session", s.id)
+	}
 	s.mu.Lock()
+	s.oomKilled = oom
 	s.exit = &wire.Exit{Code: code, Signal: sig, At: head}
 	close(s.exited)
 	s.mu.Unlock()
@@ -516,6 +527,7 @@ func (s *session) status(st *agentapi.StatusResponse) {
 	if s.exit != nil {
 		code := s.exit.Code
 		st.ExitCode, st.ExitSignal = &code, s.exit.Signal
+		st.OOMKilled = s.oomKilled
 	}
 	if s.checkpoint != nil {
 		c := *s.checkpoint
@@ -635,4 +647,20 @@ func (s *session) finish(ctx context.Context, req *agentapi.FinishRequest) *agen
 		}
 	}
 	return res
+}
+
+// oomKillCount is the kernel's count of OOM kills (/proc/vmstat oom_kill):
+// in a Fly Machine, the machine's own. 0 when unknown.
+func oomKillCount() int64 {
+	b, err := os.ReadFile("/proc/vmstat")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

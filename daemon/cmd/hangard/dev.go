@@ -39,6 +39,7 @@ func runDev(ctx context.Context, args []string) error {
 	command := fs.String("command", defaultDevCommand(), "default command of dev-pool sessions (split on spaces; HANGAR_DEV_COMMAND)")
 	agent := fs.String("agent", "", "hangar-agent binary run by emulated machines (default: beside hangard, else on PATH)")
 	images := fs.String("images", "", "emulator image map file (JSON if *.json, else HCL) for other pools' images")
+	imageStore := fs.String("image-store", os.Getenv("HANGAR_IMAGE_STORE"), "OCI image layout whose images the emulator boots as runc containers (HANGAR_IMAGE_STORE)")
 	bootDelay := fs.Duration("boot-delay", 0, "emulated machine boot delay")
 	standbyMode := fs.String("standby-mode", "stop", "dev pool standby mode: stop or suspend")
 	minStandby := fs.Int("min-standby", 1, "dev pool standbys (0: none; applies when the dev pool is first created)")
@@ -65,7 +66,7 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	log := service.NewLogger(cfg, os.Stderr)
 
-	opts := devenv.Options{DataDir: *data, AgentBinary: *agent, BootDelay: *bootDelay,
+	opts := devenv.Options{DataDir: *data, AgentBinary: *agent, BootDelay: *bootDelay, ImageStore: *imageStore,
 		MinStandby: minStandby, StandbyMode: pool.StandbyMode(*standbyMode), Logger: log}
 	if *images != "" {
 		m, err := flyemu.LoadImages(*images)
@@ -79,6 +80,7 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer env.Close()
+	prepareImages(env.Emulator, log.Named("flyemu"))
 	cfg.FlyAPIURL, cfg.FlyAPIToken, cfg.FlyOrg = env.FlyURL, env.FlyToken, devenv.Org
 	cfg.StoreDSN, cfg.BrokerKey, cfg.AdminKey = env.StoreDSN, env.BrokerKey, env.AdminKey
 	cfg.DaemonURL, cfg.FlyOIDCIssuer = env.DaemonURL, env.Emulator.OIDCIssuer(devenv.Org)

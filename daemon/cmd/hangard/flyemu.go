@@ -36,6 +36,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 	snapshotLossRate := fs.Float64("snapshot-loss-rate", 0, "share of resumes (0..1) whose suspend snapshot is lost (a cold boot)")
 	unstartable := fs.Duration("unstartable-after-create", 0, "refuse (412) to start machines created with skip_launch this young, as machines stuck in created")
 	images := fs.String("images", "", "image map file (JSON if named *.json, else HCL)")
+	imageStore := fs.String("image-store", os.Getenv("HANGAR_IMAGE_STORE"), "OCI image layout whose images machines boot as runc containers (make worker-image fills it; HANGAR_IMAGE_STORE)")
 	agent := fs.String("agent", "", "binary run for unmapped images (default: hangar-agent beside hangard, else on PATH)")
 	org := fs.String("org", "personal", "default organization slug")
 	region := fs.String("region", "iad", "region of machines created without one")
@@ -69,6 +70,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 		Logger:                 log,
 		LogProcessOutput:       *logOutput,
 		Network:                *network,
+		ImageStore:             *imageStore,
 	}
 	if *images != "" {
 		m, err := flyemu.LoadImages(*images)
@@ -82,6 +84,7 @@ func runFlyemu(ctx context.Context, args []string) error {
 		return err
 	}
 	defer emu.Close()
+	prepareImages(emu, log)
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -110,4 +113,26 @@ func runFlyemu(ctx context.Context, args []string) error {
 		return errors.Join(closeErr, fmt.Errorf("shutdown: %w", err))
 	}
 	return closeErr
+}
+
+// prepareImages unpacks the store's images in the background, so that the
+// first machine of an image does not wait for it.
+func prepareImages(emu *flyemu.Emulator, log hclog.Logger) {
+	st := emu.ImageStore()
+	if st == nil {
+		return
+	}
+	refs, err := st.Refs()
+	if err != nil {
+		log.Warn("image store", "dir", st.Dir(), "error", err)
+		return
+	}
+	log.Info("image store: machines of these images run as containers", "dir", st.Dir(), "images", refs)
+	go func() {
+		for _, r := range refs {
+			if _, err := emu.PrepareImage(r); err != nil {
+				log.Warn("unpack image", "image", r, "error", err)
+			}
+		}
+	}()
 }

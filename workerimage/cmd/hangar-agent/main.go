@@ -11,6 +11,8 @@ import (
 )
 
 func main() {
+	// --version lets an image be inspected without a session's environment
+	// (the agent otherwise refuses to start without its configuration).
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "--version", "-version", "version":
