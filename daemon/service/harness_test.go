@@ -75,7 +75,7 @@ func newEnvEmu(t *testing.T, emuCfg flyemu.Config, standbys int, tune func(*pool
 	emuCfg.Org, emuCfg.Region = "personal", region
 	if dir := os.Getenv("HANGAR_TEST_LOG_DIR"); dir != "" && emuCfg.DataDir == "" {
 		// Keep the machines' logs (machine.log in their directories).
-		d, err := os.MkdirTemp(dir, t.Name()+"-emu-")
+		d, err := os.MkdirTemp(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-emu-")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +182,7 @@ func (e *env) startWith(t *testing.T, dsn string, tune func(*service.Options)) *
 			l := logs.String()
 			if dir := os.Getenv("HANGAR_TEST_LOG_DIR"); dir != "" {
 				// Whole logs for a failure that needs more than the tail.
-				_ = os.WriteFile(filepath.Join(dir, t.Name()+"-"+d.DaemonID+".log"), []byte(l), 0o644)
+				_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+d.DaemonID+".log"), []byte(l), 0o644)
 			}
 			t.Logf("replica %s log (tail):\n%s", d.DaemonID, logs.Tail(20000))
 		}
