@@ -75,7 +75,7 @@ func newEnvEmu(t *testing.T, emuCfg flyemu.Config, standbys int, tune func(*pool
 	emuCfg.Org, emuCfg.Region = "personal", region
 	if dir := os.Getenv("HANGAR_TEST_LOG_DIR"); dir != "" && emuCfg.DataDir == "" {
 		// Keep the machines' logs (machine.log in their directories).
-		d, err := os.MkdirTemp(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-emu-")
+		d, err := os.MkdirTemp(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-emu-") //nolint:usetesting // outlives the test on purpose
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -81,9 +81,22 @@ func (e *env) dialFrom(t *testing.T, m *fly.Machine, app, addr string) (string, 
 func (e *env) execIn(t *testing.T, m *fly.Machine, app string, argv ...string) (string, error) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"command": argv})
-	resp, err := flyspec.CheckingClient(t).Post(e.srv.URL+"/v1/apps/"+app+"/machines/"+m.ID+"/exec", "application/json", strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("exec in %s: %v", m.ID, err)
+	client := flyspec.CheckingClient(t)
+	var resp *http.Response
+	// Fly allows one exec a second per machine (a burst of 3) and answers
+	// 429 beyond it, as the emulator does: wait for the budget, as the
+	// project's Fly client would.
+	for attempt := 0; ; attempt++ {
+		r, err := client.Post(e.srv.URL+"/v1/apps/"+app+"/machines/"+m.ID+"/exec", "application/json", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatalf("exec in %s: %v", m.ID, err)
+		}
+		if r.StatusCode != http.StatusTooManyRequests || attempt == 20 {
+			resp = r
+			break
+		}
+		r.Body.Close()
+		time.Sleep(time.Second)
 	}
 	defer resp.Body.Close()
 	var out struct {
