@@ -42,6 +42,7 @@ func attachCmd(e *env) *cobra.Command {
 		return attachTerminal(ctx, e, c, pos[0], "", ro)
 	})
 	c.Flags().BoolVar(&ro, "ro", false, "attach read-only (a viewer: no input, no resize)")
+	c.ValidArgsFunction = e.completeSessions
 	return c
 }
 

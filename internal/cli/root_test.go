@@ -104,8 +104,8 @@ func TestVersion(t *testing.T) {
 }
 
 // TestCompletion: hangar completion SHELL prints cobra's script for hangar;
-// the script's requests (hangar __complete …) are answered with commands
-// and fixed flag values.
+// the script's requests (hangar __complete …) are answered with commands,
+// fixed flag values, and names read from the daemon.
 func TestCompletion(t *testing.T) {
 	for _, sh := range []struct{ name, marker string }{
 		{"bash", "complete -o default -F __start_hangar hangar"},
@@ -119,6 +119,11 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 
+	_, env := startFake(t, map[string]answer{
+		"GET /v1/sessions": {body: `[{"id":"s1","pool":"dev","state":"ready"},{"id":"x2","pool":"big","state":"ended"}]`},
+		"GET /v1/pools":    {body: `[{"name":"dev"},{"name":"big"}]`},
+		"GET /v1/tenants":  {body: `[{"id":"t1","name":"acme"}]`},
+	})
 	cases := []struct {
 		args []string
 		want []string
@@ -127,10 +132,15 @@ func TestCompletion(t *testing.T) {
 		{[]string{"sessions", ""}, []string{"create\t", "ls\t", "show\t", "end\t"}},
 		{[]string{"sessions", "create", "--mode", ""}, []string{"pty", "jsonl"}},
 		{[]string{"pools", "--output", ""}, []string{"text", "json"}},
+		{[]string{"sessions", "create", "--pool", ""}, []string{"dev", "big"}},
+		{[]string{"sessions", "create", "-pool", "b"}, []string{"big"}},
+		{[]string{"attach", "s"}, []string{"s1\tdev ready"}},
+		{[]string{"sessions", "end", ""}, []string{"s1\tdev ready", "x2\tbig ended"}},
+		{[]string{"tenants", "rotate", ""}, []string{"acme\tt1"}},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			r := runCLI(t, nil, append([]string{"__complete"}, tc.args...)...)
+			r := runCLI(t, env, append([]string{"__complete"}, tc.args...)...)
 			if r.code != 0 {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
@@ -140,5 +150,8 @@ func TestCompletion(t *testing.T) {
 				}
 			}
 		})
+	}
+	if r := runCLI(t, env, "__complete", "attach", "x"); strings.Contains(r.stdout, "s1") {
+		t.Errorf("completions of x: %q", r.stdout)
 	}
 }

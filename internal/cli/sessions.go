@@ -67,6 +67,7 @@ func sessionsCreateCmd(e *env) *cobra.Command {
 	fs.BoolVar(&f.attach, "attach", false, "attach this terminal to the session at once")
 	fs.BoolVar(&f.wait, "wait", false, "wait until the session is ready (or failed) before printing it")
 	fs.BoolVar(&f.noCreds, "no-credentials", false, "send no Claude credential even if one is set in the environment")
+	_ = c.RegisterFlagCompletionFunc("pool", e.completePools)
 	_ = c.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"pty", "jsonl"}, cobra.ShellCompDirectiveNoFileComp))
 	return c
 }
@@ -196,6 +197,7 @@ func sessionsShowCmd(e *env) *cobra.Command {
 		}
 		return e.printSession(s)
 	})
+	c.ValidArgsFunction = e.completeSessions
 	return c
 }
 
@@ -319,6 +321,7 @@ func sessionsEndCmd(e *env) *cobra.Command {
 	})
 	c.Flags().BoolVar(&noWait, "no-wait", false, "return once the request is accepted, without waiting for the push")
 	c.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long (a `DURATION` such as 90s) to wait for the session to end")
+	c.ValidArgsFunction = e.completeSessions
 	return c
 }
 

@@ -120,6 +120,7 @@ func tenantsRemoveCmd(e *env) *cobra.Command {
 			return err
 		})
 	})
+	c.ValidArgsFunction = e.completeTenants
 	return c
 }
 
@@ -145,6 +146,7 @@ func tenantsRotateCmd(e *env) *cobra.Command {
 		}
 		return e.printKey(t)
 	})
+	c.ValidArgsFunction = e.completeTenants
 	return c
 }
 
