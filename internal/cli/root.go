@@ -32,7 +32,8 @@ const flagNote = `Flags are written --name VALUE or --name=VALUE, before or afte
 // newRootCmd builds the hangar command tree around e, whose fields the
 // global flags fill. Its commands print through e.out (see leaf), report
 // mistakes on the command line as usage errors (exit status 2, see Main)
-// and print their help on the streams hangar always used (see help).
+// and print their help on the streams hangar always used (see the help
+// func below).
 func newRootCmd(e *env) *cobra.Command {
 	root := &cobra.Command{
 		Use:     "hangar [global flags] <command> [flags] [args]",
