@@ -9,15 +9,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/hangarhq/hangar/internal/client"
 	"github.com/hangarhq/hangar/internal/wire"
 )
 
-const attachHelp = `usage: hangar attach ID [--ro]
-
-Attaches this terminal to a session: keystrokes go to the session's terminal,
+const attachLong = `Attaches this terminal to a session: keystrokes go to the session's terminal,
 its output comes here, the size follows this window. A dropped connection is
 re-established on its own without losing output or doubling keystrokes.
 
@@ -27,24 +26,24 @@ When the session's process exits, the daemon ends the session (it commits and
 pushes the work); hangar waits for that (up to 2 minutes), prints how the
 session ended and where its work went, and exits with the process's status
 (or 1 where that is 0 but the session failed or its push did). Attaching to a
-session that has already ended fails with exit status 1.
+session that has already ended fails with exit status 1.`
 
-flags:
-`
-
-func runAttach(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("attach")
-	ro := fs.Bool("ro", false, "attach read-only (a viewer: no input, no resize)")
-	fs.Usage = func() { fmt.Fprint(fs.Output(), attachHelp); fs.PrintDefaults() }
-	pos, _, err := e.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	return attachTerminal(ctx, e, c, pos[0], "", *ro)
+func attachCmd(e *env) *cobra.Command {
+	var ro bool
+	c := leaf(e, &cobra.Command{
+		Use:   "attach ID [--ro]",
+		Short: "attach this terminal to a session",
+		Long:  attachLong,
+	}, 1, 1, func(ctx context.Context, pos, _ []string) error {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		return attachTerminal(ctx, e, c, pos[0], "", ro)
+	})
+	c.Flags().BoolVar(&ro, "ro", false, "attach read-only (a viewer: no input, no resize)")
+	c.ValidArgsFunction = e.completeSessions
+	return c
 }
 
 // terminal is the local side of an attachment: raw mode while attached and

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -187,5 +188,88 @@ func TestPushSummary(t *testing.T) {
 		if text != tc.text || failed != tc.failed {
 			t.Errorf("%s: got %q %v, want %q %v", tc.push, text, failed, tc.text, tc.failed)
 		}
+	}
+}
+
+// TestPrinter: the one formatter every command prints through.
+func TestPrinter(t *testing.T) {
+	v := map[string]any{"id": "s1", "n": 2}
+	cases := []struct {
+		name, format string
+		print        func(p *printer) error
+		want         string
+	}{
+		{"json object", "json", func(p *printer) error { return p.print(v, nil) }, "{\n  \"id\": \"s1\",\n  \"n\": 2\n}\n"},
+		{"json table is the list", "json", func(p *printer) error { return p.table([]any{}, "A\tB", []string{row("x", 1)}) }, "[]\n"},
+		{"json fields are the object", "json", func(p *printer) error { return p.fields(v, []field{{"id", "s1"}}) }, "{\n  \"id\": \"s1\",\n  \"n\": 2\n}\n"},
+		{"text", "text", func(p *printer) error {
+			return p.print(v, func(w io.Writer) error { _, err := io.WriteString(w, "s1 ready\n"); return err })
+		}, "s1 ready\n"},
+		{"default is text", "", func(p *printer) error {
+			return p.table(v, "ID\tSTATE", []string{row("s1", "ready"), row("session-2", 3)})
+		},
+			"ID         STATE\ns1         ready\nsession-2  3\n"},
+		{"fields skip empty values", "text", func(p *printer) error {
+			return p.fields(v, []field{{"id", "s1"}, {"reason", ""}, {"session branch", "hangar/s1"}})
+		}, "id:              s1\nsession branch:  hangar/s1\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			p, err := newPrinter(tc.format, &b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.print(p); err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != tc.want {
+				t.Errorf("printed\n%q\nwant\n%q", b.String(), tc.want)
+			}
+		})
+	}
+	if _, err := newPrinter("yaml", io.Discard); err == nil || err.Error() != `--output must be text or json, got "yaml"` {
+		t.Errorf("newPrinter(yaml): %v", err)
+	}
+}
+
+// TestOutputJSONEveryCommand: every command that prints a result prints it
+// through the shared printer: --output json is JSON only, on stdout; text is
+// never JSON.
+func TestOutputJSONEveryCommand(t *testing.T) {
+	_, env := startFake(t, map[string]answer{
+		"POST /v1/sessions":        {status: 202, body: fullSession},
+		"GET /v1/sessions":         {body: "[" + fullSession + "]"},
+		"GET /v1/sessions/s1":      {body: fullEnded},
+		"DELETE /v1/sessions/s1":   {status: 202, body: fullEnded},
+		"GET /v1/pools":            {body: "[" + fullPool + "]"},
+		"POST /v1/tenants":         {status: 201, body: fullTenantKey},
+		"GET /v1/tenants":          {body: "[" + fullTenant + "]"},
+		"DELETE /v1/tenants/t1":    {status: 204},
+		"POST /v1/tenants/t1/keys": {body: fullTenantKey},
+	})
+	for _, args := range [][]string{
+		{"sessions", "create", "--pool", "dev"}, {"sessions", "ls"}, {"sessions", "list"}, {"sessions", "show", "s1"},
+		{"sessions", "end", "s1"}, {"pools"}, {"pools", "ls"}, {"tenants", "create", "acme"}, {"tenants", "ls"},
+		{"tenants", "list"}, {"tenants", "rotate", "acme"}, {"tenants", "rm", "acme"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			r := runCLI(t, env, append(args, "--output", "json")...)
+			var v any
+			if err := json.Unmarshal([]byte(r.stdout), &v); r.code != 0 || err != nil {
+				t.Errorf("json: exit %d (%v) stdout %q stderr %q", r.code, err, r.stdout, r.stderr)
+			}
+			if strings.Contains(r.stderr, "shown only this once") {
+				t.Errorf("json: the key notice is for people: %q", r.stderr)
+			}
+			r = runCLI(t, env, args...)
+			if r.code != 0 || json.Valid([]byte(r.stdout)) {
+				t.Errorf("text: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+	r := runCLI(t, env, "tenants", "rm", "t1", "--output", "json")
+	if want := "{\n  \"deleted\": true,\n  \"id\": \"t1\",\n  \"name\": \"acme\"\n}\n"; r.stdout != want {
+		t.Errorf("tenants rm json: %q, want %q", r.stdout, want)
 	}
 }

@@ -2,34 +2,40 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"strings"
-	"text/tabwriter"
+
+	"github.com/spf13/cobra"
 )
 
-func runPools(ctx context.Context, e *env, args []string) error {
-	if len(args) > 0 && args[0] == "ls" {
-		args = args[1:]
+func poolsCmd(e *env) *cobra.Command {
+	run := func(ctx context.Context, _, _ []string) error {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		pools, err := c.ListPools(ctx)
+		if err != nil {
+			return err
+		}
+		rows := make([]string, 0, len(pools))
+		for _, p := range pools {
+			rows = append(rows, row(p.Name, p.AppName, strings.Join(p.Regions, ","), p.MinStandby, p.MaxMachines, p.StandbyMode))
+		}
+		return e.out.table(apiJSONList(pools), "NAME\tAPP\tREGIONS\tMIN STANDBY\tMAX MACHINES\tSTANDBY MODE", rows)
 	}
-	fs := e.flagSet("pools ls")
-	if _, _, err := e.parse(fs, args, 0, 0); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	pools, err := c.ListPools(ctx)
-	if err != nil {
-		return err
-	}
-	if e.json() {
-		return e.printJSON(apiJSONList(pools))
-	}
-	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tAPP\tREGIONS\tMIN STANDBY\tMAX MACHINES\tSTANDBY MODE")
-	for _, p := range pools {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", p.Name, p.AppName, strings.Join(p.Regions, ","), p.MinStandby, p.MaxMachines, p.StandbyMode)
-	}
-	return tw.Flush()
+	// "hangar pools" and "hangar pools ls" are the same command; ls is
+	// hidden so that pools reads as the single command it is.
+	name := map[string]string{"name": "pools ls"}
+	c := leaf(e, &cobra.Command{
+		Use:         "pools [ls]",
+		Short:       "list the pools you may use",
+		Annotations: name,
+	}, 0, 0, run)
+	c.AddCommand(leaf(e, &cobra.Command{
+		Use:         "ls",
+		Short:       "list the pools you may use",
+		Hidden:      true,
+		Annotations: name,
+	}, 0, 0, run))
+	return c
 }

@@ -4,39 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/mail"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/hangarhq/hangar/internal/client"
 	"github.com/hangarhq/hangar/internal/validate"
 )
 
-const sessionsUsage = `usage: hangar sessions <command>
-
-  create --pool P [flags] [-- CMD ARGS…]   start a session (see "hangar sessions create -h")
-  ls [--state S]                           list your sessions
-  show ID                                  show one session
-  end ID [--no-wait]                       end a session: push its work, destroy its machine
-`
-
-func runSessions(ctx context.Context, e *env, args []string) error {
-	return dispatch(ctx, e, "sessions", args, map[string]func(context.Context, *env, []string) error{
-		"create": sessionsCreate,
-		"ls":     sessionsList,
-		"list":   sessionsList,
-		"show":   sessionsShow,
-		"end":    sessionsEnd,
-	}, sessionsUsage)
+func sessionsCmd(e *env) *cobra.Command {
+	c := group(e, &cobra.Command{
+		Use:   "sessions <command>",
+		Short: "create, list, show and end sessions",
+	})
+	c.AddCommand(sessionsCreateCmd(e), sessionsListCmd(e), sessionsShowCmd(e), sessionsEndCmd(e))
+	return c
 }
 
-const createHelp = `usage: hangar sessions create --pool P [flags] [-- CMD ARGS…]
-
-Starts a session on a machine of pool P. Without --repo the session starts in
+const createLong = `Starts a session on a machine of pool P. Without --repo the session starts in
 an empty workspace; with it, the repo is cloned and the work is pushed to the
 session branch (default hangar/<session id>) when the session ends.
 The command after "--" replaces the pool's default (claude).
@@ -45,49 +35,60 @@ Credentials: your own ANTHROPIC_API_KEY, if set in your environment, is sent
 as the session's credential (or CLAUDE_CODE_OAUTH_TOKEN, your own token from
 "claude setup-token"); HANGAR_GIT_TOKEN, if set, is used for clone and push.
 They travel only to your session's VM, are never stored, and die with it.
-Without one, sign in with /login inside Claude Code. --no-credentials sends none.
+Without one, sign in with /login inside Claude Code. --no-credentials sends none.`
 
-flags:
-`
+// createFlags are the flags of sessions create.
+type createFlags struct {
+	req                   client.CreateSessionRequest
+	env                   keyValues
+	author                string
+	attach, wait, noCreds bool
+}
 
-func sessionsCreate(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("sessions create")
-	var req client.CreateSessionRequest
-	envs := keyValues{}
-	var attach, noCreds, wait bool
-	var author string
-	fs.StringVar(&req.Pool, "pool", "", "pool to run on (required)")
-	fs.StringVar(&req.Repo, "repo", "", "git repository URL to clone (https, ssh or file)")
-	fs.StringVar(&req.Branch, "branch", "", "base branch to start from")
-	fs.StringVar(&req.SessionBranch, "session-branch", "", "branch the work is pushed to (default hangar/<session id>)")
-	fs.StringVar(&req.Mode, "mode", "pty", "pty (a terminal) or jsonl (Claude Code stream-json)")
-	fs.StringVar(&req.Region, "region", "", "preferred region")
-	fs.StringVar(&req.TenantImage, "tenant-image", "", "tenant image of the pool to use")
-	fs.Var(envs, "env", "extra environment KEY=VALUE for the command (repeatable)")
-	fs.StringVar(&author, "git-author", "", `author of the final commit, "Name <email>"`)
-	fs.BoolVar(&attach, "attach", false, "attach this terminal to the session at once")
-	fs.BoolVar(&wait, "wait", false, "wait until the session is ready (or failed) before printing it")
-	fs.BoolVar(&noCreds, "no-credentials", false, "send no Claude credential even if one is set in the environment")
-	fs.Usage = func() { fmt.Fprint(fs.Output(), createHelp); fs.PrintDefaults() }
-	_, tail, err := e.parse(fs, args, 0, 0)
-	if err != nil {
-		return err
-	}
+func sessionsCreateCmd(e *env) *cobra.Command {
+	f := &createFlags{env: keyValues{}}
+	c := leaf(e, &cobra.Command{
+		Use:   "create --pool P [flags] [-- CMD ARGS…]",
+		Short: "start a session (see \"hangar sessions create -h\")",
+		Long:  createLong,
+	}, 0, 0, func(ctx context.Context, _, tail []string) error {
+		return sessionsCreate(ctx, e, f, tail)
+	})
+	fs := c.Flags()
+	fs.StringVar(&f.req.Pool, "pool", "", "the `POOL` to run on (required)")
+	fs.StringVar(&f.req.Repo, "repo", "", "git repository `URL` to clone (https, ssh or file)")
+	fs.StringVar(&f.req.Branch, "branch", "", "base `BRANCH` to start from")
+	fs.StringVar(&f.req.SessionBranch, "session-branch", "", "the `BRANCH` the work is pushed to (default hangar/<session id>)")
+	fs.StringVar(&f.req.Mode, "mode", "pty", "session `MODE`: pty (a terminal) or jsonl (Claude Code stream-json)")
+	fs.StringVar(&f.req.Region, "region", "", "preferred `REGION`")
+	fs.StringVar(&f.req.TenantImage, "tenant-image", "", "the pool's tenant `IMAGE` to use")
+	fs.Var(f.env, "env", "extra environment `KEY=VALUE` for the command (repeatable)")
+	fs.StringVar(&f.author, "git-author", "", "the `AUTHOR` of the final commit, \"Name <email>\"")
+	fs.BoolVar(&f.attach, "attach", false, "attach this terminal to the session at once")
+	fs.BoolVar(&f.wait, "wait", false, "wait until the session is ready (or failed) before printing it")
+	fs.BoolVar(&f.noCreds, "no-credentials", false, "send no Claude credential even if one is set in the environment")
+	_ = c.RegisterFlagCompletionFunc("pool", e.completePools)
+	_ = c.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"pty", "jsonl"}, cobra.ShellCompDirectiveNoFileComp))
+	return c
+}
+
+func sessionsCreate(ctx context.Context, e *env, f *createFlags, tail []string) error {
+	req := f.req
 	if req.Pool == "" {
 		return usagef("sessions create: --pool is required")
 	}
 	if req.Mode != "pty" && req.Mode != "jsonl" {
 		return usagef("sessions create: --mode must be pty or jsonl, got %q", req.Mode)
 	}
-	if author != "" {
-		a, err := mail.ParseAddress(author)
+	if f.author != "" {
+		a, err := mail.ParseAddress(f.author)
 		if err != nil {
-			return usagef("sessions create: --git-author %q: want \"Name <email>\"", author)
+			return usagef("sessions create: --git-author %q: want \"Name <email>\"", f.author)
 		}
 		req.GitAuthor = &client.GitAuthor{Name: a.Name, Email: a.Address}
 	}
-	if len(envs) > 0 {
-		req.Env = envs
+	if len(f.env) > 0 {
+		req.Env = f.env
 	}
 	req.Command = tail
 	// The daemon's own rules (package validate), checked here so that a
@@ -97,7 +98,7 @@ func sessionsCreate(ctx context.Context, e *env, args []string) error {
 		return usagef("sessions create: %v", err)
 	}
 	creds := &client.Credentials{GitToken: e.io.getenv("HANGAR_GIT_TOKEN")}
-	if !noCreds {
+	if !f.noCreds {
 		if k := e.io.getenv("ANTHROPIC_API_KEY"); k != "" {
 			creds.AnthropicAPIKey = k
 		} else if k := e.io.getenv("CLAUDE_CODE_OAUTH_TOKEN"); k != "" {
@@ -120,54 +121,58 @@ func sessionsCreate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if !attach {
-		if wait && !client.Terminal(s.State) && s.State != client.StateReady {
-			s, err = c.WaitSession(ctx, s.ID, 200*time.Millisecond, func(s *client.Session) bool {
-				return s.State == client.StateReady || client.Terminal(s.State)
-			})
-			if err != nil {
-				return err
-			}
-			if s.State != client.StateReady {
-				if e.json() {
-					_ = e.printJSON(apiJSON(s.Raw, s))
-				}
-				return fmt.Errorf("session %s %s: %s", s.ID, s.State, s.Reason)
-			}
-		}
-		if e.json() {
-			return e.printJSON(apiJSON(s.Raw, s))
-		}
-		fmt.Fprintf(e.io.Out, "%s\t%s\n", s.ID, s.State)
-		return nil
+	if f.attach {
+		fmt.Fprintf(e.io.Err, "[hangar] session %s created (pool %s); waiting for a machine…\r\n", s.ID, s.Pool)
+		return attachTerminal(ctx, e, c, s.ID, s.Mode, false)
 	}
-	fmt.Fprintf(e.io.Err, "[hangar] session %s created (pool %s); waiting for a machine…\r\n", s.ID, s.Pool)
-	return attachTerminal(ctx, e, c, s.ID, s.Mode, false)
+	if f.wait && !client.Terminal(s.State) && s.State != client.StateReady {
+		s, err = c.WaitSession(ctx, s.ID, 200*time.Millisecond, func(s *client.Session) bool {
+			return s.State == client.StateReady || client.Terminal(s.State)
+		})
+		if err != nil {
+			return err
+		}
+		if s.State != client.StateReady {
+			// Scripts get the failed session's object; people get the error.
+			if e.out.json {
+				_ = e.out.print(apiJSON(s.Raw, s), nil)
+			}
+			return fmt.Errorf("session %s %s: %s", s.ID, s.State, s.Reason)
+		}
+	}
+	return e.out.print(apiJSON(s.Raw, s), func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "%s\t%s\n", s.ID, s.State)
+		return err
+	})
 }
 
-func sessionsList(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("sessions ls")
-	state := fs.String("state", "", "only sessions in this state (pending, claiming, starting, ready, ending, ended, failed)")
-	if _, _, err := e.parse(fs, args, 0, 0); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	list, err := c.ListSessions(ctx, *state)
-	if err != nil {
-		return err
-	}
-	if e.json() {
-		return e.printJSON(apiJSONList(list))
-	}
-	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPOOL\tSTATE\tREGION\tCREATED\tCOST\tREPO")
-	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t$%.4f\t%s\n", s.ID, s.Pool, s.State, dash(s.Region), fmtTime(s.CreatedAt), s.CostUSD, dash(s.Repo))
-	}
-	return tw.Flush()
+// sessionStates are the states sessions ls --state takes.
+var sessionStates = []string{"pending", "claiming", "starting", "ready", "ending", "ended", "failed"}
+
+func sessionsListCmd(e *env) *cobra.Command {
+	var state string
+	c := leaf(e, &cobra.Command{
+		Use:     "ls [--state S]",
+		Aliases: []string{"list"},
+		Short:   "list your sessions",
+	}, 0, 0, func(ctx context.Context, _, _ []string) error {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		list, err := c.ListSessions(ctx, state)
+		if err != nil {
+			return err
+		}
+		rows := make([]string, 0, len(list))
+		for _, s := range list {
+			rows = append(rows, row(s.ID, s.Pool, s.State, dash(s.Region), fmtTime(s.CreatedAt), fmt.Sprintf("$%.4f", s.CostUSD), dash(s.Repo)))
+		}
+		return e.out.table(apiJSONList(list), "ID\tPOOL\tSTATE\tREGION\tCREATED\tCOST\tREPO", rows)
+	})
+	c.Flags().StringVar(&state, "state", "", "only sessions in this `STATE` ("+strings.Join(sessionStates, ", ")+")")
+	_ = c.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(sessionStates, cobra.ShellCompDirectiveNoFileComp))
+	return c
 }
 
 func dash(s string) string {
@@ -177,61 +182,60 @@ func dash(s string) string {
 	return s
 }
 
-func sessionsShow(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("sessions show")
-	pos, _, err := e.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	s, err := c.GetSession(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return e.printSession(s)
+func sessionsShowCmd(e *env) *cobra.Command {
+	c := leaf(e, &cobra.Command{
+		Use:   "show ID",
+		Short: "show one session",
+	}, 1, 1, func(ctx context.Context, pos, _ []string) error {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		s, err := c.GetSession(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return e.printSession(s)
+	})
+	c.ValidArgsFunction = e.completeSessions
+	return c
 }
 
+// printSession prints a session: the API's object, or one line per field
+// that has a value.
 func (e *env) printSession(s *client.Session) error {
-	if e.json() {
-		return e.printJSON(apiJSON(s.Raw, s))
-	}
-	tw := tabwriter.NewWriter(e.io.Out, 0, 4, 2, ' ', 0)
-	row := func(k, v string) {
-		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
-		}
-	}
-	row("id", s.ID)
-	row("tenant", s.Tenant)
-	row("pool", s.Pool)
-	row("tenant image", s.TenantImage)
-	row("region", s.Region)
 	state := s.State
 	if s.QueuePosition > 0 {
 		state += fmt.Sprintf(" (queue position %d)", s.QueuePosition)
 	}
-	row("state", state)
-	row("reason", s.Reason)
-	row("mode", s.Mode)
-	row("machine", s.MachineID)
-	row("repo", s.Repo)
-	row("branch", s.Branch)
-	row("session branch", s.SessionBranch)
-	row("created", fmtTime(s.CreatedAt))
-	if s.ReadyAt != nil {
-		row("ready", fmtTime(s.ReadyAt))
+	// Ready and ended say nothing until they happened; created is always
+	// shown.
+	optTime := func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return fmtTime(t)
 	}
-	if s.EndedAt != nil {
-		row("ended", fmtTime(s.EndedAt))
-	}
-	row("cost", fmt.Sprintf("$%.4f", s.CostUSD))
-	if text, _ := pushSummary(s.Push); text != "" {
-		row("push", text)
-	}
-	return tw.Flush()
+	push, _ := pushSummary(s.Push)
+	return e.out.fields(apiJSON(s.Raw, s), []field{
+		{"id", s.ID},
+		{"tenant", s.Tenant},
+		{"pool", s.Pool},
+		{"tenant image", s.TenantImage},
+		{"region", s.Region},
+		{"state", state},
+		{"reason", s.Reason},
+		{"mode", s.Mode},
+		{"machine", s.MachineID},
+		{"repo", s.Repo},
+		{"branch", s.Branch},
+		{"session branch", s.SessionBranch},
+		{"created", fmtTime(s.CreatedAt)},
+		{"ready", optTime(s.ReadyAt)},
+		{"ended", optTime(s.EndedAt)},
+		{"cost", fmt.Sprintf("$%.4f", s.CostUSD)},
+		{"push", push},
+	})
 }
 
 // pushSummary describes a session's push result for people, and says whether
@@ -284,37 +288,41 @@ func short(commit string) string {
 	return commit
 }
 
-func sessionsEnd(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("sessions end")
-	noWait := fs.Bool("no-wait", false, "return once the request is accepted, without waiting for the push")
-	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the session to end")
-	pos, _, err := e.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	s, err := c.EndSession(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if !*noWait && !client.Terminal(s.State) {
-		wctx, cancel := context.WithTimeout(ctx, *timeout)
-		defer cancel()
-		s, err = c.WaitSession(wctx, pos[0], 300*time.Millisecond, func(s *client.Session) bool { return client.Terminal(s.State) })
+func sessionsEndCmd(e *env) *cobra.Command {
+	var noWait bool
+	var timeout time.Duration
+	c := leaf(e, &cobra.Command{
+		Use:   "end ID [--no-wait]",
+		Short: "end a session: push its work, destroy its machine",
+	}, 1, 1, func(ctx context.Context, pos, _ []string) error {
+		c, err := e.client()
 		if err != nil {
 			return err
 		}
-	}
-	if err := e.printSession(s); err != nil {
-		return err
-	}
-	if _, failed := pushSummary(s.Push); failed {
-		return errors.New("the session ended but its work was not pushed: " + s.Push.Message)
-	}
-	return nil
+		s, err := c.EndSession(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		if !noWait && !client.Terminal(s.State) {
+			wctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			s, err = c.WaitSession(wctx, pos[0], 300*time.Millisecond, func(s *client.Session) bool { return client.Terminal(s.State) })
+			if err != nil {
+				return err
+			}
+		}
+		if err := e.printSession(s); err != nil {
+			return err
+		}
+		if _, failed := pushSummary(s.Push); failed {
+			return errors.New("the session ended but its work was not pushed: " + s.Push.Message)
+		}
+		return nil
+	})
+	c.Flags().BoolVar(&noWait, "no-wait", false, "return once the request is accepted, without waiting for the push")
+	c.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long (a `DURATION` such as 90s) to wait for the session to end")
+	c.ValidArgsFunction = e.completeSessions
+	return c
 }
 
 // validateCreate applies package validate to the fields the daemon checks
