@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hangarhq/hangar/daemon/agents"
-	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/poolcache"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/fly"
@@ -271,7 +271,7 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 		return nil
 	}
 	p, err := m.cfg.Pools.Get(ctx, s.Pool)
-	if errors.Is(err, pools.ErrNotFound) {
+	if errors.Is(err, poolcache.ErrNotFound) {
 		m.fail(ctx, s, nil, "", fmt.Sprintf("pool %q no longer exists", s.Pool))
 		return nil
 	}
@@ -354,7 +354,7 @@ func (m *Manager) claim(ctx context.Context, id string) error {
 // leaseStandby takes a standby of the right template under its Fly lease,
 // marks the session claiming and the machine a session machine. (nil, nil)
 // means there is none.
-func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pool.Template, regions []string) (*claimed, error) {
+func (m *Manager) leaseStandby(ctx context.Context, s *store.Session, p *poolcache.Pool, tmpl *pool.Template, regions []string) (*claimed, error) {
 	rank := map[string]int{}
 	for i, r := range regions {
 		rank[r] = i + 1
@@ -484,7 +484,7 @@ func (m *Manager) poolLock(name string) *sync.Mutex {
 // is under max_machines, trying the next region on insufficient capacity.
 // Counting and creating run under a per-pool lock (in-process and, with
 // Postgres, across replicas) so that racing replicas don't overshoot.
-func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *pools.Pool, tmpl *pool.Template, regions []string) (*claimed, error) {
+func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *poolcache.Pool, tmpl *pool.Template, regions []string) (*claimed, error) {
 	l := m.poolLock(p.Name)
 	l.Lock()
 	defer l.Unlock()

@@ -23,7 +23,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
-	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/poolcache"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/agentauth"
@@ -72,7 +72,7 @@ type Config struct {
 	DaemonID string
 	Store    store.Store
 	Fly      Fly
-	Pools    *pools.Cache
+	Pools    *poolcache.Cache
 	Signer   *agentauth.Signer
 	Logger   hclog.Logger
 	Metrics  *metrics.Metrics
@@ -200,7 +200,7 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSe
 		return nil, noPool(req.Pool)
 	}
 	p, err := m.cfg.Pools.Get(ctx, req.Pool)
-	if errors.Is(err, pools.ErrNotFound) {
+	if errors.Is(err, poolcache.ErrNotFound) {
 		return nil, noPool(req.Pool)
 	}
 	if err != nil {
