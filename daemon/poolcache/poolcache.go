@@ -325,6 +325,18 @@ func (c *Cache) Get(ctx context.Context, name string) (*Pool, error) {
 	return p, nil
 }
 
+// AgentPort is the agent port of the template of poolName's tenantImage
+// ("" = the default image), for agents that are dialled rather than
+// tunnelled; 0 (the default port) when the pool or template is unknown.
+func (c *Cache) AgentPort(ctx context.Context, poolName, tenantImage string) int {
+	if p, err := c.Get(ctx, poolName); err == nil {
+		if t := p.Template(tenantImage); t != nil {
+			return t.Spec.AgentPort
+		}
+	}
+	return 0
+}
+
 // List returns every cached pool, by name.
 func (c *Cache) List() []*Pool {
 	c.mu.RLock()

@@ -409,18 +409,7 @@ func (m *Manager) finished(s *store.Session) {
 
 // agentClient returns a client for the agent of machine mach of session s.
 func (m *Manager) agentClient(ctx context.Context, s *store.Session, mach *fly.Machine) *agentapi.Client {
-	return m.cfg.Agents.Client(mach, m.agentPort(ctx, s), m.cfg.Signer)
-}
-
-// agentPort is the agent port of s's template (0: the default), for agents
-// that are dialled rather than tunnelled.
-func (m *Manager) agentPort(ctx context.Context, s *store.Session) int {
-	if p, err := m.cfg.Pools.Get(ctx, s.Pool); err == nil {
-		if t := p.Template(s.TenantImage); t != nil {
-			return t.Spec.AgentPort
-		}
-	}
-	return 0
+	return m.cfg.Agents.Client(mach, m.cfg.Pools.AgentPort(ctx, s.Pool, s.TenantImage), m.cfg.Signer)
 }
 
 // Endpoint resolves a ready session's agent: its base URL, the client that
@@ -436,7 +425,7 @@ func (m *Manager) Endpoint(ctx context.Context, s *store.Session) (agentURL stri
 	if mach.State != fly.StateStarted {
 		return "", nil, "", fmt.Errorf("machine %s is %s: %w", mach.ID, mach.State, errMachineDown)
 	}
-	u, hc := m.cfg.Agents.Agent(mach, m.agentPort(ctx, s))
+	u, hc := m.cfg.Agents.Agent(mach, m.cfg.Pools.AgentPort(ctx, s.Pool, s.TenantImage))
 	return u, hc, mach.ID, nil
 }
 
