@@ -689,7 +689,7 @@ func (m *Manager) bringUp(ctx context.Context, id string, c *claimed, creds *Cre
 			st, err = agent.Status(ctx, id)
 			return err
 		}); err != nil {
-			return fmt.Errorf("agent status after init: %w", describeAgentError(err))
+			return fmt.Errorf("agent status after init: %w", agentapi.Describe(err))
 		}
 	}
 	if st.State == agentapi.StateFailed {
@@ -742,7 +742,7 @@ func (m *Manager) initAgent(ctx context.Context, id string, s *store.Session, ma
 	})
 	m.dropCreds(id) // handed over (or refused): this replica forgets them either way
 	if err != nil {
-		return nil, fmt.Errorf("agent init: %w", describeAgentError(err))
+		return nil, fmt.Errorf("agent init: %w", agentapi.Describe(err))
 	}
 	m.log.Debug("agent initialised", "session", id, "machine", machineID, "state", st.State, "since_healthy", time.Since(t0))
 	return st, nil
@@ -797,14 +797,6 @@ func (m *Manager) retryFly(ctx context.Context, session, what string, call func(
 func isAgentAnswer(err error) bool {
 	var ae *agentapi.Error
 	return errors.As(err, &ae)
-}
-
-func describeAgentError(err error) error {
-	var ae *agentapi.Error
-	if errors.As(err, &ae) {
-		return fmt.Errorf("%s (%d %s)", ae.Message, ae.StatusCode, ae.Code)
-	}
-	return err
 }
 
 // coldBootGrace is how long a resumed agent has to answer before the claim

@@ -57,7 +57,7 @@ func (m *Manager) finish(ctx context.Context, s *store.Session) {
 			}
 			fr, err := m.agentClient(ctx, s, mach).Finish(ctx, s.ID, req)
 			if err != nil {
-				push.Message = "finish failed: " + describeAgentError(err).Error()
+				push.Message = "finish failed: " + agentapi.Describe(err).Error()
 			} else {
 				push = &store.Push{Ref: fr.Ref, Commit: fr.Commit, OK: fr.OK, Message: fr.Message}
 			}
