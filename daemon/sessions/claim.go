@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -469,26 +468,15 @@ func (m *Manager) release(app, id, nonce string) {
 	}
 }
 
-func (m *Manager) poolLock(name string) *sync.Mutex {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	l := m.cloneMu[name]
-	if l == nil {
-		l = &sync.Mutex{}
-		m.cloneMu[name] = l
-	}
-	return l
-}
-
 // cloneMachine creates a session machine from the template while the pool
 // is under max_machines, trying the next region on insufficient capacity.
 // Counting and creating run under a per-pool lock (in-process and, with
 // Postgres, across replicas) so that racing replicas don't overshoot.
 func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *poolcache.Pool, tmpl *pool.Template, regions []string) (*claimed, error) {
-	l := m.poolLock(p.Name)
-	l.Lock()
-	defer l.Unlock()
-	release, err := m.leaderLock(ctx, "clone:"+p.Name)
+	release, err := m.locks.Lock(ctx, "clone:"+p.Name)
+	if errors.Is(err, store.ErrLockBusy) {
+		return nil, errWait // another replica is cloning for the pool
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -556,27 +544,6 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *poolcac
 func permanent(err error) bool {
 	st := fly.StatusCode(err)
 	return st >= 400 && st < 500 && st != 408 && st != 409 && st != 429
-}
-
-// leaderLock takes a store-wide named lock, retrying briefly.
-func (m *Manager) leaderLock(ctx context.Context, name string) (func(), error) {
-	for i := 0; ; i++ {
-		ok, release, err := m.store.TryLeader(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", name, err)
-		}
-		if ok {
-			return release, nil
-		}
-		if i >= 100 {
-			return nil, errWait
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Duration(20+rand.IntN(60)) * time.Millisecond):
-		}
-	}
 }
 
 // bringUp starts the claimed machine, waits for its agent, inits it with the

@@ -123,7 +123,7 @@ type Manager struct {
 	// refused to start; past maxRefusedStarts the claim clones instead.
 	refusedStarts map[string]int
 	kick          chan struct{}
-	cloneMu       map[string]*sync.Mutex
+	locks         *store.Locks // a tenant's count, a pool's clones
 	work          sync.WaitGroup
 	workCtx       context.Context
 	stopWork      context.CancelFunc
@@ -165,7 +165,7 @@ func New(cfg Config) *Manager {
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
 		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{}, refusedStarts: map[string]int{},
-		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly), machines: newMachineReads(cfg.Fly),
+		kick: make(chan struct{}, 1), locks: store.NewLocks(cfg.Store), standbys: newStandbyViews(cfg.Fly), machines: newMachineReads(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
 	}
 }
@@ -228,10 +228,7 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSe
 		// Count and create under the tenant's lock (in-process and, with
 		// Postgres, across replicas) so that concurrent requests cannot
 		// overshoot the limit.
-		l := m.poolLock("tenant:" + t.ID)
-		l.Lock()
-		defer l.Unlock()
-		release, err := m.leaderLock(ctx, "tenant:"+t.ID)
+		release, err := m.locks.Lock(ctx, "tenant:"+t.ID)
 		if err != nil {
 			return nil, fmt.Errorf("lock tenant %s: %w", t.Name, err)
 		}
