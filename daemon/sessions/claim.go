@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,178 +39,6 @@ var errStartRefused = errors.New("Fly refused to start the machine")
 // claim clones the template instead: a machine created to boot at once is
 // never stuck in "created", and a clone tries every region.
 const maxRefusedStarts = 2
-
-// Run runs the replica's loops (claim dispatcher, heartbeat and takeover of
-// dead replicas, sweeper) until ctx ends. Then it stops taking new work,
-// lets in-flight claims and ends finish within the shutdown grace, and fails
-// the claims it still holds credentials for (they would die with it). Ready
-// sessions keep running in their VMs.
-func (m *Manager) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(5)
-	// Settling runs beside the heartbeat, not before it: it may wait on
-	// Fly, and other replicas must not think this one dead meanwhile. The
-	// dispatcher waits for it: it would find the leftovers without their
-	// credentials and fail them without looking for their machines.
-	settled := make(chan struct{})
-	go func() { defer wg.Done(); defer close(settled); m.SettleOwnClaims(ctx) }()
-	go func() { defer wg.Done(); m.destroyLoop(ctx) }()
-	go func() {
-		defer wg.Done()
-		select {
-		case <-settled:
-			m.dispatchLoop(ctx)
-		case <-ctx.Done():
-		}
-	}()
-	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
-	go func() { defer wg.Done(); m.sweepLoop(ctx) }()
-	wg.Wait()
-
-	done := make(chan struct{})
-	go func() { m.work.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(m.cfg.ShutdownGrace):
-		m.log.Warn("shutdown grace over; abandoning in-flight work")
-		m.stopWork()
-		<-done
-	}
-	m.stopWork()
-	// Claims that never started can't be taken by another replica (the
-	// credentials are here): fail them now rather than after DeadAfter.
-	bg, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	pending, err := m.store.ListSessions(bg, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending}})
-	if err == nil {
-		for _, s := range pending {
-			m.fail(bg, s, nil, "", "the daemon replica that accepted this session shut down before a machine was claimed; create a new session")
-		}
-	}
-	m.mu.Lock()
-	m.creds = map[string]*Credentials{}
-	m.mu.Unlock()
-}
-
-// dispatchSafetyPoll is how often dispatch looks at pending claims with
-// no reason to: only a lost store notice makes that find anything.
-const dispatchSafetyPoll = 15 * time.Second
-
-// dispatchLoop runs dispatch when there may be something to do: a session
-// created here (kick), a store notice of a session of this replica or of a
-// pool whose line waits (another session ended or failed, on any replica:
-// capacity may be free), and every DispatchInterval while a line waits for
-// capacity, which appears on Fly (the reconciler's top-ups) rather than in
-// the store. Else it polls only as a backstop against lost notices.
-func (m *Manager) dispatchLoop(ctx context.Context) {
-	stop := m.store.Notifier().Subscribe(store.ChannelSessions, func(msg string) {
-		// This replica's own claims wake it when they finish; a session
-		// going (back) to pending here, or any change in a pool whose line
-		// waits, is news.
-		if c, ok := store.ParseSessionChange(msg); ok &&
-			(c.Owner != m.cfg.DaemonID || c.State != store.StatePending) && !m.lineWaits(c.Pool) {
-			return
-		}
-		m.wake()
-	})
-	defer stop()
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		m.dispatch(ctx)
-		m.mu.Lock()
-		next := dispatchSafetyPoll
-		if len(m.waiting) > 0 {
-			next = m.cfg.DispatchInterval
-		}
-		m.mu.Unlock()
-		t.Reset(next)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-m.kick:
-		}
-	}
-}
-
-// lineWaits reports whether a claim line of pool waits for capacity.
-func (m *Manager) lineWaits(pool string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for line, w := range m.waiting {
-		if w && strings.HasPrefix(line, pool+"/") {
-			return true
-		}
-	}
-	return false
-}
-
-// dispatch starts claims for this replica's pending sessions, oldest first,
-// keeping each pool's line: once a claim of a pool waits for capacity,
-// younger claims of that pool wait too.
-func (m *Manager) dispatch(ctx context.Context) {
-	pending, err := m.store.ListSessions(ctx, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending}})
-	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Warn("list pending claims", "error", err)
-		}
-		return
-	}
-	seen := map[string]bool{}
-	for _, s := range pending {
-		if ctx.Err() != nil {
-			return
-		}
-		line := s.Pool + "/" + s.TenantImage
-		m.mu.Lock()
-		waiting := m.waiting[line]
-		m.mu.Unlock()
-		if waiting && seen[line] {
-			continue // only the head of a full pool's line tries
-		}
-		seen[line] = true
-		if time.Since(s.CreatedAt) > m.cfg.ReadyTimeout {
-			m.failFrom(ctx, s, []store.SessionState{store.StatePending}, nil, "", fmt.Sprintf("no machine became available within %v", m.cfg.ReadyTimeout))
-			continue
-		}
-		m.mu.Lock()
-		busy := m.inflight[s.ID]
-		m.mu.Unlock()
-		if busy {
-			continue
-		}
-		select {
-		case m.sem <- struct{}{}:
-		default:
-			return // every worker is busy; the next round continues
-		}
-		m.mu.Lock()
-		m.inflight[s.ID] = true
-		m.mu.Unlock()
-		m.work.Add(1)
-		go func(id, line string) {
-			defer m.work.Done()
-			defer func() {
-				<-m.sem
-				m.mu.Lock()
-				delete(m.inflight, id)
-				m.mu.Unlock()
-			}()
-			err := m.claim(m.workCtx, id)
-			m.mu.Lock()
-			if errors.Is(err, errWait) {
-				m.waiting[line] = true
-			} else {
-				delete(m.waiting, line)
-			}
-			m.mu.Unlock()
-			if !errors.Is(err, errWait) {
-				m.wake()
-			}
-		}(s.ID, line)
-	}
-}
 
 // claimed is a machine a claim holds.
 type claimed struct {
@@ -851,23 +678,6 @@ func (m *Manager) requeue(ctx context.Context, s *store.Session, c *claimed, cau
 	return true
 }
 
-// settleEnding finishes a session that was ended while its claim ran: it is
-// marked ended (its machine, if any, is already destroyed). It reports
-// whether the session was in state ending.
-func (m *Manager) settleEnding(ctx context.Context, id string, push *store.Push) bool {
-	now := time.Now()
-	s, err := m.store.UpdateSession(ctx, id, []store.SessionState{store.StateEnding}, func(s *store.Session) error {
-		s.State, s.EndedAt, s.Push = store.StateEnded, &now, push
-		return nil
-	})
-	if err != nil {
-		return false
-	}
-	m.dropCreds(id)
-	m.finished(s)
-	return true
-}
-
 // destroy force-destroys a machine, ignoring one that is already gone. A
 // machine it cannot destroy now (still leased by a claim of a replica that
 // died, or Fly failing) is recorded in the store as owed: the destroy loop
@@ -890,24 +700,6 @@ func (m *Manager) destroy(app, id, nonce string) {
 	m.log.Log(level, "destroy machine; retrying from the store", "machine", id, "error", err)
 	if rerr := m.store.RecordDestroy(ctx, app, id, "destroy failed", err.Error(), time.Now()); rerr != nil {
 		m.log.Error("record a destroy owed; the reaper's grace is left", "machine", id, "error", rerr)
-	}
-}
-
-// destroyInterval is how often owed destroys are retried.
-func (m *Manager) destroyInterval() time.Duration {
-	return min(m.cfg.HeartbeatInterval, 2*time.Second)
-}
-
-func (m *Manager) destroyLoop(ctx context.Context) {
-	t := time.NewTicker(m.destroyInterval())
-	defer t.Stop()
-	for {
-		m.DestroyOwed(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
 }
 
@@ -943,56 +735,4 @@ func (m *Manager) DestroyOwed(ctx context.Context) {
 			m.log.Warn("note a destroy attempt", "machine", p.MachineID, "error", err)
 		}
 	}
-}
-
-// fail marks a live session failed with reason and destroys its machine.
-// mach may be nil; then s.MachineID is destroyed, if any.
-func (m *Manager) fail(ctx context.Context, s *store.Session, mach *fly.Machine, nonce, reason string) {
-	m.failFrom(ctx, s, liveStates, mach, nonce, reason)
-}
-
-// failFrom is fail, but only while the session is in one of from and still
-// has the owner s had when it was read: a replica working from a stale read
-// must not fail a session another replica took over or is ending.
-func (m *Manager) failFrom(ctx context.Context, s *store.Session, from []store.SessionState, mach *fly.Machine, nonce, reason string) {
-	now := time.Now()
-	s2, err := m.store.UpdateSession(ctx, s.ID, from, func(cur *store.Session) error {
-		if cur.Owner != s.Owner {
-			return store.ErrStateChanged
-		}
-		cur.State, cur.Reason, cur.EndedAt = store.StateFailed, reason, &now
-		return nil
-	})
-	m.dropCreds(s.ID)
-	id := s.MachineID
-	if mach != nil {
-		id = mach.ID
-	}
-	if err == nil {
-		id = firstNonEmpty(id, s2.MachineID)
-	}
-	// Only the one that failed the session may destroy its machine (unless
-	// the caller holds the machine itself): a lost race means someone else
-	// owns it now.
-	if err == nil || mach != nil {
-		m.destroy(firstNonEmpty(s.AppName, appOf(s2)), id, nonce)
-	}
-	if err == nil {
-		m.log.Warn("session failed", "session", s.ID, "reason", reason)
-		m.finished(s2)
-	}
-}
-
-func appOf(s *store.Session) string {
-	if s == nil {
-		return ""
-	}
-	return s.AppName
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

@@ -1,11 +1,3 @@
-// Package sessions owns sessions from request to destroyed VM: it records
-// claims, runs this replica's claim workers (lease a standby or clone the
-// template, start it, init the agent with the user's credentials, mark the
-// session ready), ends sessions (finish, push, destroy) on request, TTL, idle
-// timeout or process exit, and takes over from dead replicas.
-//
-// A session's credentials live only in the memory of the replica that
-// accepted it, until the agent's init; they are never written anywhere.
 package sessions
 
 import (
@@ -184,6 +176,196 @@ func (m *Manager) wake() {
 	select {
 	case m.kick <- struct{}{}:
 	default:
+	}
+}
+
+// Run runs the replica's loops (claim dispatcher, heartbeat and takeover of
+// dead replicas, sweeper) until ctx ends. Then it stops taking new work,
+// lets in-flight claims and ends finish within the shutdown grace, and fails
+// the claims it still holds credentials for (they would die with it). Ready
+// sessions keep running in their VMs.
+func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(5)
+	// Settling runs beside the heartbeat, not before it: it may wait on
+	// Fly, and other replicas must not think this one dead meanwhile. The
+	// dispatcher waits for it: it would find the leftovers without their
+	// credentials and fail them without looking for their machines.
+	settled := make(chan struct{})
+	go func() { defer wg.Done(); defer close(settled); m.SettleOwnClaims(ctx) }()
+	go func() { defer wg.Done(); m.destroyLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-settled:
+			m.dispatchLoop(ctx)
+		case <-ctx.Done():
+		}
+	}()
+	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); m.sweepLoop(ctx) }()
+	wg.Wait()
+
+	done := make(chan struct{})
+	go func() { m.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(m.cfg.ShutdownGrace):
+		m.log.Warn("shutdown grace over; abandoning in-flight work")
+		m.stopWork()
+		<-done
+	}
+	m.stopWork()
+	// Claims that never started can't be taken by another replica (the
+	// credentials are here): fail them now rather than after DeadAfter.
+	bg, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pending, err := m.store.ListSessions(bg, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending}})
+	if err == nil {
+		for _, s := range pending {
+			m.fail(bg, s, nil, "", "the daemon replica that accepted this session shut down before a machine was claimed; create a new session")
+		}
+	}
+	m.mu.Lock()
+	m.creds = map[string]*Credentials{}
+	m.mu.Unlock()
+}
+
+// destroyInterval is how often owed destroys are retried.
+func (m *Manager) destroyInterval() time.Duration {
+	return min(m.cfg.HeartbeatInterval, 2*time.Second)
+}
+
+func (m *Manager) destroyLoop(ctx context.Context) {
+	t := time.NewTicker(m.destroyInterval())
+	defer t.Stop()
+	for {
+		m.DestroyOwed(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// dispatchSafetyPoll is how often dispatch looks at pending claims with
+// no reason to: only a lost store notice makes that find anything.
+const dispatchSafetyPoll = 15 * time.Second
+
+// dispatchLoop runs dispatch when there may be something to do: a session
+// created here (kick), a store notice of a session of this replica or of a
+// pool whose line waits (another session ended or failed, on any replica:
+// capacity may be free), and every DispatchInterval while a line waits for
+// capacity, which appears on Fly (the reconciler's top-ups) rather than in
+// the store. Else it polls only as a backstop against lost notices.
+func (m *Manager) dispatchLoop(ctx context.Context) {
+	stop := m.store.Notifier().Subscribe(store.ChannelSessions, func(msg string) {
+		// This replica's own claims wake it when they finish; a session
+		// going (back) to pending here, or any change in a pool whose line
+		// waits, is news.
+		if c, ok := store.ParseSessionChange(msg); ok &&
+			(c.Owner != m.cfg.DaemonID || c.State != store.StatePending) && !m.lineWaits(c.Pool) {
+			return
+		}
+		m.wake()
+	})
+	defer stop()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		m.dispatch(ctx)
+		m.mu.Lock()
+		next := dispatchSafetyPoll
+		if len(m.waiting) > 0 {
+			next = m.cfg.DispatchInterval
+		}
+		m.mu.Unlock()
+		t.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.kick:
+		}
+	}
+}
+
+// lineWaits reports whether a claim line of pool waits for capacity.
+func (m *Manager) lineWaits(pool string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for line, w := range m.waiting {
+		if w && strings.HasPrefix(line, pool+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// dispatch starts claims for this replica's pending sessions, oldest first,
+// keeping each pool's line: once a claim of a pool waits for capacity,
+// younger claims of that pool wait too.
+func (m *Manager) dispatch(ctx context.Context) {
+	pending, err := m.store.ListSessions(ctx, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending}})
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("list pending claims", "error", err)
+		}
+		return
+	}
+	seen := map[string]bool{}
+	for _, s := range pending {
+		if ctx.Err() != nil {
+			return
+		}
+		line := s.Pool + "/" + s.TenantImage
+		m.mu.Lock()
+		waiting := m.waiting[line]
+		m.mu.Unlock()
+		if waiting && seen[line] {
+			continue // only the head of a full pool's line tries
+		}
+		seen[line] = true
+		if time.Since(s.CreatedAt) > m.cfg.ReadyTimeout {
+			m.failFrom(ctx, s, []store.SessionState{store.StatePending}, nil, "", fmt.Sprintf("no machine became available within %v", m.cfg.ReadyTimeout))
+			continue
+		}
+		m.mu.Lock()
+		busy := m.inflight[s.ID]
+		m.mu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case m.sem <- struct{}{}:
+		default:
+			return // every worker is busy; the next round continues
+		}
+		m.mu.Lock()
+		m.inflight[s.ID] = true
+		m.mu.Unlock()
+		m.work.Add(1)
+		go func(id, line string) {
+			defer m.work.Done()
+			defer func() {
+				<-m.sem
+				m.mu.Lock()
+				delete(m.inflight, id)
+				m.mu.Unlock()
+			}()
+			err := m.claim(m.workCtx, id)
+			m.mu.Lock()
+			if errors.Is(err, errWait) {
+				m.waiting[line] = true
+			} else {
+				delete(m.waiting, line)
+			}
+			m.mu.Unlock()
+			if !errors.Is(err, errWait) {
+				m.wake()
+			}
+		}(s.ID, line)
 	}
 }
 
