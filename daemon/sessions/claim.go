@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/hangarhq/hangar/daemon/agents"
 	"github.com/hangarhq/hangar/daemon/poolcache"
 	"github.com/hangarhq/hangar/daemon/store"
@@ -263,7 +261,7 @@ func (m *Manager) adoptLost(ctx context.Context, s *store.Session, app string) (
 			s.State, s.AppName, s.MachineID, s.Region = store.StateClaiming, app, mm.ID, mm.Region
 			return nil
 		}); err != nil {
-			m.destroy(app, mm.ID, "")
+			m.claims.Destroy(app, mm.ID, "")
 			return nil, err
 		}
 		m.log.Info("adopted the machine of a create whose answer was lost", "session", s.ID, "machine", mm.ID)
@@ -355,7 +353,7 @@ func (m *Manager) cloneMachine(ctx context.Context, s *store.Session, p *poolcac
 			return nil
 		}); err != nil {
 			// Ended while the machine was being made: it has no use.
-			m.destroy(c.app, mach.ID, c.nonce)
+			m.claims.Destroy(c.app, mach.ID, c.nonce)
 			return nil, err
 		}
 		return c, nil
@@ -644,7 +642,7 @@ func (m *Manager) waitHealthy(ctx context.Context, agent *agentapi.Client) error
 // destroyed and the session failed, or, if it was ended meanwhile, ended.
 func (m *Manager) abort(ctx context.Context, id string, c *claimed, cause error) {
 	c.stopRenew()
-	m.destroy(c.app, c.mach.ID, c.nonce)
+	m.claims.Destroy(c.app, c.mach.ID, c.nonce)
 	bg := context.Background()
 	if m.settleEnding(bg, id, nil) {
 		return
@@ -663,7 +661,7 @@ func (m *Manager) abort(ctx context.Context, id string, c *claimed, cause error)
 // aborts as for any failure).
 func (m *Manager) requeue(ctx context.Context, s *store.Session, c *claimed, cause error) bool {
 	c.stopRenew()
-	m.destroy(c.app, c.mach.ID, c.nonce)
+	m.claims.Destroy(c.app, c.mach.ID, c.nonce)
 	if _, err := m.store.UpdateSession(context.WithoutCancel(ctx), s.ID, []store.SessionState{store.StateStarting}, func(cur *store.Session) error {
 		cur.State, cur.MachineID, cur.AppName, cur.Region = store.StatePending, "", "", s.Region
 		return nil
@@ -676,63 +674,4 @@ func (m *Manager) requeue(ctx context.Context, s *store.Session, c *claimed, cau
 	m.mu.Unlock()
 	m.log.Warn("Fly refused to start the claimed machine; the session is back in line for another", "session", s.ID, "machine", c.mach.ID, "refused", n, "error", cause)
 	return true
-}
-
-// destroy force-destroys a machine, ignoring one that is already gone. A
-// machine it cannot destroy now (still leased by a claim of a replica that
-// died, or Fly failing) is recorded in the store as owed: the destroy loop
-// of any replica retries it, after a crash of this one too.
-func (m *Manager) destroy(app, id, nonce string) {
-	if app == "" || id == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := m.fly.DestroyMachine(ctx, app, id, true, nonce)
-	if err == nil || errors.Is(err, fly.ErrNotFound) {
-		m.log.Debug("destroyed machine", "machine", id)
-		return
-	}
-	level := hclog.Warn
-	if errors.Is(err, fly.ErrConflict) {
-		level = hclog.Debug // a dead claim's lease: expected, short
-	}
-	m.log.Log(level, "destroy machine; retrying from the store", "machine", id, "error", err)
-	if rerr := m.store.RecordDestroy(ctx, app, id, "destroy failed", err.Error(), time.Now()); rerr != nil {
-		m.log.Error("record a destroy owed; the reaper's grace is left", "machine", id, "error", rerr)
-	}
-}
-
-// DestroyOwed retries the machine destroys recorded in the store (by any
-// replica), forgetting each one that is done or whose machine is gone.
-func (m *Manager) DestroyOwed(ctx context.Context) {
-	owed, err := m.store.PendingDestroys(ctx, 100)
-	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Warn("list destroys owed", "error", err)
-		}
-		return
-	}
-	for _, p := range owed {
-		if ctx.Err() != nil {
-			return
-		}
-		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := m.fly.DestroyMachine(dctx, p.App, p.MachineID, true, "")
-		cancel()
-		if err == nil || errors.Is(err, fly.ErrNotFound) {
-			if err := m.store.DestroyDone(ctx, p.App, p.MachineID); err != nil {
-				m.log.Warn("forget a destroy done", "machine", p.MachineID, "error", err)
-				continue
-			}
-			m.log.Info("destroyed machine owed", "machine", p.MachineID, "reason", p.Reason, "since", p.Since, "attempts", p.Attempts)
-			continue
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if err := m.store.RecordDestroy(ctx, p.App, p.MachineID, p.Reason, err.Error(), time.Now()); err != nil {
-			m.log.Warn("note a destroy attempt", "machine", p.MachineID, "error", err)
-		}
-	}
 }

@@ -38,7 +38,7 @@ func (m *Manager) failFrom(ctx context.Context, s *store.Session, from []store.S
 	// the caller holds the machine itself): a lost race means someone else
 	// owns it now.
 	if err == nil || mach != nil {
-		m.destroy(firstNonEmpty(s.AppName, appOf(s2)), id, nonce)
+		m.claims.Destroy(firstNonEmpty(s.AppName, appOf(s2)), id, nonce)
 	}
 	if err == nil {
 		m.log.Warn("session failed", "session", s.ID, "reason", reason)

@@ -62,7 +62,7 @@ func (m *Manager) finish(ctx context.Context, s *store.Session) {
 				push = &store.Push{Ref: fr.Ref, Commit: fr.Commit, OK: fr.OK, Message: fr.Message}
 			}
 		}
-		m.destroy(s.AppName, s.MachineID, "")
+		m.claims.Destroy(s.AppName, s.MachineID, "")
 	}
 	now := time.Now()
 	cost := m.Cost(ctx, s, now)
@@ -362,7 +362,7 @@ func (m *Manager) destroySessionMachines(ctx context.Context, s *store.Session) 
 	}
 	for i := range ms {
 		if ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
-			m.destroy(s.AppName, ms[i].ID, "")
+			m.claims.Destroy(s.AppName, ms[i].ID, "")
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/hangarhq/hangar/daemon/agents"
+	"github.com/hangarhq/hangar/daemon/claim"
 	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
 	"github.com/hangarhq/hangar/daemon/poolcache"
@@ -41,20 +42,9 @@ func (e *QuotaError) Error() string {
 	return fmt.Sprintf("tenant is at its limit of %d concurrent sessions", e.Limit)
 }
 
-// Fly is the part of the Fly client the manager uses.
-type Fly interface {
-	ListMachines(ctx context.Context, app string, opts fly.ListMachinesOptions) ([]fly.Machine, error)
-	GetMachine(ctx context.Context, app, id string) (*fly.Machine, error)
-	CreateMachine(ctx context.Context, app string, req fly.CreateMachineRequest) (*fly.Machine, error)
-	StartMachine(ctx context.Context, app, id, nonce string) (*fly.StartResponse, error)
-	WaitMachine(ctx context.Context, app, id string, opts fly.WaitOptions) (*fly.WaitResponse, error)
-	DestroyMachine(ctx context.Context, app, id string, force bool, nonce string) error
-	AcquireLease(ctx context.Context, app, id string, ttl time.Duration, description string) (*fly.Lease, error)
-	ReleaseLease(ctx context.Context, app, id, nonce string) error
-	UpdateMetadata(ctx context.Context, app, id string, req fly.UpdateMetadataRequest, nonce string) error
-	SignalMachine(ctx context.Context, app, id, signal, nonce string) error
-	RefreshLease(ctx context.Context, app, id, nonce string, ttl time.Duration) (*fly.Lease, error)
-}
+// Fly is the part of the Fly client the manager uses: what its claims use
+// (claim.Fly), which covers the machine reads of its sweeps and ends.
+type Fly = claim.Fly
 
 // Config wires a Manager.
 type Config struct {
@@ -122,6 +112,7 @@ type Manager struct {
 	sem           chan struct{}
 	standbys      *standbyViews // per-pool views of claimable standbys
 	machines      *machineReads // shared reads of session machines, for attaches
+	claims        *claim.Claimer
 }
 
 // New makes a Manager.
@@ -154,11 +145,13 @@ func New(cfg Config) *Manager {
 		cfg.Agents = &agents.Router{}
 	}
 	workCtx, stop := context.WithCancel(context.Background())
+	log := cfg.Logger.Named("sessions")
 	return &Manager{
-		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
+		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: log,
 		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{}, refusedStarts: map[string]int{},
 		kick: make(chan struct{}, 1), locks: store.NewLocks(cfg.Store), standbys: newStandbyViews(cfg.Fly), machines: newMachineReads(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
+		claims: claim.New(claim.Config{Store: cfg.Store, Fly: cfg.Fly, Logger: log}),
 	}
 }
 
@@ -240,7 +233,7 @@ func (m *Manager) destroyLoop(ctx context.Context) {
 	t := time.NewTicker(m.destroyInterval())
 	defer t.Stop()
 	for {
-		m.DestroyOwed(ctx)
+		m.claims.DestroyOwed(ctx)
 		select {
 		case <-ctx.Done():
 			return
