@@ -26,7 +26,7 @@ func (m *Manager) failFrom(ctx context.Context, s *store.Session, from []store.S
 		cur.State, cur.Reason, cur.EndedAt = store.StateFailed, reason, &now
 		return nil
 	})
-	m.dropCreds(s.ID)
+	m.claims.Forget(s.ID)
 	id := s.MachineID
 	if mach != nil {
 		id = mach.ID
@@ -60,6 +60,23 @@ func firstNonEmpty(a, b string) string {
 	return b
 }
 
+// settleAborted settles a session whose claim failed after it took a
+// machine (which the claimer destroyed): ended if it was ended meanwhile,
+// else failed with reason. It uses a context of its own: the claim's may
+// have ended (a shutdown past its grace), and the session must not be left
+// starting.
+func (m *Manager) settleAborted(id, reason string) {
+	bg := context.Background()
+	if m.settleEnding(bg, id, nil) {
+		return
+	}
+	s, err := m.store.GetSession(bg, id)
+	if err != nil {
+		return
+	}
+	m.fail(bg, s, nil, "", reason)
+}
+
 // settleEnding finishes a session that was ended while its claim ran: it is
 // marked ended (its machine, if any, is already destroyed). It reports
 // whether the session was in state ending.
@@ -72,7 +89,7 @@ func (m *Manager) settleEnding(ctx context.Context, id string, push *store.Push)
 	if err != nil {
 		return false
 	}
-	m.dropCreds(id)
+	m.claims.Forget(id)
 	m.finished(s)
 	return true
 }

@@ -336,7 +336,7 @@ func (m *Manager) SettleOwnClaims(ctx context.Context) {
 	}
 	for _, s := range ss {
 		m.mu.Lock()
-		mine := m.inflight[s.ID] || m.creds[s.ID] != nil
+		mine := m.inflight[s.ID] || m.claims.Holds(s.ID)
 		m.mu.Unlock()
 		if mine {
 			continue // this process's own (Run called late); not a leftover

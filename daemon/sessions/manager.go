@@ -94,26 +94,46 @@ type Manager struct {
 	log   hclog.Logger
 
 	mu       sync.Mutex
-	creds    map[string]*Credentials // by session id, until init
-	inflight map[string]bool         // claims being worked on here
-	waiting  map[string]bool         // pool/tenant-image lines whose last claim found no capacity
-	ending   map[string]bool         // ends being worked on here
-	// lostCreate marks claims whose clone create failed ambiguously: Fly
-	// may have made the machine and lost the answer.
-	lostCreate map[string]bool
-	// refusedStarts counts, per pending session, claimed standbys that Fly
-	// refused to start; past maxRefusedStarts the claim clones instead.
-	refusedStarts map[string]int
-	kick          chan struct{}
-	locks         *store.Locks // a tenant's count, a pool's clones
-	work          sync.WaitGroup
-	workCtx       context.Context
-	stopWork      context.CancelFunc
-	sem           chan struct{}
-	standbys      *standbyViews // per-pool views of claimable standbys
-	machines      *machineReads // shared reads of session machines, for attaches
-	claims        *claim.Claimer
+	inflight map[string]bool // claims being worked on here
+	waiting  map[string]bool // pool/tenant-image lines whose last claim found no capacity
+	ending   map[string]bool // ends being worked on here
+	kick     chan struct{}
+	locks    *store.Locks // a tenant's count
+	work     sync.WaitGroup
+	workCtx  context.Context
+	stopWork context.CancelFunc
+	sem      chan struct{}
+	machines *machineReads // shared reads of session machines, for attaches
+	claims   claimer
 }
+
+// claimer is the claim (package claim) as the session lifecycle uses it.
+// The manager decides when a session's claim runs and records what became
+// of the session; the claimer takes and brings up the machine.
+type claimer interface {
+	// Hold keeps a new session's credentials for its claim, which hands
+	// them to the agent; Holds reports whether they are held here.
+	Hold(id string, creds *Credentials)
+	Holds(id string) bool
+	// Forget drops what is kept for session id's claim (its credentials
+	// among it), once the session ended or failed; ForgetCredentials drops
+	// every credential when the replica stops.
+	Forget(id string)
+	ForgetCredentials()
+	// Claim takes a pending session of this replica to ready: nil (ready,
+	// back in line, or ended meanwhile), claim.ErrWait (stays in line),
+	// claim.ErrNoCredentials, or a *claim.Failure for the manager to fail.
+	Claim(ctx context.Context, s *store.Session) error
+	// ObserveStandbys feeds the reconciler's listing of a pool's standbys
+	// into the view claims take standbys from.
+	ObserveStandbys(app, poolName string, standbys []*fly.Machine, at time.Time)
+	// Destroy destroys a machine now or records it owed in the store;
+	// DestroyOwed retries those owed (by any replica).
+	Destroy(app, id, nonce string)
+	DestroyOwed(ctx context.Context)
+}
+
+var _ claimer = (*claim.Claimer)(nil)
 
 // New makes a Manager.
 func New(cfg Config) *Manager {
@@ -133,7 +153,7 @@ func New(cfg Config) *Manager {
 		cfg.SweepInterval = 15 * time.Second
 	}
 	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = 3 * time.Minute
+		cfg.ReadyTimeout = claim.DefaultReadyTimeout
 	}
 	if cfg.DispatchInterval <= 0 {
 		cfg.DispatchInterval = 500 * time.Millisecond
@@ -148,10 +168,13 @@ func New(cfg Config) *Manager {
 	log := cfg.Logger.Named("sessions")
 	return &Manager{
 		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: log,
-		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{}, refusedStarts: map[string]int{},
-		kick: make(chan struct{}, 1), locks: store.NewLocks(cfg.Store), standbys: newStandbyViews(cfg.Fly), machines: newMachineReads(cfg.Fly),
+		inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{},
+		kick: make(chan struct{}, 1), locks: store.NewLocks(cfg.Store), machines: newMachineReads(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
-		claims: claim.New(claim.Config{Store: cfg.Store, Fly: cfg.Fly, Logger: log}),
+		claims: claim.New(claim.Config{
+			Store: cfg.Store, Fly: cfg.Fly, Pools: cfg.Pools, Signer: cfg.Signer, Metrics: cfg.Metrics,
+			Logger: log, Agents: cfg.Agents, ReadyTimeout: cfg.ReadyTimeout,
+		}),
 	}
 }
 
@@ -219,9 +242,7 @@ func (m *Manager) Run(ctx context.Context) {
 			m.fail(bg, s, nil, "", "the daemon replica that accepted this session shut down before a machine was claimed; create a new session")
 		}
 	}
-	m.mu.Lock()
-	m.creds = map[string]*Credentials{}
-	m.mu.Unlock()
+	m.claims.ForgetCredentials()
 }
 
 // destroyInterval is how often owed destroys are retried.
@@ -349,13 +370,13 @@ func (m *Manager) dispatch(ctx context.Context) {
 			}()
 			err := m.claim(m.workCtx, id)
 			m.mu.Lock()
-			if errors.Is(err, errWait) {
+			if errors.Is(err, claim.ErrWait) {
 				m.waiting[line] = true
 			} else {
 				delete(m.waiting, line)
 			}
 			m.mu.Unlock()
-			if !errors.Is(err, errWait) {
+			if !errors.Is(err, claim.ErrWait) {
 				m.wake()
 			}
 		}(s.ID, line)
@@ -435,11 +456,9 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSe
 		c := *req.Credentials
 		creds = &c
 	}
-	m.mu.Lock()
-	m.creds[id] = creds
-	m.mu.Unlock()
+	m.claims.Hold(id, creds)
 	if err := m.store.CreateSession(ctx, s); err != nil {
-		m.dropCreds(id)
+		m.claims.Forget(id)
 		return nil, fmt.Errorf("record session: %w", err)
 	}
 	m.log.Info("session requested", "session", id, "tenant", t.Name, "pool", s.Pool, "tenant_image", s.TenantImage, "repo", s.Repo)
@@ -468,21 +487,6 @@ func contains(list []string, v string) bool {
 		}
 	}
 	return false
-}
-
-func (m *Manager) takeCreds(id string) (*Credentials, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.creds[id]
-	return c, ok
-}
-
-func (m *Manager) dropCreds(id string) {
-	m.mu.Lock()
-	delete(m.creds, id)
-	delete(m.lostCreate, id) // the claim is over: nothing left to adopt
-	delete(m.refusedStarts, id)
-	m.mu.Unlock()
 }
 
 // Get returns a session of tenant tenantID (any tenant if "").
@@ -538,7 +542,7 @@ func (m *Manager) End(ctx context.Context, tenantID, id, reason string) (*store.
 			if err != nil {
 				return nil, fmt.Errorf("end session %s: %w", id, err)
 			}
-			m.dropCreds(id)
+			m.claims.Forget(id)
 			m.finished(s2)
 			return s2, nil
 		case store.StateClaiming, store.StateStarting:
@@ -570,6 +574,37 @@ func (m *Manager) End(ctx context.Context, tenantID, id, reason string) (*store.
 		}
 	}
 	return nil, fmt.Errorf("end session %s: state kept changing", id)
+}
+
+// claim runs the claim of one pending session of this replica (package
+// claim) and records its verdict: a session the claim cannot serve fails
+// here. claim.ErrWait leaves it pending.
+func (m *Manager) claim(ctx context.Context, id string) error {
+	s, err := m.store.GetSession(ctx, id)
+	if err != nil || s.State != store.StatePending || s.Owner != m.cfg.DaemonID {
+		return err
+	}
+	err = m.claims.Claim(ctx, s)
+	var f *claim.Failure
+	switch {
+	case errors.Is(err, claim.ErrNoCredentials):
+		m.destroySessionMachines(ctx, s)
+		m.fail(ctx, s, nil, "", "the daemon replica that accepted this session lost its credentials (restarted); create a new session")
+	case errors.As(err, &f) && f.Aborted:
+		m.settleAborted(s.ID, f.Reason)
+	case errors.As(err, &f):
+		m.fail(ctx, s, nil, "", f.Reason)
+	default:
+		return err // nil, or claim.ErrWait
+	}
+	return nil
+}
+
+// ObserveStandbys feeds the reconciler's listing of a pool's standbys,
+// made at at, into the view this replica's claims take standbys from
+// (claim.Claimer.ObserveStandbys).
+func (m *Manager) ObserveStandbys(app, poolName string, standbys []*fly.Machine, at time.Time) {
+	m.claims.ObserveStandbys(app, poolName, standbys, at)
 }
 
 // finished counts a session that reached a terminal state here.
