@@ -1,11 +1,12 @@
 // Package sessions owns sessions from request to destroyed VM — their
 // lifecycle; taking and bringing up a session's machine is package claim's.
 //
-//   - request.go: a session request's validation (ValidateRequest).
-//   - manager.go: the Manager; Create records a claim (pending, in its
-//     pool's line) with its credentials held for the claim; Run runs the
-//     replica's loops; dispatch starts claims (claim.Claimer) oldest first
-//     per line, and claim records their verdicts; Get, End, Endpoint.
+//   - request.go: a session request: its validation (ValidateRequest),
+//     and Create, which records it as a claim (pending, in its pool's
+//     line) and has its credentials held for the claim.
+//   - manager.go: the Manager; Run runs the replica's loops; dispatch
+//     starts claims (claim.Claimer) oldest first per line, and claim
+//     records their verdicts; Get, End, Endpoint.
 //   - fail.go: failing a session (and destroying its machine), and settling
 //     one whose claim was aborted or that was ended while its claim ran.
 //   - lifecycle.go: ending sessions (finish: the agent commits and pushes,
