@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/poolcache"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/fly"
 	"github.com/hangarhq/hangar/internal/pool"
@@ -31,7 +31,7 @@ type Machines interface {
 
 // Pools is the part of the pools cache admission needs.
 type Pools interface {
-	List() []*pools.Pool
+	List() []*poolcache.Pool
 	Refresh(ctx context.Context) error
 }
 
@@ -96,8 +96,8 @@ func imageOf(m *fly.Machine) string {
 
 // poolOfApp finds the pool on app, re-reading the pools at most every
 // RefreshEvery when none is known.
-func (a *Admission) poolOfApp(ctx context.Context, app string) *pools.Pool {
-	find := func() *pools.Pool {
+func (a *Admission) poolOfApp(ctx context.Context, app string) *poolcache.Pool {
+	find := func() *poolcache.Pool {
 		for _, p := range a.Pools.List() {
 			if p.App == app {
 				return p

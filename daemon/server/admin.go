@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/hangarhq/hangar/daemon/auth"
-	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/poolcache"
 	"github.com/hangarhq/hangar/daemon/sessions"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/api"
@@ -18,7 +18,7 @@ import (
 
 // ---- pools ----
 
-func standbyOf(c *pools.Counts) api.StandbyCounts {
+func standbyOf(c *poolcache.Counts) api.StandbyCounts {
 	if c == nil {
 		return api.StandbyCounts{ByState: map[string]int{}}
 	}

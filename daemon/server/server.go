@@ -25,7 +25,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/broker"
 	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
-	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/poolcache"
 	"github.com/hangarhq/hangar/daemon/sessions"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/api"
@@ -42,7 +42,7 @@ var OpenAPI []byte
 type Config struct {
 	Store    store.Store
 	Sessions *sessions.Manager
-	Pools    *pools.Cache
+	Pools    *poolcache.Cache
 	Broker   *broker.Broker
 	Auth     *auth.Authenticator
 	Metrics  *metrics.Metrics

@@ -30,7 +30,7 @@ import (
 	"github.com/hangarhq/hangar/daemon/config"
 	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
-	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/poolcache"
 	"github.com/hangarhq/hangar/daemon/server"
 	"github.com/hangarhq/hangar/daemon/sessions"
 	"github.com/hangarhq/hangar/daemon/store"
@@ -48,7 +48,7 @@ type Deps struct {
 	Config   config.Config
 	Store    store.Store
 	Fly      *fly.Client
-	Pools    *pools.Cache
+	Pools    *poolcache.Cache
 	Sessions *sessions.Manager
 	Signer   *agentauth.Signer
 	// Agents reaches agents (through their tunnels, or dialled).
@@ -294,7 +294,7 @@ func (d *Daemon) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fly client: %w", err)
 	}
-	d.Pools = pools.New(d.Fly, cfg.FlyOrg, log.Named("pools"))
+	d.Pools = poolcache.New(d.Fly, cfg.FlyOrg, log.Named("pools"))
 	// One replica's periodic read of the pools serves all of them.
 	d.Pools.Share(st, cfg.PoolRefresh)
 	if err := d.startTunnels(ctx, cfg); err != nil {

@@ -57,12 +57,12 @@ func (m *Manager) finish(ctx context.Context, s *store.Session) {
 			}
 			fr, err := m.agentClient(ctx, s, mach).Finish(ctx, s.ID, req)
 			if err != nil {
-				push.Message = "finish failed: " + describeAgentError(err).Error()
+				push.Message = "finish failed: " + agentapi.Describe(err).Error()
 			} else {
 				push = &store.Push{Ref: fr.Ref, Commit: fr.Commit, OK: fr.OK, Message: fr.Message}
 			}
 		}
-		m.destroy(s.AppName, s.MachineID, "")
+		m.claims.Destroy(s.AppName, s.MachineID, "")
 	}
 	now := time.Now()
 	cost := m.Cost(ctx, s, now)
@@ -354,7 +354,7 @@ func (m *Manager) SettleOwnClaims(ctx context.Context) {
 	}
 	for _, s := range ss {
 		m.mu.Lock()
-		mine := m.inflight[s.ID] || m.creds[s.ID] != nil
+		mine := m.inflight[s.ID] || m.claims.Holds(s.ID)
 		m.mu.Unlock()
 		if mine {
 			continue // this process's own (Run called late); not a leftover
@@ -380,7 +380,7 @@ func (m *Manager) destroySessionMachines(ctx context.Context, s *store.Session) 
 	}
 	for i := range ms {
 		if ms[i].State != fly.StateDestroyed && ms[i].State != fly.StateDestroying {
-			m.destroy(s.AppName, ms[i].ID, "")
+			m.claims.Destroy(s.AppName, ms[i].ID, "")
 		}
 	}
 }

@@ -1,11 +1,3 @@
-// Package sessions owns sessions from request to destroyed VM: it records
-// claims, runs this replica's claim workers (lease a standby or clone the
-// template, start it, init the agent with the user's credentials, mark the
-// session ready), ends sessions (finish, push, destroy) on request, TTL, idle
-// timeout or process exit, and takes over from dead replicas.
-//
-// A session's credentials live only in the memory of the replica that
-// accepted it, until the agent's init; they are never written anywhere.
 package sessions
 
 import (
@@ -21,13 +13,13 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/hangarhq/hangar/daemon/agents"
+	"github.com/hangarhq/hangar/daemon/claim"
 	"github.com/hangarhq/hangar/daemon/health"
 	"github.com/hangarhq/hangar/daemon/metrics"
-	"github.com/hangarhq/hangar/daemon/pools"
+	"github.com/hangarhq/hangar/daemon/poolcache"
 	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/agentauth"
-	"github.com/hangarhq/hangar/internal/api"
 	"github.com/hangarhq/hangar/internal/fly"
 )
 
@@ -49,20 +41,9 @@ func (e *QuotaError) Error() string {
 	return fmt.Sprintf("tenant is at its limit of %d concurrent sessions", e.Limit)
 }
 
-// Fly is the part of the Fly client the manager uses.
-type Fly interface {
-	ListMachines(ctx context.Context, app string, opts fly.ListMachinesOptions) ([]fly.Machine, error)
-	GetMachine(ctx context.Context, app, id string) (*fly.Machine, error)
-	CreateMachine(ctx context.Context, app string, req fly.CreateMachineRequest) (*fly.Machine, error)
-	StartMachine(ctx context.Context, app, id, nonce string) (*fly.StartResponse, error)
-	WaitMachine(ctx context.Context, app, id string, opts fly.WaitOptions) (*fly.WaitResponse, error)
-	DestroyMachine(ctx context.Context, app, id string, force bool, nonce string) error
-	AcquireLease(ctx context.Context, app, id string, ttl time.Duration, description string) (*fly.Lease, error)
-	ReleaseLease(ctx context.Context, app, id, nonce string) error
-	UpdateMetadata(ctx context.Context, app, id string, req fly.UpdateMetadataRequest, nonce string) error
-	SignalMachine(ctx context.Context, app, id, signal, nonce string) error
-	RefreshLease(ctx context.Context, app, id, nonce string, ttl time.Duration) (*fly.Lease, error)
-}
+// Fly is the part of the Fly client the manager uses: what its claims use
+// (claim.Fly), which covers the machine reads of its sweeps and ends.
+type Fly = claim.Fly
 
 // Config wires a Manager.
 type Config struct {
@@ -72,7 +53,7 @@ type Config struct {
 	DaemonID string
 	Store    store.Store
 	Fly      Fly
-	Pools    *pools.Cache
+	Pools    *poolcache.Cache
 	Signer   *agentauth.Signer
 	Logger   hclog.Logger
 	Metrics  *metrics.Metrics
@@ -112,25 +93,46 @@ type Manager struct {
 	log   hclog.Logger
 
 	mu       sync.Mutex
-	creds    map[string]*Credentials // by session id, until init
-	inflight map[string]bool         // claims being worked on here
-	waiting  map[string]bool         // pool/tenant-image lines whose last claim found no capacity
-	ending   map[string]bool         // ends being worked on here
-	// lostCreate marks claims whose clone create failed ambiguously: Fly
-	// may have made the machine and lost the answer.
-	lostCreate map[string]bool
-	// refusedStarts counts, per pending session, claimed standbys that Fly
-	// refused to start; past maxRefusedStarts the claim clones instead.
-	refusedStarts map[string]int
-	kick          chan struct{}
-	cloneMu       map[string]*sync.Mutex
-	work          sync.WaitGroup
-	workCtx       context.Context
-	stopWork      context.CancelFunc
-	sem           chan struct{}
-	standbys      *standbyViews // per-pool views of claimable standbys
-	machines      *machineReads // shared reads of session machines, for attaches
+	inflight map[string]bool // claims being worked on here
+	waiting  map[string]bool // pool/tenant-image lines whose last claim found no capacity
+	ending   map[string]bool // ends being worked on here
+	kick     chan struct{}
+	locks    *store.Locks // a tenant's count
+	work     sync.WaitGroup
+	workCtx  context.Context
+	stopWork context.CancelFunc
+	sem      chan struct{}
+	machines *machineReads // shared reads of session machines, for attaches
+	claims   claimer
 }
+
+// claimer is the claim (package claim) as the session lifecycle uses it.
+// The manager decides when a session's claim runs and records what became
+// of the session; the claimer takes and brings up the machine.
+type claimer interface {
+	// Hold keeps a new session's credentials for its claim, which hands
+	// them to the agent; Holds reports whether they are held here.
+	Hold(id string, creds *Credentials)
+	Holds(id string) bool
+	// Forget drops what is kept for session id's claim (its credentials
+	// among it), once the session ended or failed; ForgetCredentials drops
+	// every credential when the replica stops.
+	Forget(id string)
+	ForgetCredentials()
+	// Claim takes a pending session of this replica to ready: nil (ready,
+	// back in line, or ended meanwhile), claim.ErrWait (stays in line),
+	// claim.ErrNoCredentials, or a *claim.Failure for the manager to fail.
+	Claim(ctx context.Context, s *store.Session) error
+	// ObserveStandbys feeds the reconciler's listing of a pool's standbys
+	// into the view claims take standbys from.
+	ObserveStandbys(app, poolName string, standbys []*fly.Machine, at time.Time)
+	// Destroy destroys a machine now or records it owed in the store;
+	// DestroyOwed retries those owed (by any replica).
+	Destroy(app, id, nonce string)
+	DestroyOwed(ctx context.Context)
+}
+
+var _ claimer = (*claim.Claimer)(nil)
 
 // New makes a Manager.
 func New(cfg Config) *Manager {
@@ -150,7 +152,7 @@ func New(cfg Config) *Manager {
 		cfg.SweepInterval = 15 * time.Second
 	}
 	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = 3 * time.Minute
+		cfg.ReadyTimeout = claim.DefaultReadyTimeout
 	}
 	if cfg.DispatchInterval <= 0 {
 		cfg.DispatchInterval = 500 * time.Millisecond
@@ -162,11 +164,16 @@ func New(cfg Config) *Manager {
 		cfg.Agents = &agents.Router{}
 	}
 	workCtx, stop := context.WithCancel(context.Background())
+	log := cfg.Logger.Named("sessions")
 	return &Manager{
-		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: cfg.Logger.Named("sessions"),
-		creds: map[string]*Credentials{}, inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{}, lostCreate: map[string]bool{}, refusedStarts: map[string]int{},
-		kick: make(chan struct{}, 1), cloneMu: map[string]*sync.Mutex{}, standbys: newStandbyViews(cfg.Fly), machines: newMachineReads(cfg.Fly),
+		cfg: cfg, store: cfg.Store, fly: cfg.Fly, log: log,
+		inflight: map[string]bool{}, waiting: map[string]bool{}, ending: map[string]bool{},
+		kick: make(chan struct{}, 1), locks: store.NewLocks(cfg.Store), machines: newMachineReads(cfg.Fly),
 		workCtx: workCtx, stopWork: stop, sem: make(chan struct{}, cfg.Workers),
+		claims: claim.New(claim.Config{
+			Store: cfg.Store, Fly: cfg.Fly, Pools: cfg.Pools, Signer: cfg.Signer, Metrics: cfg.Metrics,
+			Logger: log, Agents: cfg.Agents, ReadyTimeout: cfg.ReadyTimeout,
+		}),
 	}
 }
 
@@ -187,130 +194,192 @@ func (m *Manager) wake() {
 	}
 }
 
-// Create validates a request for tenant t, records the claim (pending) and
-// hands it to this replica's claim workers. It returns at once.
-func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSessionRequest) (*store.Session, error) {
-	if err := ValidateRequest(req, m.cfg.AllowFileRepos); err != nil {
-		return nil, err
-	}
-	// A pool the tenant may not use is answered exactly like one that does
-	// not exist, and before the pool is looked up (no timing difference
-	// either): a tenant must not learn which pools exist.
-	if !Granted(t, req.Pool) {
-		return nil, noPool(req.Pool)
-	}
-	p, err := m.cfg.Pools.Get(ctx, req.Pool)
-	if errors.Is(err, pools.ErrNotFound) {
-		return nil, noPool(req.Pool)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("look up pool %s: %w", req.Pool, err)
-	}
-	tmpl := p.Template(req.TenantImage)
-	if tmpl == nil {
-		if req.TenantImage == "" {
-			return nil, invalid("pool", "pool %q has no default image", req.Pool)
+// Run runs the replica's loops (claim dispatcher, heartbeat and takeover of
+// dead replicas, sweeper) until ctx ends. Then it stops taking new work,
+// lets in-flight claims and ends finish within the shutdown grace, and fails
+// the claims it still holds credentials for (they would die with it). Ready
+// sessions keep running in their VMs.
+func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(5)
+	// Settling runs beside the heartbeat, not before it: it may wait on
+	// Fly, and other replicas must not think this one dead meanwhile. The
+	// dispatcher waits for it: it would find the leftovers without their
+	// credentials and fail them without looking for their machines.
+	settled := make(chan struct{})
+	go func() { defer wg.Done(); defer close(settled); m.SettleOwnClaims(ctx) }()
+	go func() { defer wg.Done(); m.destroyLoop(ctx) }()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-settled:
+			m.dispatchLoop(ctx)
+		case <-ctx.Done():
 		}
-		return nil, invalid("tenant_image", "pool %q has no tenant image %q", req.Pool, req.TenantImage)
+	}()
+	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); m.sweepLoop(ctx) }()
+	wg.Wait()
+
+	done := make(chan struct{})
+	go func() { m.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(m.cfg.ShutdownGrace):
+		m.log.Warn("shutdown grace over; abandoning in-flight work")
+		m.stopWork()
+		<-done
 	}
-	if req.TenantImage != "" && tmpl.Spec.Tenant != t.Name {
-		// Tenant images declare their tenant by name; another tenant's
-		// image is as good as absent.
-		return nil, invalid("tenant_image", "pool %q has no tenant image %q", req.Pool, req.TenantImage)
-	}
-	if tmpl.Spec.Draining {
-		return nil, invalid("pool", "pool %q is being deleted", req.Pool)
-	}
-	if req.Region != "" && !contains(tmpl.Spec.Regions, req.Region) {
-		return nil, invalid("region", "pool %q does not run in %q (regions: %s)", req.Pool, req.Region, strings.Join(tmpl.Spec.Regions, ", "))
-	}
-	if t.MaxSessions > 0 {
-		// Count and create under the tenant's lock (in-process and, with
-		// Postgres, across replicas) so that concurrent requests cannot
-		// overshoot the limit.
-		l := m.poolLock("tenant:" + t.ID)
-		l.Lock()
-		defer l.Unlock()
-		release, err := m.leaderLock(ctx, "tenant:"+t.ID)
-		if err != nil {
-			return nil, fmt.Errorf("lock tenant %s: %w", t.Name, err)
-		}
-		defer release()
-		n, err := m.store.CountLiveSessions(ctx, t.ID)
-		if err != nil {
-			return nil, fmt.Errorf("count sessions: %w", err)
-		}
-		if n >= t.MaxSessions {
-			return nil, &QuotaError{Limit: t.MaxSessions, RetryAfter: 30 * time.Second}
+	m.stopWork()
+	// Claims that never started can't be taken by another replica (the
+	// credentials are here): fail them now rather than after DeadAfter.
+	bg, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pending, err := m.store.ListSessions(bg, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending}})
+	if err == nil {
+		for _, s := range pending {
+			m.fail(bg, s, nil, "", "the daemon replica that accepted this session shut down before a machine was claimed; create a new session")
 		}
 	}
-	id := NewSessionID()
-	s := &store.Session{
-		ID: id, TenantID: t.ID, Pool: req.Pool, TenantImage: req.TenantImage, Region: req.Region,
-		State: store.StatePending, AppName: p.App, Repo: req.Repo, Branch: req.Branch,
-		SessionBranch: req.SessionBranch, Mode: req.Mode, Command: req.Command, Env: req.Env,
-		Cols: req.Cols, Rows: req.Rows, Owner: m.cfg.DaemonID,
-	}
-	if s.SessionBranch == "" {
-		s.SessionBranch = "hangar/" + id
-	}
-	s.Command = sessionCommand(req, m.cfg.DefaultCommand)
-	if req.GitAuthor != nil {
-		s.GitAuthorName, s.GitAuthorEmail = req.GitAuthor.Name, req.GitAuthor.Email
-	}
-	creds := &Credentials{}
-	if req.Credentials != nil {
-		c := *req.Credentials
-		creds = &c
-	}
-	m.mu.Lock()
-	m.creds[id] = creds
-	m.mu.Unlock()
-	if err := m.store.CreateSession(ctx, s); err != nil {
-		m.dropCreds(id)
-		return nil, fmt.Errorf("record session: %w", err)
-	}
-	m.log.Info("session requested", "session", id, "tenant", t.Name, "pool", s.Pool, "tenant_image", s.TenantImage, "repo", s.Repo)
-	m.wake()
-	return s, nil
+	m.claims.ForgetCredentials()
 }
 
-// noPool is the one answer for a pool that does not exist or is not the
-// tenant's.
-func noPool(name string) *InvalidError { return invalid("pool", "no pool named %q", name) }
-
-// Granted reports whether tenant t may use pool (a "*" grant means every pool).
-func Granted(t *store.Tenant, pool string) bool {
-	for _, p := range t.Pools {
-		if p == pool || p == "*" {
-			return true
-		}
-	}
-	return false
+// destroyInterval is how often owed destroys are retried.
+func (m *Manager) destroyInterval() time.Duration {
+	return min(m.cfg.HeartbeatInterval, 2*time.Second)
 }
 
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
+func (m *Manager) destroyLoop(ctx context.Context) {
+	t := time.NewTicker(m.destroyInterval())
+	defer t.Stop()
+	for {
+		m.claims.DestroyOwed(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
-	return false
 }
 
-func (m *Manager) takeCreds(id string) (*Credentials, bool) {
+// dispatchSafetyPoll is how often dispatch looks at pending claims with
+// no reason to: only a lost store notice makes that find anything.
+const dispatchSafetyPoll = 15 * time.Second
+
+// dispatchLoop runs dispatch when there may be something to do: a session
+// created here (kick), a store notice of a session of this replica or of a
+// pool whose line waits (another session ended or failed, on any replica:
+// capacity may be free), and every DispatchInterval while a line waits for
+// capacity, which appears on Fly (the reconciler's top-ups) rather than in
+// the store. Else it polls only as a backstop against lost notices.
+func (m *Manager) dispatchLoop(ctx context.Context) {
+	stop := m.store.Notifier().Subscribe(store.ChannelSessions, func(msg string) {
+		// This replica's own claims wake it when they finish; a session
+		// going (back) to pending here, or any change in a pool whose line
+		// waits, is news.
+		if c, ok := store.ParseSessionChange(msg); ok &&
+			(c.Owner != m.cfg.DaemonID || c.State != store.StatePending) && !m.lineWaits(c.Pool) {
+			return
+		}
+		m.wake()
+	})
+	defer stop()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		m.dispatch(ctx)
+		m.mu.Lock()
+		next := dispatchSafetyPoll
+		if len(m.waiting) > 0 {
+			next = m.cfg.DispatchInterval
+		}
+		m.mu.Unlock()
+		t.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.kick:
+		}
+	}
+}
+
+// lineWaits reports whether a claim line of pool waits for capacity.
+func (m *Manager) lineWaits(pool string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c, ok := m.creds[id]
-	return c, ok
+	for line, w := range m.waiting {
+		if w && strings.HasPrefix(line, pool+"/") {
+			return true
+		}
+	}
+	return false
 }
 
-func (m *Manager) dropCreds(id string) {
-	m.mu.Lock()
-	delete(m.creds, id)
-	delete(m.lostCreate, id) // the claim is over: nothing left to adopt
-	delete(m.refusedStarts, id)
-	m.mu.Unlock()
+// dispatch starts claims for this replica's pending sessions, oldest first,
+// keeping each pool's line: once a claim of a pool waits for capacity,
+// younger claims of that pool wait too.
+func (m *Manager) dispatch(ctx context.Context) {
+	pending, err := m.store.ListSessions(ctx, store.SessionFilter{Owner: m.cfg.DaemonID, States: []store.SessionState{store.StatePending}})
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("list pending claims", "error", err)
+		}
+		return
+	}
+	seen := map[string]bool{}
+	for _, s := range pending {
+		if ctx.Err() != nil {
+			return
+		}
+		line := s.Pool + "/" + s.TenantImage
+		m.mu.Lock()
+		waiting := m.waiting[line]
+		m.mu.Unlock()
+		if waiting && seen[line] {
+			continue // only the head of a full pool's line tries
+		}
+		seen[line] = true
+		if time.Since(s.CreatedAt) > m.cfg.ReadyTimeout {
+			m.failFrom(ctx, s, []store.SessionState{store.StatePending}, nil, "", fmt.Sprintf("no machine became available within %v", m.cfg.ReadyTimeout))
+			continue
+		}
+		m.mu.Lock()
+		busy := m.inflight[s.ID]
+		m.mu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case m.sem <- struct{}{}:
+		default:
+			return // every worker is busy; the next round continues
+		}
+		m.mu.Lock()
+		m.inflight[s.ID] = true
+		m.mu.Unlock()
+		m.work.Add(1)
+		go func(id, line string) {
+			defer m.work.Done()
+			defer func() {
+				<-m.sem
+				m.mu.Lock()
+				delete(m.inflight, id)
+				m.mu.Unlock()
+			}()
+			err := m.claim(m.workCtx, id)
+			m.mu.Lock()
+			if errors.Is(err, claim.ErrWait) {
+				m.waiting[line] = true
+			} else {
+				delete(m.waiting, line)
+			}
+			m.mu.Unlock()
+			if !errors.Is(err, claim.ErrWait) {
+				m.wake()
+			}
+		}(s.ID, line)
+	}
 }
 
 // Get returns a session of tenant tenantID (any tenant if "").
@@ -366,7 +435,7 @@ func (m *Manager) End(ctx context.Context, tenantID, id, reason string) (*store.
 			if err != nil {
 				return nil, fmt.Errorf("end session %s: %w", id, err)
 			}
-			m.dropCreds(id)
+			m.claims.Forget(id)
 			m.finished(s2)
 			return s2, nil
 		case store.StateClaiming, store.StateStarting:
@@ -400,6 +469,37 @@ func (m *Manager) End(ctx context.Context, tenantID, id, reason string) (*store.
 	return nil, fmt.Errorf("end session %s: state kept changing", id)
 }
 
+// claim runs the claim of one pending session of this replica (package
+// claim) and records its verdict: a session the claim cannot serve fails
+// here. claim.ErrWait leaves it pending.
+func (m *Manager) claim(ctx context.Context, id string) error {
+	s, err := m.store.GetSession(ctx, id)
+	if err != nil || s.State != store.StatePending || s.Owner != m.cfg.DaemonID {
+		return err
+	}
+	err = m.claims.Claim(ctx, s)
+	var f *claim.Failure
+	switch {
+	case errors.Is(err, claim.ErrNoCredentials):
+		m.destroySessionMachines(ctx, s)
+		m.fail(ctx, s, nil, "", "the daemon replica that accepted this session lost its credentials (restarted); create a new session")
+	case errors.As(err, &f) && f.Aborted:
+		m.settleAborted(s.ID, f.Reason)
+	case errors.As(err, &f):
+		m.fail(ctx, s, nil, "", f.Reason)
+	default:
+		return err // nil, or claim.ErrWait
+	}
+	return nil
+}
+
+// ObserveStandbys feeds the reconciler's listing of a pool's standbys,
+// made at at, into the view this replica's claims take standbys from
+// (claim.Claimer.ObserveStandbys).
+func (m *Manager) ObserveStandbys(app, poolName string, standbys []*fly.Machine, at time.Time) {
+	m.claims.ObserveStandbys(app, poolName, standbys, at)
+}
+
 // finished counts a session that reached a terminal state here.
 func (m *Manager) finished(s *store.Session) {
 	if m.cfg.Metrics != nil && s != nil {
@@ -409,18 +509,7 @@ func (m *Manager) finished(s *store.Session) {
 
 // agentClient returns a client for the agent of machine mach of session s.
 func (m *Manager) agentClient(ctx context.Context, s *store.Session, mach *fly.Machine) *agentapi.Client {
-	return m.cfg.Agents.Client(mach, m.agentPort(ctx, s), m.cfg.Signer)
-}
-
-// agentPort is the agent port of s's template (0: the default), for agents
-// that are dialled rather than tunnelled.
-func (m *Manager) agentPort(ctx context.Context, s *store.Session) int {
-	if p, err := m.cfg.Pools.Get(ctx, s.Pool); err == nil {
-		if t := p.Template(s.TenantImage); t != nil {
-			return t.Spec.AgentPort
-		}
-	}
-	return 0
+	return m.cfg.Agents.Client(mach, m.cfg.Pools.AgentPort(ctx, s.Pool, s.TenantImage), m.cfg.Signer)
 }
 
 // Endpoint resolves a ready session's agent: its base URL, the client that
@@ -436,7 +525,7 @@ func (m *Manager) Endpoint(ctx context.Context, s *store.Session) (agentURL stri
 	if mach.State != fly.StateStarted {
 		return "", nil, "", fmt.Errorf("machine %s is %s: %w", mach.ID, mach.State, errMachineDown)
 	}
-	u, hc := m.cfg.Agents.Agent(mach, m.agentPort(ctx, s))
+	u, hc := m.cfg.Agents.Agent(mach, m.cfg.Pools.AgentPort(ctx, s.Pool, s.TenantImage))
 	return u, hc, mach.ID, nil
 }
 
@@ -456,15 +545,4 @@ func EffectiveTTL(poolTTL time.Duration, t *store.Tenant) time.Duration {
 		ttl = t.MaxSessionDuration
 	}
 	return ttl
-}
-
-// sessionCommand is the argv a session runs: the request's own, else the
-// pool's default. A pool's default command is a terminal program, so it does
-// not apply in jsonl mode: there the agent builds claude's stream-json
-// invocation itself when no command is named.
-func sessionCommand(req *api.CreateSessionRequest, defaults map[string][]string) []string {
-	if len(req.Command) > 0 || req.Mode == string(agentapi.ModeJSONL) {
-		return req.Command
-	}
-	return defaults[req.Pool]
 }

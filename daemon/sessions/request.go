@@ -1,11 +1,16 @@
 package sessions
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 	"unicode"
 
+	"github.com/hangarhq/hangar/daemon/poolcache"
+	"github.com/hangarhq/hangar/daemon/store"
 	"github.com/hangarhq/hangar/internal/agentapi"
 	"github.com/hangarhq/hangar/internal/api"
 	"github.com/hangarhq/hangar/internal/validate"
@@ -115,4 +120,121 @@ func ValidateRequest(r *api.CreateSessionRequest, allowFile bool) error {
 		}
 	}
 	return nil
+}
+
+// Create validates a request for tenant t, records the claim (pending) and
+// hands it to this replica's claim workers. It returns at once.
+func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSessionRequest) (*store.Session, error) {
+	if err := ValidateRequest(req, m.cfg.AllowFileRepos); err != nil {
+		return nil, err
+	}
+	// A pool the tenant may not use is answered exactly like one that does
+	// not exist, and before the pool is looked up (no timing difference
+	// either): a tenant must not learn which pools exist.
+	if !Granted(t, req.Pool) {
+		return nil, noPool(req.Pool)
+	}
+	p, err := m.cfg.Pools.Get(ctx, req.Pool)
+	if errors.Is(err, poolcache.ErrNotFound) {
+		return nil, noPool(req.Pool)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up pool %s: %w", req.Pool, err)
+	}
+	tmpl := p.Template(req.TenantImage)
+	if tmpl == nil {
+		if req.TenantImage == "" {
+			return nil, invalid("pool", "pool %q has no default image", req.Pool)
+		}
+		return nil, invalid("tenant_image", "pool %q has no tenant image %q", req.Pool, req.TenantImage)
+	}
+	if req.TenantImage != "" && tmpl.Spec.Tenant != t.Name {
+		// Tenant images declare their tenant by name; another tenant's
+		// image is as good as absent.
+		return nil, invalid("tenant_image", "pool %q has no tenant image %q", req.Pool, req.TenantImage)
+	}
+	if tmpl.Spec.Draining {
+		return nil, invalid("pool", "pool %q is being deleted", req.Pool)
+	}
+	if req.Region != "" && !contains(tmpl.Spec.Regions, req.Region) {
+		return nil, invalid("region", "pool %q does not run in %q (regions: %s)", req.Pool, req.Region, strings.Join(tmpl.Spec.Regions, ", "))
+	}
+	if t.MaxSessions > 0 {
+		// Count and create under the tenant's lock (in-process and, with
+		// Postgres, across replicas) so that concurrent requests cannot
+		// overshoot the limit.
+		release, err := m.locks.Lock(ctx, "tenant:"+t.ID)
+		if err != nil {
+			return nil, fmt.Errorf("lock tenant %s: %w", t.Name, err)
+		}
+		defer release()
+		n, err := m.store.CountLiveSessions(ctx, t.ID)
+		if err != nil {
+			return nil, fmt.Errorf("count sessions: %w", err)
+		}
+		if n >= t.MaxSessions {
+			return nil, &QuotaError{Limit: t.MaxSessions, RetryAfter: 30 * time.Second}
+		}
+	}
+	id := NewSessionID()
+	s := &store.Session{
+		ID: id, TenantID: t.ID, Pool: req.Pool, TenantImage: req.TenantImage, Region: req.Region,
+		State: store.StatePending, AppName: p.App, Repo: req.Repo, Branch: req.Branch,
+		SessionBranch: req.SessionBranch, Mode: req.Mode, Command: req.Command, Env: req.Env,
+		Cols: req.Cols, Rows: req.Rows, Owner: m.cfg.DaemonID,
+	}
+	if s.SessionBranch == "" {
+		s.SessionBranch = "hangar/" + id
+	}
+	s.Command = sessionCommand(req, m.cfg.DefaultCommand)
+	if req.GitAuthor != nil {
+		s.GitAuthorName, s.GitAuthorEmail = req.GitAuthor.Name, req.GitAuthor.Email
+	}
+	creds := &Credentials{}
+	if req.Credentials != nil {
+		c := *req.Credentials
+		creds = &c
+	}
+	m.claims.Hold(id, creds)
+	if err := m.store.CreateSession(ctx, s); err != nil {
+		m.claims.Forget(id)
+		return nil, fmt.Errorf("record session: %w", err)
+	}
+	m.log.Info("session requested", "session", id, "tenant", t.Name, "pool", s.Pool, "tenant_image", s.TenantImage, "repo", s.Repo)
+	m.wake()
+	return s, nil
+}
+
+// noPool is the one answer for a pool that does not exist or is not the
+// tenant's.
+func noPool(name string) *InvalidError { return invalid("pool", "no pool named %q", name) }
+
+// Granted reports whether tenant t may use pool (a "*" grant means every pool).
+func Granted(t *store.Tenant, pool string) bool {
+	for _, p := range t.Pools {
+		if p == pool || p == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// sessionCommand is the argv a session runs: the request's own, else the
+// pool's default. A pool's default command is a terminal program, so it does
+// not apply in jsonl mode: there the agent builds claude's stream-json
+// invocation itself when no command is named.
+func sessionCommand(req *api.CreateSessionRequest, defaults map[string][]string) []string {
+	if len(req.Command) > 0 || req.Mode == string(agentapi.ModeJSONL) {
+		return req.Command
+	}
+	return defaults[req.Pool]
 }

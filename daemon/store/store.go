@@ -1,6 +1,7 @@
 // Package store keeps hangard's durable state: tenants and their API keys,
 // sessions and their claims, tickets, and the liveness of daemon replicas.
-// It never holds a Claude credential or a git token.
+// It never holds a Claude credential or a git token. Locks (locks.go) are
+// named locks over it, held in the process and across replicas.
 //
 // Two implementations share one interface and one test suite (package
 // storetest): SQLite (modernc.org/sqlite, the default, one replica) and

@@ -29,6 +29,17 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("agent: %d %s: %s", e.StatusCode, e.Code, e.Message)
 }
 
+// Describe returns err, or, when it is the agent's own answer (an *Error),
+// its message with status and code, for a session's reason: the reader wants
+// what the agent said, not the transport's prefix.
+func Describe(err error) error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return fmt.Errorf("%s (%d %s)", ae.Message, ae.StatusCode, ae.Code)
+	}
+	return err
+}
+
 // Sentinels usable with errors.Is on errors from Client calls.
 var (
 	ErrUnauthorized   = errors.New("agent: unauthorized")

@@ -1,9 +1,13 @@
-// Package pools keeps the daemon's view of the worker pools, read from Fly
+// Package poolcache is the daemon's cache of the worker pools, read from Fly
 // (the source of truth): every app of the org that holds a template machine
-// with hangar metadata is a pool. The view is cached and refreshed in the
-// background; a miss refreshes at once, so a pool created by terraform a
-// moment ago is found without waiting for the next refresh.
-package pools
+// with hangar metadata is a pool. The cache is refreshed in the background;
+// a miss refreshes at once, so a pool created by terraform a moment ago is
+// found without waiting for the next refresh.
+//
+// It holds what Fly says a pool is now (templates, machine counts); what a
+// pool is declared to be — the spec, its metadata encoding, standby cloning —
+// is package internal/pool, which the provider shares.
+package poolcache
 
 import (
 	"context"
@@ -319,6 +323,18 @@ func (c *Cache) Get(ctx context.Context, name string) (*Pool, error) {
 		return nil, fmt.Errorf("pool %q: %w", name, ErrNotFound)
 	}
 	return p, nil
+}
+
+// AgentPort is the agent port of the template of poolName's tenantImage
+// ("" = the default image), for agents that are dialled rather than
+// tunnelled; 0 (the default port) when the pool or template is unknown.
+func (c *Cache) AgentPort(ctx context.Context, poolName, tenantImage string) int {
+	if p, err := c.Get(ctx, poolName); err == nil {
+		if t := p.Template(tenantImage); t != nil {
+			return t.Spec.AgentPort
+		}
+	}
+	return 0
 }
 
 // List returns every cached pool, by name.

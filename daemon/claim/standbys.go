@@ -1,4 +1,4 @@
-package sessions
+package claim
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 // the view empty clones (which counts the pool afresh under its lock).
 //
 // An older view (up to standbyViewMaxAge, e.g. the reconciler's last
-// listing, fed in with Manager.ObserveStandbys) is still tried first: a
+// listing, fed in with Claimer.ObserveStandbys) is still tried first: a
 // claim verifies its candidate under the lease anyway, and listing again
 // would wait for the app's listing budget (up to a second when the
 // reconciler just took it). Only when the old view yields nothing is the
@@ -147,10 +147,10 @@ func (v *standbyViews) update(app, poolName string, ms []fly.Machine, at time.Ti
 // reconciler, which lists every pool's app each round) into the view the
 // replica's claims take standbys from, so that a claim finds them without
 // a listing of its own.
-func (m *Manager) ObserveStandbys(app, poolName string, standbys []*fly.Machine, at time.Time) {
+func (cl *Claimer) ObserveStandbys(app, poolName string, standbys []*fly.Machine, at time.Time) {
 	ms := make([]fly.Machine, 0, len(standbys))
 	for _, sb := range standbys {
 		ms = append(ms, *sb)
 	}
-	m.standbys.update(app, poolName, ms, at)
+	cl.standbys.update(app, poolName, ms, at)
 }
