@@ -25,7 +25,7 @@ func TestAccFlyErrors(t *testing.T) {
 	if _, err := e.client.CreateApp(e.ctx(), fly.CreateAppRequest{Name: "hangar-taken", OrgSlug: testOrg}); err != nil {
 		t.Fatal(err)
 	}
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			{Config: badToken, ExpectError: regexp.MustCompile(`(?s)Fly rejected the API token \(401\).*Original Error:.*401`)},
@@ -48,7 +48,7 @@ func TestAccPoolAdoptApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := e.poolHCL(poolConfig{MinStandby: 1, Extra: "adopt_app = true"})
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy: func(*terraform.State) error {
 			st, err := e.load(app)
@@ -86,7 +86,7 @@ func TestAccPoolFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &testEnv{t: t, emu: emu, client: c, key: newKey(t)}
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy:             e.checkNothingLeft("hangar-default"),
 		Steps: []resource.TestStep{
@@ -112,7 +112,7 @@ func TestAccPoolFlyEventualConsistency(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &testEnv{t: t, emu: emu, client: c, key: newKey(t)}
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy:             e.checkNothingLeft("hangar-default"),
 		Steps: []resource.TestStep{

@@ -66,7 +66,7 @@ func differs(old *string, app string, e *testEnv) resource.TestCheckFunc {
 func TestAccPool(t *testing.T) {
 	e := newTestEnv(t)
 	var firstHash string
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy:             e.checkNothingLeft("hangar-default", "hangar-other"),
 		Steps: []resource.TestStep{
@@ -147,7 +147,7 @@ func TestAccPoolDrift(t *testing.T) {
 	e := newTestEnv(t)
 	cfg := e.poolHCL(poolConfig{MinStandby: 1})
 	const app = "hangar-default"
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy:             e.checkNothingLeft(app),
 		Steps: []resource.TestStep{
@@ -198,7 +198,7 @@ func TestAccPoolForceDestroy(t *testing.T) {
 	e := newTestEnv(t)
 	const app = "hangar-default"
 	var sessionID string
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy:             e.checkNothingLeft(app),
 		Steps: []resource.TestStep{
@@ -275,7 +275,7 @@ func TestAccPoolValidation(t *testing.T) {
 	for _, c := range cases {
 		steps = append(steps, resource.TestStep{Config: c.cfg, PlanOnly: true, ExpectError: c.want})
 	}
-	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: protoV6ProviderFactories, Steps: steps})
+	resource.ParallelTest(t, resource.TestCase{ProtoV6ProviderFactories: protoV6ProviderFactories, Steps: steps})
 	// Nothing was created.
 	if list, err := e.client.ListApps(e.ctx(), testOrg); err != nil || len(list) != 0 {
 		t.Fatalf("plan-time failures created apps: %v %v", list, err)

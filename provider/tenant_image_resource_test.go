@@ -46,7 +46,7 @@ func TestAccTenantImage(t *testing.T) {
 	e := newTestEnv(t)
 	const app = "hangar-default"
 	var poolStandbys []string
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy:             e.checkNothingLeft(app),
 		Steps: []resource.TestStep{
@@ -180,7 +180,7 @@ resource "hangar_tenant_image" "bad" {
 	} {
 		steps = append(steps, resource.TestStep{Config: bad, PlanOnly: true, ExpectError: want})
 	}
-	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: protoV6ProviderFactories, Steps: steps})
+	resource.ParallelTest(t, resource.TestCase{ProtoV6ProviderFactories: protoV6ProviderFactories, Steps: steps})
 }
 
 // TestAccTenantImageForceDestroy: with a session machine of the tenant image
@@ -203,7 +203,7 @@ func TestAccTenantImageForceDestroy(t *testing.T) {
 		}
 		return nil
 	}
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy:             e.checkNothingLeft(app),
 		Steps: []resource.TestStep{
