@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -224,7 +225,7 @@ func (s *Server) acceptAttach(w http.ResponseWriter, r *http.Request) (*websocke
 	if ss.Mode == "jsonl" {
 		sub = wire.SubprotocolJSONL
 	}
-	if offered := websocketProtocols(r); len(offered) > 0 && !contains(offered, sub) {
+	if offered := websocketProtocols(r); len(offered) > 0 && !slices.Contains(offered, sub) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("session %s is in %s mode: offer the subprotocol %s", ss.ID, ss.Mode, sub))
 		return nil, broker.Target{}, attacher{}, false
 	} else if len(offered) == 0 && sub != wire.SubprotocolPTY {
@@ -259,15 +260,6 @@ func websocketProtocols(r *http.Request) []string {
 		}
 	}
 	return out
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 var stateDetail = map[store.SessionState]string{

@@ -179,10 +179,9 @@ func (e *env) startWith(t *testing.T, dsn string, tune func(*service.Options)) *
 		e.lb.remove(addr)
 		d.Close()
 		if t.Failed() {
-			l := logs.String()
 			if dir := os.Getenv("HANGAR_TEST_LOG_DIR"); dir != "" {
 				// Whole logs for a failure that needs more than the tail.
-				_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+d.DaemonID+".log"), []byte(l), 0o644)
+				_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+d.DaemonID+".log"), []byte(logs.String()), 0o644)
 			}
 			t.Logf("replica %s log (tail):\n%s", d.DaemonID, logs.Tail(20000))
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -156,7 +157,7 @@ func (m *Manager) Create(ctx context.Context, t *store.Tenant, req *api.CreateSe
 	if tmpl.Spec.Draining {
 		return nil, invalid("pool", "pool %q is being deleted", req.Pool)
 	}
-	if req.Region != "" && !contains(tmpl.Spec.Regions, req.Region) {
+	if req.Region != "" && !slices.Contains(tmpl.Spec.Regions, req.Region) {
 		return nil, invalid("region", "pool %q does not run in %q (regions: %s)", req.Pool, req.Region, strings.Join(tmpl.Spec.Regions, ", "))
 	}
 	if t.MaxSessions > 0 {
@@ -213,15 +214,6 @@ func noPool(name string) *InvalidError { return invalid("pool", "no pool named %
 func Granted(t *store.Tenant, pool string) bool {
 	for _, p := range t.Pools {
 		if p == pool || p == "*" {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
 			return true
 		}
 	}
